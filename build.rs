@@ -1,0 +1,19 @@
+//! Compiles `proto/` with the vendored `protoc` (no system package needed) and
+//! writes the file descriptor set that the reflection service serves.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    let well_known = protoc_bin_vendored::include_path()?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("invitations_descriptor.bin"))
+        .compile_with_config(
+            config,
+            &[PathBuf::from("proto/invitations/v1/invitations.proto")],
+            &[PathBuf::from("proto"), well_known],
+        )?;
+    Ok(())
+}

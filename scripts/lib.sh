@@ -1,0 +1,85 @@
+# Shared set-up for scripts/run and scripts/test: find or bring up Postgres
+# (and NATS), exporting DATABASE_URL (and NATS_URL). Sourced, not executed.
+#
+# Order: a DATABASE_URL already set wins; else the machine's Postgres on
+# 127.0.0.1:5432 if it lets user postgres in without a password; else a
+# private cluster under .data/pg (installing Debian's postgresql if needed).
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+data_dir="$repo_root/.data"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root to run: $*"; return 1; fi
+}
+
+apt_install() {
+  log "installing $* (Debian packages)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] && echo "$dir"
+}
+
+can_connect() {
+  command -v psql >/dev/null && psql "$1" -Atqc 'SELECT 1' >/dev/null 2>&1
+}
+
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+ensure_postgres() {
+  if [ -n "${DATABASE_URL:-}" ]; then
+    log "using DATABASE_URL from the environment"
+    return
+  fi
+  local machine="postgres://postgres@127.0.0.1:5432/postgres"
+  if can_connect "$machine"; then
+    export DATABASE_URL="$machine"
+    log "using the machine's Postgres on 127.0.0.1:5432"
+    return
+  fi
+  local bin
+  bin=$(pg_bin) || true
+  if [ -z "$bin" ]; then
+    apt_install postgresql
+    bin=$(pg_bin)
+  fi
+  local pgdata="$data_dir/pg" port=5432
+  port_free 5432 || port=54329
+  mkdir -p "$data_dir"
+  local run=()
+  if [ "$(id -u)" = 0 ]; then
+    # initdb refuses to run as root: the private cluster belongs to postgres.
+    run=(runuser -u postgres --)
+    chown postgres "$data_dir" 2>/dev/null || true
+  fi
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    log "creating a private Postgres cluster in $pgdata"
+    "${run[@]}" "$bin/initdb" -D "$pgdata" -U postgres --auth=trust >/dev/null
+  fi
+  if ! "${run[@]}" "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    log "starting the private Postgres on 127.0.0.1:$port"
+    "${run[@]}" "$bin/pg_ctl" -D "$pgdata" -w -l "$pgdata/server.log" \
+      -o "-p $port -k $pgdata -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
+  else
+    port=$(sed -n 4p "$pgdata/postmaster.pid")
+  fi
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+# The service's own database on the same server.
+ensure_service_database() {
+  local name=$1 base=${DATABASE_URL%/*}
+  if ! psql "$DATABASE_URL" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1; then
+    psql "$DATABASE_URL" -qc "CREATE DATABASE \"$name\"" >/dev/null
+  fi
+  export DATABASE_URL="$base/$name"
+}

@@ -1,0 +1,101 @@
+//! Command line and environment: every setting is a flag with an env twin.
+//! `docs/operations.md` lists them; `scripts/check-settings` keeps it honest.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "invitations", version, about = "Invite-only growth as a gRPC service on Postgres")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format.
+    #[arg(long, env = "INVITATIONS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info,sqlx=warn`.
+    #[arg(long, env = "INVITATIONS_LOG", default_value = "info,sqlx=warn", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC service.
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Most database connections this process opens.
+    #[arg(long, env = "INVITATIONS_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// How long a call waits for a free database connection before failing.
+    #[arg(long, env = "INVITATIONS_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "INVITATIONS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Apply migrations at start.
+    #[arg(long, env = "INVITATIONS_MIGRATE", default_value_t = true, action = ArgAction::Set)]
+    pub migrate: bool,
+
+    /// Registration link; `{code}` is replaced by the invitation code.
+    #[arg(long, env = "INVITATIONS_LINK_TEMPLATE", default_value = "https://example.com/join?code={code}")]
+    pub link_template: String,
+
+    /// Random symbols per code (8-29); each carries log2(31) ≈ 4.95 bits. A
+    /// check symbol is added. The default 15 gives about 74 bits.
+    #[arg(long, env = "INVITATIONS_CODE_LENGTH", default_value_t = crate::code::DEFAULT_RANDOM_SYMBOLS)]
+    pub code_length: usize,
+
+    /// Optional prefix shown before codes (letters and digits), e.g. `INV`.
+    #[arg(long, env = "INVITATIONS_CODE_PREFIX", default_value = "")]
+    pub code_prefix: String,
+
+    /// Server secret (at least 32 bytes) from which page-token keys are
+    /// derived. Unset: a random one per process (tokens then do not survive
+    /// restarts or cross replicas).
+    #[arg(long, env = "INVITATIONS_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// How often health pings the database.
+    #[arg(long, env = "INVITATIONS_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+
+    /// After SIGTERM: how long to keep serving while reporting NOT_SERVING, so
+    /// load balancers stop sending new calls first.
+    #[arg(long, env = "INVITATIONS_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the delay: how long in-flight calls may take to finish.
+    #[arg(long, env = "INVITATIONS_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Serve gRPC server reflection (v1 and v1alpha).
+    #[arg(long, env = "INVITATIONS_REFLECTION", default_value_t = true, action = ArgAction::Set)]
+    pub reflection: bool,
+}

@@ -1,0 +1,241 @@
+//! Domain types: validated ids and inputs, the invitation entity and its state.
+//! Once you hold one of these, it is valid; parsing happens at the edge.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Longest user id, request id or caller name, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+/// Most invitations one Mint call may create (keeps the answer under 4 MiB).
+pub const MAX_MINT_PER_CALL: u32 = 10_000;
+/// Most uses one invitation may have.
+pub const MAX_USES: u32 = 1_000_000;
+/// Longest label, in bytes.
+pub const MAX_LABEL_LEN: usize = 128;
+/// Longest note or revoke reason, in bytes.
+pub const MAX_NOTE_LEN: usize = 1024;
+/// Longest time-to-live of an invitation.
+pub const MAX_TTL: time::Duration = time::Duration::days(3650);
+/// Most invitation ids in one Revoke call.
+pub const MAX_REVOKE_IDS: usize = 1_000;
+/// Page size when the request says 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Larger page sizes are clamped to this.
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+fn check_text(value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("must be at most {max} bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// An opaque user id from the product: 1-128 bytes of UTF-8, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.is_empty() {
+            return Err("is required".into());
+        }
+        check_text(value, MAX_ID_LEN)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// An AIP-155 request id: optional, 1-128 bytes when present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn parse_optional(value: &str) -> Result<Option<Self>, String> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        check_text(value, MAX_ID_LEN)?;
+        Ok(Some(Self(value.to_owned())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Parses an invitation or batch id (a UUID).
+pub fn parse_uuid(value: &str) -> Result<Uuid, String> {
+    if value.is_empty() {
+        return Err("is required".into());
+    }
+    Uuid::parse_str(value).map_err(|_| "must be a UUID".into())
+}
+
+/// Free text with a length limit (labels, notes, reasons, caller names).
+pub fn parse_text(value: &str, max: usize) -> Result<String, String> {
+    check_text(value, max)?;
+    Ok(value.to_owned())
+}
+
+/// Optional client IP address (for the abuse checks).
+pub fn parse_client_ip(value: &str) -> Result<Option<std::net::IpAddr>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| "must be an IPv4 or IPv6 address".into())
+}
+
+/// Optional e-mail address: only its shape is checked here.
+pub fn parse_email(value: &str) -> Result<Option<String>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    check_text(value, 254)?;
+    match value.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Ok(Some(value.to_owned())),
+        _ => Err("must be an e-mail address".into()),
+    }
+}
+
+/// AIP-158 page size: 0 is the default, negative is an error, large is clamped.
+pub fn parse_page_size(value: i32) -> Result<u32, String> {
+    match value {
+        v if v < 0 => Err("must not be negative".into()),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        v => Ok((v as u32).min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// Where an invitation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Unspent,
+    Redeemed,
+    Revoked,
+    Expired,
+}
+
+/// An invitation as stored. `code` is canonical (see `code::InvitationCode`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub code: String,
+    pub inviter_id: Option<String>,
+    pub last_invitee_id: Option<String>,
+    pub uses: i32,
+    pub max_uses: i32,
+    pub create_time: OffsetDateTime,
+    pub expire_time: Option<OffsetDateTime>,
+    pub last_redeem_time: Option<OffsetDateTime>,
+    pub batch_id: Uuid,
+    pub label: String,
+    pub note: String,
+    pub minted_by: String,
+    pub revoke_time: Option<OffsetDateTime>,
+    pub revoke_reason: Option<String>,
+    pub revoked_by: Option<String>,
+}
+
+impl Invitation {
+    /// The state at `now`. A fully used invitation stays REDEEMED even if it
+    /// was later revoked or passed its expiry: the uses happened.
+    pub fn state(&self, now: OffsetDateTime) -> State {
+        if self.uses >= self.max_uses {
+            State::Redeemed
+        } else if self.revoke_time.is_some() {
+            State::Revoked
+        } else if self.expire_time.is_some_and(|t| t <= now) {
+            State::Expired
+        } else {
+            State::Unspent
+        }
+    }
+
+    /// Why this invitation cannot be redeemed at `now`, if it cannot.
+    pub fn unavailable_reason(&self, now: OffsetDateTime) -> Option<crate::Error> {
+        match self.state(now) {
+            State::Unspent => None,
+            State::Redeemed => Some(crate::Error::AlreadyRedeemed),
+            State::Revoked => Some(crate::Error::Revoked),
+            State::Expired => Some(crate::Error::Expired),
+        }
+    }
+}
+
+/// A member node of the invite graph.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Member {
+    pub user_id: String,
+    pub inviter_id: Option<String>,
+    pub join_time: Option<OffsetDateTime>,
+    pub invitation_id: Option<Uuid>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_id_limits() {
+        assert!(UserId::parse("").is_err());
+        assert!(UserId::parse(&"a".repeat(MAX_ID_LEN)).is_ok());
+        assert!(UserId::parse(&"a".repeat(MAX_ID_LEN + 1)).is_err());
+        assert!(UserId::parse("a\nb").is_err());
+        assert!(UserId::parse("user:42 ✓").is_ok());
+    }
+
+    #[test]
+    fn page_size_rules() {
+        assert_eq!(parse_page_size(0), Ok(DEFAULT_PAGE_SIZE));
+        assert_eq!(parse_page_size(7), Ok(7));
+        assert_eq!(parse_page_size(100_000), Ok(MAX_PAGE_SIZE));
+        assert!(parse_page_size(-1).is_err());
+    }
+
+    fn invitation(uses: i32, max_uses: i32) -> Invitation {
+        let now = OffsetDateTime::now_utc();
+        Invitation {
+            id: Uuid::now_v7(),
+            code: String::new(),
+            inviter_id: None,
+            last_invitee_id: None,
+            uses,
+            max_uses,
+            create_time: now,
+            expire_time: None,
+            last_redeem_time: None,
+            batch_id: Uuid::now_v7(),
+            label: String::new(),
+            note: String::new(),
+            minted_by: String::new(),
+            revoke_time: None,
+            revoke_reason: None,
+            revoked_by: None,
+        }
+    }
+
+    #[test]
+    fn state_precedence() {
+        let now = OffsetDateTime::now_utc();
+        let mut inv = invitation(0, 2);
+        assert_eq!(inv.state(now), State::Unspent);
+        inv.uses = 1;
+        assert_eq!(inv.state(now), State::Unspent, "multi-use with uses left");
+        inv.expire_time = Some(now);
+        assert_eq!(inv.state(now), State::Expired);
+        inv.revoke_time = Some(now);
+        assert_eq!(inv.state(now), State::Revoked);
+        inv.uses = 2;
+        assert_eq!(inv.state(now), State::Redeemed, "spent uses win over revoke and expiry");
+    }
+}

@@ -1,0 +1,111 @@
+//! The domain's error type: every way a call can fail, in words the caller can
+//! act on. The transport layer (`grpc::status`) maps each variant to a gRPC
+//! status; nothing here knows about tonic.
+
+/// One bad field of a request (AIP-193 `BadRequest.FieldViolation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// One or more fields are invalid; nothing was changed.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The code has the wrong length or a symbol outside the alphabet.
+    #[error("`{field}` is not an invitation code")]
+    InvalidCodeFormat { field: &'static str },
+    /// The check symbol does not match: a typo, not a wrong code.
+    #[error("`{field}` has a mistyped symbol or two swapped symbols")]
+    CodeChecksumMismatch { field: &'static str },
+    #[error("no invitation has this code")]
+    CodeNotFound,
+    #[error("the invitation has no uses left")]
+    AlreadyRedeemed,
+    #[error("the invitation has expired")]
+    Expired,
+    #[error("the invitation was revoked")]
+    Revoked,
+    #[error("a user cannot redeem their own invitation")]
+    SelfInvite,
+    #[error("the user already joined through another invitation")]
+    AlreadyInvited,
+    #[error("the invitee is the inviter's own ancestor in the invite graph")]
+    InviteCycle,
+    #[error("{what} not found")]
+    NotFound { what: &'static str, field: &'static str },
+    /// The request_id was used before with a different request.
+    #[error("request_id was already used for a different request")]
+    RequestIdReused,
+    /// Something failed inside the service; the cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// The stable reason string (`google.rpc.ErrorInfo.reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::InvalidCodeFormat { .. } => "INVALID_CODE_FORMAT",
+            Error::CodeChecksumMismatch { .. } => "CODE_CHECKSUM_MISMATCH",
+            Error::CodeNotFound => "CODE_NOT_FOUND",
+            Error::AlreadyRedeemed => "ALREADY_REDEEMED",
+            Error::Expired => "EXPIRED",
+            Error::Revoked => "REVOKED",
+            Error::SelfInvite => "SELF_INVITE",
+            Error::AlreadyInvited => "ALREADY_INVITED",
+            Error::InviteCycle => "INVITE_CYCLE",
+            Error::NotFound { .. } => "NOT_FOUND",
+            Error::RequestIdReused => "REQUEST_ID_REUSED",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Internal(e.into())
+    }
+}
+
+/// Collects field violations so a request reports all its bad fields at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn push(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Keeps the value if `result` is Ok, records the violation otherwise.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(description) => {
+                self.push(field, description);
+                None
+            }
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), Error> {
+        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
+    }
+}

@@ -1,0 +1,302 @@
+//! Proto messages to domain commands (validation: every bad field is named)
+//! and domain results back to proto messages.
+
+use time::OffsetDateTime;
+
+use crate::code::{CodeError, InvitationCode, display_form};
+use crate::domain::{self, Invitation, Member, State, UserId};
+use crate::error::{Error, Violations};
+use crate::pb;
+use crate::service::{
+    GraphQuery, GraphView, ListPage, ListQuery, MintCommand, MintOutcome, RedeemCommand, Redemption, RevokeCommand,
+    RevokeOutcome, RevokeTarget,
+};
+
+/// How codes are shown and parsed, and how links are built.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub code_prefix: String,
+    pub link_template: String,
+}
+
+pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 }
+}
+
+fn state_pb(state: State) -> pb::invitation::State {
+    match state {
+        State::Unspent => pb::invitation::State::Unspent,
+        State::Redeemed => pb::invitation::State::Redeemed,
+        State::Revoked => pb::invitation::State::Revoked,
+        State::Expired => pb::invitation::State::Expired,
+    }
+}
+
+impl View {
+    pub fn parse_code(&self, field: &'static str, input: &str) -> Result<InvitationCode, Error> {
+        if input.is_empty() {
+            return Err(Error::invalid(field, "is required"));
+        }
+        InvitationCode::parse(input, &self.code_prefix).map_err(|e| match e {
+            CodeError::InvalidFormat => Error::InvalidCodeFormat { field },
+            CodeError::ChecksumMismatch => Error::CodeChecksumMismatch { field },
+        })
+    }
+
+    pub fn invitation(&self, inv: &Invitation, now: OffsetDateTime) -> pb::Invitation {
+        let code = display_form(&inv.code, &self.code_prefix);
+        pb::Invitation {
+            id: inv.id.to_string(),
+            link: self.link_template.replace("{code}", &code),
+            code,
+            inviter_id: inv.inviter_id.clone().unwrap_or_default(),
+            invitee_id: inv.last_invitee_id.clone().unwrap_or_default(),
+            state: state_pb(inv.state(now)) as i32,
+            create_time: Some(timestamp(inv.create_time)),
+            expire_time: inv.expire_time.map(timestamp),
+            redeem_time: inv.last_redeem_time.map(timestamp),
+            batch_id: inv.batch_id.to_string(),
+            label: inv.label.clone(),
+            note: inv.note.clone(),
+            uses: inv.uses as u32,
+            max_uses: inv.max_uses as u32,
+            revoke_time: inv.revoke_time.map(timestamp),
+            revoke_reason: inv.revoke_reason.clone().unwrap_or_default(),
+            revoked_by: inv.revoked_by.clone().unwrap_or_default(),
+            minted_by: inv.minted_by.clone(),
+        }
+    }
+
+    pub fn mint_response(&self, outcome: &MintOutcome) -> pb::MintResponse {
+        let now = OffsetDateTime::now_utc();
+        pb::MintResponse {
+            invitations: outcome.invitations.iter().map(|i| self.invitation(i, now)).collect(),
+            batch_id: outcome.batch_id.map(|b| b.to_string()).unwrap_or_default(),
+            minted_count: outcome.count,
+            dry_run: outcome.dry_run,
+        }
+    }
+
+    pub fn list_response(&self, page: ListPage) -> pb::ListForUserResponse {
+        let now = OffsetDateTime::now_utc();
+        pb::ListForUserResponse {
+            invitations: page.invitations.iter().map(|i| self.invitation(i, now)).collect(),
+            next_page_token: page.next_page_token,
+            inviter_id: page.inviter_id.unwrap_or_default(),
+        }
+    }
+
+    /// The invitation as this invitee redeemed it (for multi-use invitations
+    /// the last redeemer may since be someone else).
+    pub fn redeem_response(&self, r: &Redemption) -> pb::RedeemResponse {
+        let mut invitation = self.invitation(&r.invitation, OffsetDateTime::now_utc());
+        invitation.invitee_id = r.invitee_id.clone();
+        invitation.redeem_time = Some(timestamp(r.redeem_time));
+        pb::RedeemResponse { invitation: Some(invitation) }
+    }
+
+    pub fn revoke_response(&self, outcome: &RevokeOutcome) -> pb::RevokeResponse {
+        let now = OffsetDateTime::now_utc();
+        pb::RevokeResponse {
+            invitations: outcome.invitations.iter().map(|i| self.invitation(i, now)).collect(),
+            revoked_count: outcome.revoked_count,
+        }
+    }
+}
+
+pub fn member_pb(m: Member) -> pb::MemberNode {
+    pb::MemberNode {
+        user_id: m.user_id,
+        inviter_id: m.inviter_id.unwrap_or_default(),
+        join_time: m.join_time.map(timestamp),
+        invitation_id: m.invitation_id.map(|i| i.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn graph_response(view: GraphView) -> pb::GetInviteGraphResponse {
+    pb::GetInviteGraphResponse {
+        member: Some(member_pb(view.member)),
+        ancestors: view.ancestors.into_iter().map(member_pb).collect(),
+        descendants: view.descendants.into_iter().map(member_pb).collect(),
+        next_page_token: view.next_page_token,
+    }
+}
+
+fn parse_ttl(ttl: &prost_types::Duration) -> Result<time::Duration, String> {
+    if !(0..1_000_000_000).contains(&ttl.nanos) {
+        return Err("nanos must be between 0 and 999,999,999".into());
+    }
+    let d = time::Duration::new(ttl.seconds, ttl.nanos);
+    if d <= time::Duration::ZERO {
+        return Err("must be positive".into());
+    }
+    if d > domain::MAX_TTL {
+        return Err("must be at most 3650 days".into());
+    }
+    Ok(d)
+}
+
+fn parse_state(value: i32) -> Result<Option<State>, String> {
+    match pb::invitation::State::try_from(value) {
+        Ok(pb::invitation::State::Unspecified) => Ok(None),
+        Ok(pb::invitation::State::Unspent) => Ok(Some(State::Unspent)),
+        Ok(pb::invitation::State::Redeemed) => Ok(Some(State::Redeemed)),
+        Ok(pb::invitation::State::Revoked) => Ok(Some(State::Revoked)),
+        Ok(pb::invitation::State::Expired) => Ok(Some(State::Expired)),
+        Err(_) => Err(format!("{value} is not a known state")),
+    }
+}
+
+impl TryFrom<pb::MintRequest> for MintCommand {
+    type Error = Error;
+
+    fn try_from(r: pb::MintRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let mut owners = Vec::with_capacity(r.user_ids.len().min(domain::MAX_MINT_PER_CALL as usize));
+        if r.user_ids.len() > domain::MAX_MINT_PER_CALL as usize {
+            v.push("user_ids", format!("at most {} users per call", domain::MAX_MINT_PER_CALL));
+        } else {
+            for (i, id) in r.user_ids.iter().enumerate() {
+                if let Some(u) = v.check(&format!("user_ids[{i}]"), UserId::parse(id)) {
+                    owners.push(u);
+                }
+            }
+            owners.sort();
+            if owners.windows(2).any(|w| w[0] == w[1]) {
+                v.push("user_ids", "must not repeat a user (use per_user for several each)");
+            }
+        }
+        let per_user = if r.per_user == 0 { 1 } else { r.per_user };
+        let max_uses = if r.max_uses == 0 { 1 } else { r.max_uses };
+        if max_uses > domain::MAX_USES {
+            v.push("max_uses", format!("must be at most {}", domain::MAX_USES));
+        }
+        let total = (r.user_ids.len() as u64) * u64::from(per_user) + u64::from(r.unowned_count);
+        if total == 0 {
+            v.push("user_ids", "name at least one user, or set unowned_count");
+        } else if total > u64::from(domain::MAX_MINT_PER_CALL) {
+            let field = if r.unowned_count > domain::MAX_MINT_PER_CALL { "unowned_count" } else { "per_user" };
+            v.push(field, format!("at most {} invitations per call in all", domain::MAX_MINT_PER_CALL));
+        }
+        let ttl = match &r.ttl {
+            Some(ttl) => v.check("ttl", parse_ttl(ttl)),
+            None => None,
+        };
+        let label = v.check("label", domain::parse_text(&r.label, domain::MAX_LABEL_LEN));
+        let note = v.check("note", domain::parse_text(&r.note, domain::MAX_NOTE_LEN));
+        let minted_by = v.check("minted_by", domain::parse_text(&r.minted_by, domain::MAX_ID_LEN));
+        v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
+        v.into_result()?;
+        Ok(MintCommand {
+            owners,
+            per_user,
+            unowned: r.unowned_count,
+            ttl,
+            max_uses,
+            label: label.unwrap_or_default(),
+            note: note.unwrap_or_default(),
+            minted_by: minted_by.unwrap_or_default(),
+            dry_run: r.dry_run,
+        })
+    }
+}
+
+impl TryFrom<pb::ListForUserRequest> for ListQuery {
+    type Error = Error;
+
+    fn try_from(r: pb::ListForUserRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let owner = if r.unowned {
+            if !r.user_id.is_empty() {
+                v.push("user_id", "must be empty when unowned is set");
+            }
+            None
+        } else {
+            v.check("user_id", UserId::parse(&r.user_id))
+        };
+        let state = v.check("state", parse_state(r.state)).flatten();
+        let page_size = v.check("page_size", domain::parse_page_size(r.page_size));
+        v.into_result()?;
+        Ok(ListQuery { owner, state, page_size: page_size.unwrap_or_default(), page_token: r.page_token })
+    }
+}
+
+impl View {
+    pub fn redeem_command(&self, r: &pb::RedeemRequest) -> Result<RedeemCommand, Error> {
+        let mut v = Violations::default();
+        let invitee = v.check("invitee_id", UserId::parse(&r.invitee_id));
+        v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
+        v.check("client_ip", domain::parse_client_ip(&r.client_ip));
+        v.check("email", domain::parse_email(&r.email));
+        if r.code.is_empty() {
+            v.push("code", "is required");
+        }
+        v.into_result()?;
+        let code = self.parse_code("code", &r.code)?;
+        match invitee {
+            Some(invitee) => Ok(RedeemCommand { code, invitee }),
+            None => Err(Error::invalid("invitee_id", "is required")),
+        }
+    }
+}
+
+impl TryFrom<pb::RevokeRequest> for RevokeCommand {
+    type Error = Error;
+
+    fn try_from(r: pb::RevokeRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let target = match (r.invitation_ids.is_empty(), r.user_id.is_empty()) {
+            (false, true) if r.invitation_ids.len() > domain::MAX_REVOKE_IDS => {
+                v.push("invitation_ids", format!("at most {} ids per call", domain::MAX_REVOKE_IDS));
+                None
+            }
+            (false, true) => {
+                let mut ids = Vec::with_capacity(r.invitation_ids.len());
+                for (i, id) in r.invitation_ids.iter().enumerate() {
+                    if let Some(id) = v.check(&format!("invitation_ids[{i}]"), domain::parse_uuid(id)) {
+                        ids.push(id);
+                    }
+                }
+                ids.sort();
+                ids.dedup();
+                Some(RevokeTarget::Ids(ids))
+            }
+            (true, false) => v.check("user_id", UserId::parse(&r.user_id)).map(RevokeTarget::UnspentOf),
+            (false, false) => {
+                v.push("user_id", "set either invitation_ids or user_id, not both");
+                None
+            }
+            (true, true) => {
+                v.push("invitation_ids", "set invitation_ids or user_id");
+                None
+            }
+        };
+        let reason = v.check("reason", domain::parse_text(&r.reason, domain::MAX_NOTE_LEN));
+        let revoked_by = v.check("revoked_by", domain::parse_text(&r.revoked_by, domain::MAX_ID_LEN));
+        v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
+        v.into_result()?;
+        match target {
+            Some(target) => Ok(RevokeCommand {
+                target,
+                reason: reason.unwrap_or_default(),
+                revoked_by: revoked_by.unwrap_or_default(),
+            }),
+            None => Err(Error::invalid("invitation_ids", "set invitation_ids or user_id")),
+        }
+    }
+}
+
+impl TryFrom<pb::GetInviteGraphRequest> for GraphQuery {
+    type Error = Error;
+
+    fn try_from(r: pb::GetInviteGraphRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let user = v.check("user_id", UserId::parse(&r.user_id));
+        let page_size = v.check("page_size", domain::parse_page_size(r.page_size));
+        v.into_result()?;
+        match (user, page_size) {
+            (Some(user), Some(page_size)) => Ok(GraphQuery { user, page_size, page_token: r.page_token }),
+            _ => Err(Error::invalid("user_id", "is required")),
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Domain errors to gRPC statuses: one exhaustive match, no wildcard, so a new
+//! error variant cannot silently become INTERNAL. Every status carries a
+//! `google.rpc.ErrorInfo` (domain `invitations`); bad fields carry `BadRequest`.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::Error;
+
+pub const ERROR_DOMAIN: &str = "invitations";
+
+pub fn to_status(error: Error) -> Status {
+    let reason = error.reason();
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    let code = match &error {
+        Error::InvalidArgument(violations) => {
+            for v in violations {
+                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            }
+            Code::InvalidArgument
+        }
+        Error::InvalidCodeFormat { field } | Error::CodeChecksumMismatch { field } => {
+            details.add_bad_request_violation(*field, error.to_string());
+            Code::InvalidArgument
+        }
+        Error::RequestIdReused => {
+            details.add_bad_request_violation("request_id", error.to_string());
+            Code::InvalidArgument
+        }
+        Error::CodeNotFound => Code::NotFound,
+        Error::NotFound { field, .. } => {
+            details.add_bad_request_violation(*field, error.to_string());
+            Code::NotFound
+        }
+        Error::AlreadyRedeemed
+        | Error::Expired
+        | Error::Revoked
+        | Error::SelfInvite
+        | Error::AlreadyInvited
+        | Error::InviteCycle => Code::FailedPrecondition,
+        Error::Internal(cause) => {
+            // The cause stays in the log (with the span's trace id); the
+            // client gets a generic message, never SQL or driver text.
+            tracing::error!(error = ?cause, "internal error");
+            return Status::with_error_details(Code::Internal, "internal error", details);
+        }
+    };
+    Status::with_error_details(code, error.to_string(), details)
+}

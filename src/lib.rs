@@ -1,0 +1,21 @@
+//! `invitations`: invite-only growth as a gRPC service on Postgres.
+//!
+//! Data flows one way: a proto request is converted into domain types
+//! (`grpc::convert`), the domain operation (`service`) runs one transaction
+//! through the SQL functions in `store`, and the result is converted back.
+//! `server` wires it up on a listener the caller owns; `main.rs` only parses
+//! flags and sets up logging.
+
+pub mod code;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod page_token;
+pub mod pb;
+pub mod secret;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use error::Error;

@@ -1,0 +1,152 @@
+//! Wiring: the pool, migrations, health, reflection and the gRPC service on a
+//! listener the caller provides, until the caller's shutdown future fires.
+//! Tests start it on `127.0.0.1:0`; `main` on the configured address.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::code::{CodeGenerator, validate_prefix};
+use crate::config::ServeArgs;
+use crate::grpc::InvitationApi;
+use crate::grpc::convert::View;
+use crate::page_token::PageTokens;
+use crate::pb;
+use crate::secret::Secret;
+use crate::service::Invitations;
+use crate::store;
+
+/// The health service name of the invitation API (the empty name "" covers
+/// the whole server and reports the same).
+pub const SERVICE_NAME: &str = "invitations.v1.InvitationService";
+
+/// Runs the service on `listener` until `shutdown` completes, then reports
+/// NOT_SERVING, waits `shutdown_delay`, stops taking calls and lets in-flight
+/// ones finish (up to `drain_timeout`).
+pub async fn serve(args: ServeArgs, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let codes = CodeGenerator::new(args.code_length).map_err(anyhow::Error::msg)?;
+    validate_prefix(&args.code_prefix).map_err(anyhow::Error::msg)?;
+    if !args.link_template.contains("{code}") {
+        anyhow::bail!("the link template must contain {{code}}");
+    }
+    let secret = match &args.secret {
+        Some(s) => Secret::parse(s).map_err(anyhow::Error::msg)?,
+        None => {
+            tracing::warn!("no INVITATIONS_SECRET set: page tokens use a per-process key");
+            Secret::ephemeral().context("OS random source")?
+        }
+    };
+    let db = &args.database;
+    let pool = store::connect_lazy(&db.database_url, db.db_max_connections, db.db_acquire_timeout)
+        .context("DATABASE_URL is not a valid Postgres URL")?;
+    if args.migrate {
+        store::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    }
+
+    let service = Arc::new(Invitations::new(pool.clone(), codes, PageTokens::new(&secret)));
+    let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
+    let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&health_reporter, ServingStatus::NotServing).await;
+    let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
+    let health_task =
+        tokio::spawn(watch_database(pool.clone(), health_reporter.clone(), args.health_interval, health_stopped));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let reflection_on = args.reflection;
+
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "serving gRPC");
+
+    let reporter = health_reporter.clone();
+    let shutdown_delay = args.shutdown_delay;
+    let (drain_started, mut drain_started_rx) = tokio::sync::watch::channel(false);
+    let stop_accepting = async move {
+        shutdown.await;
+        tracing::info!("shutting down: reporting NOT_SERVING");
+        let _ = stop_health.send(true);
+        set_health(&reporter, ServingStatus::NotServing).await;
+        tokio::time::sleep(shutdown_delay).await;
+        let _ = drain_started.send(true);
+        tracing::info!("no longer taking calls; draining in-flight ones");
+    };
+
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_optional_service(reflection_on.then_some(reflection_v1))
+        .add_optional_service(reflection_on.then_some(reflection_v1alpha))
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting);
+    tokio::pin!(server);
+
+    // Drain deadline: once draining starts, give in-flight calls drain_timeout.
+    let drain_timeout = args.drain_timeout;
+    let result = tokio::select! {
+        r = &mut server => r.map_err(anyhow::Error::from),
+        () = async {
+            let _ = drain_started_rx.wait_for(|started| *started).await;
+            tokio::time::sleep(drain_timeout).await;
+        } => {
+            tracing::warn!("drain timeout passed with calls still in flight; exiting");
+            Ok(())
+        }
+    };
+    health_task.abort();
+    pool.close().await;
+    tracing::info!("stopped");
+    result
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// SERVING only while the database answers.
+async fn watch_database(
+    pool: sqlx::PgPool,
+    reporter: HealthReporter,
+    interval: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let ok =
+            matches!(tokio::time::timeout(interval.max(Duration::from_secs(1)), store::ping(&pool)).await, Ok(Ok(())));
+        let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+        if last != Some(ok) {
+            if ok {
+                tracing::info!("database reachable: SERVING");
+            } else {
+                tracing::warn!("database unreachable: NOT_SERVING");
+            }
+            last = Some(ok);
+        }
+        // The shutdown path may have flipped to NOT_SERVING meanwhile.
+        if *stopped.borrow() {
+            return;
+        }
+        set_health(&reporter, status).await;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}

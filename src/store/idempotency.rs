@@ -1,0 +1,40 @@
+//! SQL for AIP-155 idempotency records: the first answer to a request id.
+
+use sqlx::PgConnection;
+
+pub struct Record {
+    pub request_hash: Vec<u8>,
+    pub response: Vec<u8>,
+}
+
+pub async fn find(conn: &mut PgConnection, method: &str, request_id: &str) -> Result<Option<Record>, sqlx::Error> {
+    let row: Option<(Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE method = $1 AND request_id = $2")
+            .bind(method)
+            .bind(request_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(request_hash, response)| Record { request_hash, response }))
+}
+
+/// Stores the answer; false when a concurrent call with the same id stored
+/// one first (this insert waits for that transaction, then does nothing).
+pub async fn insert(
+    conn: &mut PgConnection,
+    method: &str,
+    request_id: &str,
+    request_hash: &[u8],
+    response: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO idempotency_keys (method, request_id, request_hash, response) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (method, request_id) DO NOTHING",
+    )
+    .bind(method)
+    .bind(request_id)
+    .bind(request_hash)
+    .bind(response)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

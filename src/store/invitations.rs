@@ -1,0 +1,192 @@
+//! SQL for invitations, batches and the members they name.
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{Invitation, State};
+
+const COLUMNS: &str = "id, code, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, \
+     last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by";
+
+/// A new invitation, before it is stored.
+pub struct NewInvitation {
+    pub id: Uuid,
+    pub code: String,
+    pub inviter_id: Option<String>,
+}
+
+/// What every invitation of one batch shares.
+pub struct BatchAttributes<'a> {
+    pub id: Uuid,
+    pub label: &'a str,
+    pub note: &'a str,
+    pub minted_by: &'a str,
+    pub max_uses: i32,
+    pub expire_time: Option<OffsetDateTime>,
+}
+
+/// Registers users the service has not seen yet (idempotent).
+pub async fn ensure_members(conn: &mut PgConnection, user_ids: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO members (user_id) SELECT unnest($1::text[]) ON CONFLICT (user_id) DO NOTHING")
+        .bind(user_ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_batch(conn: &mut PgConnection, batch: &BatchAttributes<'_>, count: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO batches (id, label, note, minted_by, invitation_count) VALUES ($1, $2, $3, $4, $5)")
+        .bind(batch.id)
+        .bind(batch.label)
+        .bind(batch.note)
+        .bind(batch.minted_by)
+        .bind(count)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts invitations in one statement; returns the ids whose code collided
+/// with an existing one (not inserted), so the caller can draw new codes.
+pub async fn insert_invitations(
+    conn: &mut PgConnection,
+    batch: &BatchAttributes<'_>,
+    rows: &[NewInvitation],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let codes: Vec<&str> = rows.iter().map(|r| r.code.as_str()).collect();
+    let inviters: Vec<Option<&str>> = rows.iter().map(|r| r.inviter_id.as_deref()).collect();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO invitations (id, code, inviter_id, batch_id, label, note, minted_by, max_uses, expire_time) \
+         SELECT t.id, t.code, t.inviter_id, $4, $5, $6, $7, $8, $9 \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, code, inviter_id) \
+         ON CONFLICT (code) DO NOTHING RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&codes)
+    .bind(&inviters)
+    .bind(batch.id)
+    .bind(batch.label)
+    .bind(batch.note)
+    .bind(batch.minted_by)
+    .bind(batch.max_uses)
+    .bind(batch.expire_time)
+    .fetch_all(conn)
+    .await?;
+    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+    Ok(ids.into_iter().filter(|id| !inserted.contains(id)).collect())
+}
+
+pub async fn by_batch(conn: &mut PgConnection, batch_id: Uuid) -> Result<Vec<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE batch_id = $1 ORDER BY id"))
+        .bind(batch_id)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn by_code(conn: &mut PgConnection, code: &str) -> Result<Option<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE code = $1")).bind(code).fetch_optional(conn).await
+}
+
+pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE id = $1")).bind(id).fetch_optional(conn).await
+}
+
+pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE id = ANY($1) ORDER BY id"))
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Unspent => "unspent",
+        State::Redeemed => "redeemed",
+        State::Revoked => "revoked",
+        State::Expired => "expired",
+    }
+}
+
+/// One page of an owner's invitations (or the unowned ones when `owner` is
+/// None), newest first, strictly after the `after` id.
+pub async fn page_for_owner(
+    conn: &mut PgConnection,
+    owner: Option<&str>,
+    state: Option<State>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Invitation>, sqlx::Error> {
+    // Separate owner tests so both cases can use the (inviter_id, id) index.
+    let owner_test = if owner.is_some() { "inviter_id = $1" } else { "inviter_id IS NULL AND $1::text IS NULL" };
+    // The state test mirrors `Invitation::state`.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM invitations \
+         WHERE {owner_test} \
+           AND ($2::uuid IS NULL OR id < $2) \
+           AND ($3::text IS NULL OR $3 = CASE \
+                 WHEN uses >= max_uses THEN 'redeemed' \
+                 WHEN revoke_time IS NOT NULL THEN 'revoked' \
+                 WHEN expire_time <= now() THEN 'expired' \
+                 ELSE 'unspent' END) \
+         ORDER BY id DESC LIMIT $4"
+    );
+    sqlx::query_as(&sql).bind(owner).bind(after).bind(state.map(state_name)).bind(limit).fetch_all(conn).await
+}
+
+/// Spends one use if the invitation is still redeemable, in one conditional
+/// statement: of many concurrent callers on the last use, exactly one gets a
+/// row back (the others re-check the updated row and match nothing).
+pub async fn take_use(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Result<Option<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE invitations SET uses = uses + 1, last_redeem_time = now(), last_invitee_id = $2 \
+         WHERE id = $1 AND uses < max_uses AND revoke_time IS NULL \
+           AND (expire_time IS NULL OR expire_time > now()) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(invitee_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Revokes the named invitations that still have uses left and are not
+/// revoked yet; returns how many changed.
+pub async fn revoke_ids(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    reason: &str,
+    revoked_by: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
+         WHERE id = ANY($1) AND revoke_time IS NULL AND uses < max_uses",
+    )
+    .bind(ids)
+    .bind(reason)
+    .bind(revoked_by)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Revokes every invitation of a user that could still be redeemed.
+pub async fn revoke_unspent_of(
+    conn: &mut PgConnection,
+    owner: &str,
+    reason: &str,
+    revoked_by: &str,
+) -> Result<Vec<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
+         WHERE inviter_id = $1 AND revoke_time IS NULL AND uses < max_uses \
+           AND (expire_time IS NULL OR expire_time > now()) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(owner)
+    .bind(reason)
+    .bind(revoked_by)
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real server over real gRPC against real Postgres,
+//! one database per test. One binary (one link) for all of them.
+
+mod checks;
+mod concurrency;
+mod graph;
+mod health;
+mod helpers;
+mod mint_list;
+mod redeem;
+mod revoke;
+mod validation;
