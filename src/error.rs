@@ -45,6 +45,9 @@ pub enum Error {
     /// The request_id was used before with a different request.
     #[error("request_id was already used for a different request")]
     RequestIdReused,
+    /// The database cannot be reached right now; retrying later may work.
+    #[error("the service cannot reach its database; retry later")]
+    Unavailable(#[source] anyhow::Error),
     /// Something failed inside the service; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -74,6 +77,7 @@ impl Error {
             Error::InviteCycle => "INVITE_CYCLE",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
+            Error::Unavailable(_) => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -81,7 +85,10 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Error::Internal(e.into())
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error::Unavailable(e.into()),
+            e => Error::Internal(e.into()),
+        }
     }
 }
 

@@ -40,6 +40,10 @@ pub fn to_status(error: Error) -> Status {
         | Error::SelfInvite
         | Error::AlreadyInvited
         | Error::InviteCycle => Code::FailedPrecondition,
+        Error::Unavailable(cause) => {
+            tracing::warn!(error = ?cause, "database unavailable");
+            return Status::with_error_details(Code::Unavailable, error.to_string(), details);
+        }
         Error::Internal(cause) => {
             // The cause stays in the log (with the span's trace id); the
             // client gets a generic message, never SQL or driver text.

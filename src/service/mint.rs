@@ -1,0 +1,76 @@
+//! Mint: invitations for named users and unowned ones, in one batch.
+
+use super::*;
+
+impl Invitations {
+    pub async fn mint(
+        &self,
+        cmd: MintCommand,
+        idem: Idempotency<'_, MintOutcome>,
+    ) -> Result<Answer<MintOutcome>, Error> {
+        let count = cmd.owners.len() as u32 * cmd.per_user + cmd.unowned;
+        if cmd.dry_run {
+            return Ok(Answer::Fresh(MintOutcome { invitations: vec![], batch_id: None, count, dry_run: true }));
+        }
+        if let Some(bytes) = self.replay("Mint", &idem).await? {
+            return Ok(Answer::Replayed(bytes));
+        }
+        let expire_time = cmd.ttl.map(|ttl| OffsetDateTime::now_utc() + ttl);
+        let batch = invitations::BatchAttributes {
+            id: Uuid::now_v7(),
+            label: &cmd.label,
+            note: &cmd.note,
+            minted_by: &cmd.minted_by,
+            max_uses: cmd.max_uses as i32,
+            expire_time,
+        };
+        let owners: Vec<String> = cmd.owners.iter().map(|u| u.as_str().to_owned()).collect();
+        let mut rows = Vec::with_capacity(count as usize);
+        for owner in &owners {
+            for _ in 0..cmd.per_user {
+                rows.push(self.new_row(Some(owner.clone()))?);
+            }
+        }
+        for _ in 0..cmd.unowned {
+            rows.push(self.new_row(None)?);
+        }
+
+        let mut tx = self.pool.begin().await?;
+        invitations::ensure_members(&mut tx, &owners).await?;
+        invitations::insert_batch(&mut tx, &batch, count as i32).await?;
+        let mut pending = rows;
+        // A code collision (about 2^-74 per pair) only redraws that code.
+        for _ in 0..MAX_ATTEMPTS {
+            let collided = invitations::insert_invitations(&mut tx, &batch, &pending).await?;
+            if collided.is_empty() {
+                pending.clear();
+                break;
+            }
+            pending.retain(|r| collided.contains(&r.id));
+            for row in &mut pending {
+                row.code = self.generate_code()?;
+            }
+        }
+        if !pending.is_empty() {
+            return Err(Error::Internal(anyhow::anyhow!("code collisions did not resolve")));
+        }
+        let minted = invitations::by_batch(&mut tx, batch.id).await?;
+        let outcome = MintOutcome { invitations: minted, batch_id: Some(batch.id), count, dry_run: false };
+        if !Self::remember(&mut tx, "Mint", &idem, &outcome).await? {
+            tx.rollback().await?;
+            return self.replay("Mint", &idem).await?.map(Answer::Replayed).ok_or_else(lost_record);
+        }
+        tx.commit().await?;
+        tracing::info!(batch_id = %batch.id, count, label = %cmd.label, "minted invitations");
+        Ok(Answer::Fresh(outcome))
+    }
+
+    fn generate_code(&self) -> Result<String, Error> {
+        let code = self.codes.generate().map_err(|e| Error::Internal(anyhow::anyhow!("OS random source: {e}")))?;
+        Ok(code.as_str().to_owned())
+    }
+
+    fn new_row(&self, inviter_id: Option<String>) -> Result<invitations::NewInvitation, Error> {
+        Ok(invitations::NewInvitation { id: Uuid::now_v7(), code: self.generate_code()?, inviter_id })
+    }
+}

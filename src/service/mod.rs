@@ -1,0 +1,165 @@
+//! The domain operations: mint, list, redeem, check, revoke, graph. Each opens
+//! and commits its own transaction through `store`; none knows about gRPC.
+//! Idempotent operations store the caller's encoded answer in the same
+//! transaction as the change (AIP-155), so a replay returns it byte for byte.
+
+mod invite_graph;
+mod list;
+mod mint;
+mod redeem;
+mod revoke;
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::code::{CodeGenerator, InvitationCode};
+use crate::domain::{Invitation, Member, RequestId, State, UserId};
+use crate::error::Error;
+use crate::page_token::PageTokens;
+use crate::store::{self, graph, idempotency, invitations};
+
+/// Attempts for a transaction that lost a deadlock or a unique-key race.
+pub(crate) const MAX_ATTEMPTS: usize = 5;
+
+/// An idempotency key and how to turn an answer into the bytes stored for it.
+pub struct Idempotency<'a, T> {
+    pub request_id: Option<RequestId>,
+    /// SHA-256 of the whole request: the same id with another request is refused.
+    pub request_hash: [u8; 32],
+    pub encode: &'a (dyn Fn(&T) -> Vec<u8> + Sync),
+}
+
+/// A fresh answer, or the stored bytes of the first answer to this request id.
+pub enum Answer<T> {
+    Fresh(T),
+    Replayed(Vec<u8>),
+}
+
+pub struct MintCommand {
+    pub owners: Vec<UserId>,
+    pub per_user: u32,
+    pub unowned: u32,
+    pub ttl: Option<time::Duration>,
+    pub max_uses: u32,
+    pub label: String,
+    pub note: String,
+    pub minted_by: String,
+    pub dry_run: bool,
+}
+
+pub struct MintOutcome {
+    pub invitations: Vec<Invitation>,
+    pub batch_id: Option<Uuid>,
+    pub count: u32,
+    pub dry_run: bool,
+}
+
+pub struct ListQuery {
+    /// None lists the unowned invitations.
+    pub owner: Option<UserId>,
+    pub state: Option<State>,
+    pub page_size: u32,
+    pub page_token: String,
+}
+
+pub struct ListPage {
+    pub invitations: Vec<Invitation>,
+    pub next_page_token: String,
+    pub inviter_id: Option<String>,
+}
+
+pub struct RedeemCommand {
+    pub code: InvitationCode,
+    pub invitee: UserId,
+}
+
+pub struct Redemption {
+    pub invitation: Invitation,
+    pub invitee_id: String,
+    pub redeem_time: OffsetDateTime,
+}
+
+/// CheckCode's answer: the invitation when the code exists, and why it
+/// cannot be redeemed, if it cannot.
+pub struct CodeCheck {
+    pub invitation: Option<Invitation>,
+    pub refusal: Option<Error>,
+}
+
+pub enum RevokeTarget {
+    Ids(Vec<Uuid>),
+    UnspentOf(UserId),
+}
+
+pub struct RevokeCommand {
+    pub target: RevokeTarget,
+    pub reason: String,
+    pub revoked_by: String,
+}
+
+pub struct RevokeOutcome {
+    pub invitations: Vec<Invitation>,
+    pub revoked_count: u32,
+}
+
+pub struct GraphQuery {
+    pub user: UserId,
+    pub page_size: u32,
+    pub page_token: String,
+}
+
+pub struct GraphView {
+    pub member: Member,
+    pub ancestors: Vec<Member>,
+    pub descendants: Vec<Member>,
+    pub next_page_token: String,
+}
+
+pub struct Invitations {
+    pub(crate) pool: PgPool,
+    pub(crate) codes: CodeGenerator,
+    pub(crate) page_tokens: PageTokens,
+}
+
+impl Invitations {
+    pub fn new(pool: PgPool, codes: CodeGenerator, page_tokens: PageTokens) -> Self {
+        Self { pool, codes, page_tokens }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Looks up a stored answer for the request id; refuses a reused id.
+    pub(crate) async fn replay<T>(&self, method: &str, idem: &Idempotency<'_, T>) -> Result<Option<Vec<u8>>, Error> {
+        let Some(request_id) = &idem.request_id else { return Ok(None) };
+        let mut conn = self.pool.acquire().await?;
+        match idempotency::find(&mut conn, method, request_id.as_str()).await? {
+            Some(record) if record.request_hash == idem.request_hash => Ok(Some(record.response)),
+            Some(_) => Err(Error::RequestIdReused),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores the answer in `tx`; `false` if a concurrent twin stored first
+    /// (the caller then rolls back and replays the twin's answer).
+    pub(crate) async fn remember<T>(
+        tx: &mut store::Tx<'_>,
+        method: &str,
+        idem: &Idempotency<'_, T>,
+        answer: &T,
+    ) -> Result<bool, Error> {
+        let Some(request_id) = &idem.request_id else { return Ok(true) };
+        let bytes = (idem.encode)(answer);
+        Ok(idempotency::insert(tx, method, request_id.as_str(), &idem.request_hash, &bytes).await?)
+    }
+}
+
+pub(crate) fn bad_page_token() -> Error {
+    Error::invalid("page_token", "is not a page token of this query (forged, altered, or made for other filters)")
+}
+
+pub(crate) fn lost_record() -> Error {
+    Error::Internal(anyhow::anyhow!("idempotency record vanished after a conflict"))
+}

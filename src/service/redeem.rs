@@ -1,0 +1,94 @@
+//! Redeem: spend one use and record the edge, race-free (docs/design.md).
+
+use super::*;
+
+impl Invitations {
+    pub async fn redeem(
+        &self,
+        cmd: RedeemCommand,
+        idem: Idempotency<'_, Redemption>,
+    ) -> Result<Answer<Redemption>, Error> {
+        if let Some(bytes) = self.replay("Redeem", &idem).await? {
+            return Ok(Answer::Replayed(bytes));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = self.pool.begin().await?;
+            let result = redeem_in(&mut tx, &cmd).await;
+            let redemption = match result {
+                Ok(r) => r,
+                Err(RedeemFailure::Sql(e)) if attempt < MAX_ATTEMPTS && retryable_redeem_error(&e) => {
+                    tx.rollback().await?;
+                    continue;
+                }
+                Err(RedeemFailure::Sql(e)) => return Err(e.into()),
+                Err(RedeemFailure::Refused(e)) => return Err(e),
+            };
+            if !Self::remember(&mut tx, "Redeem", &idem, &redemption).await? {
+                tx.rollback().await?;
+                return self.replay("Redeem", &idem).await?.map(Answer::Replayed).ok_or_else(lost_record);
+            }
+            tx.commit().await?;
+            return Ok(Answer::Fresh(redemption));
+        }
+    }
+}
+
+enum RedeemFailure {
+    Refused(Error),
+    Sql(sqlx::Error),
+}
+
+impl From<sqlx::Error> for RedeemFailure {
+    fn from(e: sqlx::Error) -> Self {
+        RedeemFailure::Sql(e)
+    }
+}
+
+/// Deadlocks between redeems joining trees, and the invitee's unique key when
+/// two of its redeems raced (the retry then sees the winner).
+fn retryable_redeem_error(e: &sqlx::Error) -> bool {
+    store::is_retryable(e) || store::is_constraint_violation(e, "redemptions_invitee_id_key")
+}
+
+/// One redeem attempt inside a transaction. See docs/design.md ("Redeem") for
+/// why the locks below rule out double spends and cycles.
+async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<Redemption, RedeemFailure> {
+    let invitee = cmd.invitee.as_str();
+    let Some(invitation) = invitations::by_code(tx, cmd.code.as_str()).await? else {
+        return Err(RedeemFailure::Refused(Error::CodeNotFound));
+    };
+    if invitation.inviter_id.as_deref() == Some(invitee) {
+        return Err(RedeemFailure::Refused(Error::SelfInvite));
+    }
+    graph::lock_member(tx, invitee).await?;
+    if let Some((joined_through, redeem_time)) = graph::joined_through(tx, invitee).await? {
+        if joined_through == invitation.id {
+            // A retry of a redeem that already succeeded: same answer.
+            return Ok(Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time });
+        }
+        return Err(RedeemFailure::Refused(Error::AlreadyInvited));
+    }
+    if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
+        return Err(RedeemFailure::Refused(reason));
+    }
+    if let Some(inviter) = invitation.inviter_id.as_deref() {
+        if graph::has_invitees(tx, invitee).await? {
+            graph::lock_tree_merges(tx).await?;
+        }
+        if graph::is_self_or_ancestor(tx, invitee, inviter).await? {
+            return Err(RedeemFailure::Refused(Error::InviteCycle));
+        }
+    }
+    let Some(spent) = invitations::take_use(tx, invitation.id, invitee).await? else {
+        // Lost the race for the last use, or the database clock says expired.
+        let now = invitations::by_id(tx, invitation.id).await?;
+        let reason =
+            now.and_then(|inv| inv.unavailable_reason(OffsetDateTime::now_utc())).unwrap_or(Error::AlreadyRedeemed);
+        return Err(RedeemFailure::Refused(reason));
+    };
+    let redeem_time = graph::insert_redemption(tx, spent.id, spent.inviter_id.as_deref(), invitee).await?;
+    tracing::info!(invitation_id = %spent.id, "redeemed invitation");
+    Ok(Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time })
+}

@@ -1,0 +1,40 @@
+//! Revoke: by ids, or every unspent invitation of a user.
+
+use super::*;
+
+impl Invitations {
+    pub async fn revoke(
+        &self,
+        cmd: RevokeCommand,
+        idem: Idempotency<'_, RevokeOutcome>,
+    ) -> Result<Answer<RevokeOutcome>, Error> {
+        if let Some(bytes) = self.replay("Revoke", &idem).await? {
+            return Ok(Answer::Replayed(bytes));
+        }
+        let mut tx = self.pool.begin().await?;
+        let outcome = match &cmd.target {
+            RevokeTarget::Ids(ids) => {
+                let found = invitations::by_ids(&mut tx, ids).await?;
+                if found.len() != ids.len() {
+                    return Err(Error::NotFound { what: "invitation", field: "invitation_ids" });
+                }
+                let changed = invitations::revoke_ids(&mut tx, ids, &cmd.reason, &cmd.revoked_by).await?;
+                let invitations = invitations::by_ids(&mut tx, ids).await?;
+                RevokeOutcome { invitations, revoked_count: changed as u32 }
+            }
+            RevokeTarget::UnspentOf(user) => {
+                let invitations =
+                    invitations::revoke_unspent_of(&mut tx, user.as_str(), &cmd.reason, &cmd.revoked_by).await?;
+                let revoked_count = invitations.len() as u32;
+                RevokeOutcome { invitations, revoked_count }
+            }
+        };
+        if !Self::remember(&mut tx, "Revoke", &idem, &outcome).await? {
+            tx.rollback().await?;
+            return self.replay("Revoke", &idem).await?.map(Answer::Replayed).ok_or_else(lost_record);
+        }
+        tx.commit().await?;
+        tracing::info!(revoked = outcome.revoked_count, "revoked invitations");
+        Ok(Answer::Fresh(outcome))
+    }
+}
