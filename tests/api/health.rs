@@ -13,11 +13,17 @@ async fn health_follows_the_database() {
     let placeholder = crate::helpers::TestDb::create().await;
     let url =
         crate::helpers::with_database(&format!("postgres://postgres@127.0.0.1:{}/x", proxy.port), &placeholder.name);
-    let app = TestApp::spawn_opts(Options { extra_args: vec![], database_url: Some(url) }).await;
+    let extra_args = vec!["--db-acquire-timeout".to_string(), "300ms".to_string()];
+    let app = TestApp::spawn_opts(Options { extra_args, database_url: Some(url) }).await;
     assert_eq!(app.health_status(invitations::server::SERVICE_NAME).await.expect("health"), ServingStatus::Serving);
+    app.mint_one("alice").await;
     proxy.cut();
     app.wait_for_health(ServingStatus::NotServing).await;
     assert_eq!(app.health_status(invitations::server::SERVICE_NAME).await.expect("health"), ServingStatus::NotServing);
+    // Calls fail as retryable UNAVAILABLE, not INTERNAL, while the database is away.
+    let err =
+        app.mint(invitations::pb::MintRequest { unowned_count: 1, ..Default::default() }).await.expect_err("no db");
+    crate::helpers::assert_error(&err, tonic::Code::Unavailable, "UNAVAILABLE", None);
 }
 
 #[tokio::test]
