@@ -56,13 +56,9 @@ impl Invitations {
         }
         let minted = invitations::by_batch(&mut tx, batch.id).await?;
         let outcome = MintOutcome { invitations: minted, batch_id: Some(batch.id), count, dry_run: false };
-        if !Self::remember(&mut tx, "Mint", &idem, &outcome).await? {
-            tx.rollback().await?;
-            return self.replay("Mint", &idem).await?.map(Answer::Replayed).ok_or_else(lost_record);
-        }
-        tx.commit().await?;
+        let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
         tracing::info!(batch_id = %batch.id, count, label = %cmd.label, "minted invitations");
-        Ok(Answer::Fresh(outcome))
+        Ok(answer)
     }
 
     fn generate_code(&self) -> Result<String, Error> {

@@ -142,17 +142,25 @@ impl Invitations {
         }
     }
 
-    /// Stores the answer in `tx`; `false` if a concurrent twin stored first
-    /// (the caller then rolls back and replays the twin's answer).
-    pub(crate) async fn remember<T>(
-        tx: &mut store::Tx<'_>,
+    /// Stores the answer (when there is a request id) and commits. If a
+    /// concurrent twin with the same request id committed first, rolls back
+    /// this transaction's work and replays the twin's answer instead.
+    pub(crate) async fn commit_answer<T>(
+        &self,
+        mut tx: store::Tx<'_>,
         method: &str,
         idem: &Idempotency<'_, T>,
-        answer: &T,
-    ) -> Result<bool, Error> {
-        let Some(request_id) = &idem.request_id else { return Ok(true) };
-        let bytes = (idem.encode)(answer);
-        Ok(idempotency::insert(tx, method, request_id.as_str(), &idem.request_hash, &bytes).await?)
+        answer: T,
+    ) -> Result<Answer<T>, Error> {
+        if let Some(request_id) = &idem.request_id {
+            let bytes = (idem.encode)(&answer);
+            if !idempotency::insert(&mut tx, method, request_id.as_str(), &idem.request_hash, &bytes).await? {
+                tx.rollback().await?;
+                return self.replay(method, idem).await?.map(Answer::Replayed).ok_or_else(lost_record);
+            }
+        }
+        tx.commit().await?;
+        Ok(Answer::Fresh(answer))
     }
 }
 

@@ -25,12 +25,7 @@ impl Invitations {
                 Err(RedeemFailure::Sql(e)) => return Err(e.into()),
                 Err(RedeemFailure::Refused(e)) => return Err(e),
             };
-            if !Self::remember(&mut tx, "Redeem", &idem, &redemption).await? {
-                tx.rollback().await?;
-                return self.replay("Redeem", &idem).await?.map(Answer::Replayed).ok_or_else(lost_record);
-            }
-            tx.commit().await?;
-            return Ok(Answer::Fresh(redemption));
+            return self.commit_answer(tx, "Redeem", &idem, redemption).await;
         }
     }
 }

@@ -29,12 +29,9 @@ impl Invitations {
                 RevokeOutcome { invitations, revoked_count }
             }
         };
-        if !Self::remember(&mut tx, "Revoke", &idem, &outcome).await? {
-            tx.rollback().await?;
-            return self.replay("Revoke", &idem).await?.map(Answer::Replayed).ok_or_else(lost_record);
-        }
-        tx.commit().await?;
-        tracing::info!(revoked = outcome.revoked_count, "revoked invitations");
-        Ok(Answer::Fresh(outcome))
+        let revoked = outcome.revoked_count;
+        let answer = self.commit_answer(tx, "Revoke", &idem, outcome).await?;
+        tracing::info!(revoked, "revoked invitations");
+        Ok(answer)
     }
 }
