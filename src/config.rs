@@ -1,5 +1,6 @@
 //! Command line and environment: every setting is a flag with an env twin.
-//! `docs/operations.md` lists them; `scripts/check-settings` keeps it honest.
+//! `docs/operations.md` lists them in a table that `scripts/check-settings`
+//! generates from `serve --help` (CI fails when it is stale).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -55,6 +56,10 @@ pub struct ServeArgs {
     /// Address to listen on for gRPC.
     #[arg(long, env = "INVITATIONS_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+
+    /// Address of the admin HTTP endpoint (`GET /metrics`, Prometheus format).
+    #[arg(long, env = "INVITATIONS_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

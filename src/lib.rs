@@ -3,8 +3,8 @@
 //! Data flows one way: a proto request is converted into domain types
 //! (`grpc::convert`), the domain operation (`service`) runs one transaction
 //! through the SQL functions in `store`, and the result is converted back.
-//! `server` wires it up on a listener the caller owns; `main.rs` only parses
-//! flags and sets up logging.
+//! `server` wires it up on listeners the caller owns; `telemetry` holds logs,
+//! traces and metrics; `main.rs` only parses flags and sets up telemetry.
 
 pub mod code;
 pub mod config;
@@ -17,5 +17,6 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 pub use error::Error;

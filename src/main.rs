@@ -1,34 +1,31 @@
-//! The `invitations` binary: parse flags, set up logging, run a subcommand.
+//! The `invitations` binary: parse flags, set up telemetry, run a subcommand.
 
 use clap::Parser;
-use invitations::config::{Cli, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
+use invitations::config::{Cli, Command};
+use invitations::server::Listeners;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log)?;
-    match cli.command {
-        Command::Serve(args) => {
-            let listener = tokio::net::TcpListener::bind(args.listen).await?;
-            invitations::server::serve(args, listener, shutdown_signal()).await
-        }
-        Command::Migrate(db) => {
-            let pool = invitations::store::connect_lazy(&db.database_url, 1, db.db_acquire_timeout)?;
-            invitations::store::MIGRATOR.run(&pool).await?;
-            tracing::info!("migrations applied");
-            Ok(())
-        }
+    let telemetry = invitations::telemetry::init(cli.log_format, &cli.log)?;
+    let result = match cli.command {
+        Command::Serve(args) => match Listeners::bind(&args).await {
+            Ok(listeners) => invitations::server::serve(args, listeners, shutdown_signal()).await,
+            Err(e) => Err(e),
+        },
+        Command::Migrate(db) => migrate(db).await,
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = ?e, "exiting with an error");
     }
+    telemetry.shutdown();
+    result
 }
 
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+async fn migrate(db: invitations::config::DatabaseArgs) -> anyhow::Result<()> {
+    let pool = invitations::store::connect_lazy(&db.database_url, 1, db.db_acquire_timeout)?;
+    invitations::store::MIGRATOR.run(&pool).await?;
+    tracing::info!("migrations applied");
     Ok(())
 }
 

@@ -1,6 +1,7 @@
-//! Wiring: the pool, migrations, health, reflection and the gRPC service on a
-//! listener the caller provides, until the caller's shutdown future fires.
-//! Tests start it on `127.0.0.1:0`; `main` on the configured address.
+//! Wiring: the pool, migrations, health, reflection, telemetry and the gRPC
+//! service on listeners the caller provides (gRPC and admin), until the
+//! caller's shutdown future fires. Tests start it on `127.0.0.1:0`; `main` on
+//! the configured addresses.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,15 +22,36 @@ use crate::pb;
 use crate::secret::Secret;
 use crate::service::Invitations;
 use crate::store;
+use crate::telemetry::{self, Metrics, RpcLayer};
+
+/// The sockets the server answers on, bound by the caller.
+pub struct Listeners {
+    /// gRPC: the API, health and reflection.
+    pub grpc: TcpListener,
+    /// Admin HTTP: `/metrics`.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured `--listen` and `--admin-listen` addresses.
+    pub async fn bind(args: &ServeArgs) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        let admin =
+            TcpListener::bind(args.admin_listen).await.with_context(|| format!("binding {}", args.admin_listen))?;
+        Ok(Self { grpc, admin })
+    }
+}
 
 /// The health service name of the invitation API (the empty name "" covers
 /// the whole server and reports the same).
 pub const SERVICE_NAME: &str = "invitations.v1.InvitationService";
 
-/// Runs the service on `listener` until `shutdown` completes, then reports
+/// Runs the service on `listeners` until `shutdown` completes, then reports
 /// NOT_SERVING, waits `shutdown_delay`, stops taking calls and lets in-flight
-/// ones finish (up to `drain_timeout`).
-pub async fn serve(args: ServeArgs, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// ones finish (up to `drain_timeout`). The admin endpoint answers until the
+/// end.
+pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let Listeners { grpc: listener, admin: admin_listener } = listeners;
     let codes = CodeGenerator::new(args.code_length).map_err(anyhow::Error::msg)?;
     validate_prefix(&args.code_prefix).map_err(anyhow::Error::msg)?;
     if !args.link_template.contains("{code}") {
@@ -49,7 +71,17 @@ pub async fn serve(args: ServeArgs, listener: TcpListener, shutdown: impl Future
         store::MIGRATOR.run(&pool).await.context("applying migrations")?;
     }
 
-    let service = Arc::new(Invitations::new(pool.clone(), codes, PageTokens::new(&secret)));
+    let metrics = Arc::new(Metrics::new(telemetry::otlp_enabled(telemetry::Signal::Metrics))?);
+    metrics.observe_pool(pool.clone());
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_address = admin_listener.local_addr()?;
+    let admin_task = tokio::spawn(telemetry::admin::serve(admin_listener, metrics.clone(), async move {
+        let _ = admin_stopped.await;
+    }));
+    tracing::info!(address = %admin_address, "serving metrics");
+
+    let service =
+        Arc::new(Invitations::new(pool.clone(), codes, PageTokens::new(&secret)).with_metrics(metrics.domain.clone()));
     let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
     let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view));
 
@@ -86,6 +118,7 @@ pub async fn serve(args: ServeArgs, listener: TcpListener, shutdown: impl Future
     };
 
     let server = tonic::transport::Server::builder()
+        .layer(RpcLayer::new(metrics.rpc.clone()))
         .add_service(health_service)
         .add_optional_service(reflection_on.then_some(reflection_v1))
         .add_optional_service(reflection_on.then_some(reflection_v1alpha))
@@ -106,6 +139,9 @@ pub async fn serve(args: ServeArgs, listener: TcpListener, shutdown: impl Future
         }
     };
     health_task.abort();
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    metrics.shutdown();
     pool.close().await;
     tracing::info!("stopped");
     result

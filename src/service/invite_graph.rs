@@ -3,6 +3,7 @@
 use super::*;
 
 impl Invitations {
+    #[tracing::instrument(name = "db.graph", skip_all, fields(db.system = "postgresql"))]
     pub async fn graph(&self, query: GraphQuery) -> Result<GraphView, Error> {
         let scope = [b"graph\0".as_slice(), query.user.as_str().as_bytes()].concat();
         let after = if query.page_token.is_empty() {

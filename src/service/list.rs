@@ -3,6 +3,7 @@
 use super::*;
 
 impl Invitations {
+    #[tracing::instrument(name = "db.list", skip_all, fields(db.system = "postgresql"))]
     pub async fn list(&self, query: ListQuery) -> Result<ListPage, Error> {
         let scope = list_scope(&query);
         let after = if query.page_token.is_empty() {
@@ -28,6 +29,7 @@ impl Invitations {
         Ok(ListPage { invitations: rows, next_page_token, inviter_id })
     }
 
+    #[tracing::instrument(name = "db.check", skip_all, fields(db.system = "postgresql"))]
     pub async fn check(&self, code: &InvitationCode) -> Result<CodeCheck, Error> {
         let mut conn = self.pool.acquire().await?;
         let Some(invitation) = invitations::by_code(&mut conn, code.as_str()).await? else {

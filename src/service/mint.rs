@@ -3,6 +3,7 @@
 use super::*;
 
 impl Invitations {
+    #[tracing::instrument(name = "db.mint", skip_all, fields(db.system = "postgresql"))]
     pub async fn mint(
         &self,
         cmd: MintCommand,
@@ -57,6 +58,9 @@ impl Invitations {
         let minted = invitations::by_batch(&mut tx, batch.id).await?;
         let outcome = MintOutcome { invitations: minted, batch_id: Some(batch.id), count, dry_run: false };
         let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
+        if matches!(answer, Answer::Fresh(_)) {
+            self.metrics.minted(u64::from(count));
+        }
         tracing::info!(batch_id = %batch.id, count, label = %cmd.label, "minted invitations");
         Ok(answer)
     }

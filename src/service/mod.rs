@@ -18,6 +18,7 @@ use crate::domain::{Invitation, Member, RequestId, State, UserId};
 use crate::error::Error;
 use crate::page_token::PageTokens;
 use crate::store::{self, graph, idempotency, invitations};
+use crate::telemetry::DomainMetrics;
 
 /// Attempts for a transaction that lost a deadlock or a unique-key race.
 pub(crate) const MAX_ATTEMPTS: usize = 5;
@@ -120,11 +121,17 @@ pub struct Invitations {
     pub(crate) pool: PgPool,
     pub(crate) codes: CodeGenerator,
     pub(crate) page_tokens: PageTokens,
+    pub(crate) metrics: DomainMetrics,
 }
 
 impl Invitations {
     pub fn new(pool: PgPool, codes: CodeGenerator, page_tokens: PageTokens) -> Self {
-        Self { pool, codes, page_tokens }
+        Self { pool, codes, page_tokens, metrics: DomainMetrics::disabled() }
+    }
+
+    /// Counts what commits (minted, redeemed) on these instruments.
+    pub fn with_metrics(self, metrics: DomainMetrics) -> Self {
+        Self { metrics, ..self }
     }
 
     pub fn pool(&self) -> &PgPool {

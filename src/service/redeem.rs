@@ -3,6 +3,7 @@
 use super::*;
 
 impl Invitations {
+    #[tracing::instrument(name = "db.redeem", skip_all, fields(db.system = "postgresql"))]
     pub async fn redeem(
         &self,
         cmd: RedeemCommand,
@@ -16,7 +17,7 @@ impl Invitations {
             attempt += 1;
             let mut tx = self.pool.begin().await?;
             let result = redeem_in(&mut tx, &cmd).await;
-            let redemption = match result {
+            let (redemption, spent_now) = match result {
                 Ok(r) => r,
                 Err(RedeemFailure::Sql(e)) if attempt < MAX_ATTEMPTS && retryable_redeem_error(&e) => {
                     tx.rollback().await?;
@@ -25,7 +26,11 @@ impl Invitations {
                 Err(RedeemFailure::Sql(e)) => return Err(e.into()),
                 Err(RedeemFailure::Refused(e)) => return Err(e),
             };
-            return self.commit_answer(tx, "Redeem", &idem, redemption).await;
+            let answer = self.commit_answer(tx, "Redeem", &idem, redemption).await?;
+            if spent_now && matches!(answer, Answer::Fresh(_)) {
+                self.metrics.redeemed();
+            }
+            return Ok(answer);
         }
     }
 }
@@ -47,9 +52,10 @@ fn retryable_redeem_error(e: &sqlx::Error) -> bool {
     store::is_retryable(e) || store::is_constraint_violation(e, "redemptions_invitee_id_key")
 }
 
-/// One redeem attempt inside a transaction. See docs/design.md ("Redeem") for
-/// why the locks below rule out double spends and cycles.
-async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<Redemption, RedeemFailure> {
+/// One redeem attempt inside a transaction, and whether it spent a use (not
+/// a retry). See docs/design.md ("Redeem") for why the locks below rule out
+/// double spends and cycles.
+async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<(Redemption, bool), RedeemFailure> {
     let invitee = cmd.invitee.as_str();
     let Some(invitation) = invitations::by_code(tx, cmd.code.as_str()).await? else {
         return Err(RedeemFailure::Refused(Error::CodeNotFound));
@@ -61,7 +67,7 @@ async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<Redemp
     if let Some((joined_through, redeem_time)) = graph::joined_through(tx, invitee).await? {
         if joined_through == invitation.id {
             // A retry of a redeem that already succeeded: same answer.
-            return Ok(Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time });
+            return Ok((Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time }, false));
         }
         return Err(RedeemFailure::Refused(Error::AlreadyInvited));
     }
@@ -85,5 +91,5 @@ async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<Redemp
     };
     let redeem_time = graph::insert_redemption(tx, spent.id, spent.inviter_id.as_deref(), invitee).await?;
     tracing::info!(invitation_id = %spent.id, "redeemed invitation");
-    Ok(Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time })
+    Ok((Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time }, true))
 }

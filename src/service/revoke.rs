@@ -3,6 +3,7 @@
 use super::*;
 
 impl Invitations {
+    #[tracing::instrument(name = "db.revoke", skip_all, fields(db.system = "postgresql"))]
     pub async fn revoke(
         &self,
         cmd: RevokeCommand,

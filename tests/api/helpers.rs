@@ -96,6 +96,8 @@ pub fn with_database(url: &str, name: &str) -> String {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin HTTP endpoint (`/metrics`).
+    pub admin_addr: SocketAddr,
     pub client: InvitationServiceClient<Channel>,
     pub health: HealthClient<Channel>,
     pub db: TestDb,
@@ -124,10 +126,11 @@ impl TestApp {
         init_logging();
         let db = TestDb::create().await;
         let url = options.database_url.clone().unwrap_or_else(|| db.url.clone());
-        let (addr, shutdown, server) = start_server(&url, &options.extra_args).await;
+        let (addr, admin_addr, shutdown, server) = start_server(&url, &options.extra_args).await;
         let channel = connect(addr).await;
         let app = Self {
             addr,
+            admin_addr,
             client: InvitationServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
             db,
@@ -241,7 +244,7 @@ impl Drop for TestApp {
 async fn start_server(
     database_url: &str,
     extra: &[String],
-) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+) -> (SocketAddr, SocketAddr, oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
     let mut argv: Vec<String> = vec![
         "invitations".into(),
         "serve".into(),
@@ -257,13 +260,16 @@ async fn start_server(
         Command::Serve(args) => args,
         Command::Migrate(_) => unreachable!("serve was asked for"),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    let addr = listener.local_addr().expect("local addr");
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let addr = grpc.local_addr().expect("local addr");
+    let admin_addr = admin.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(invitations::server::serve(args, listener, async move {
+    let listeners = invitations::server::Listeners { grpc, admin };
+    let server = tokio::spawn(invitations::server::serve(args, listeners, async move {
         let _ = rx.await;
     }));
-    (addr, tx, server)
+    (addr, admin_addr, tx, server)
 }
 
 pub async fn connect(addr: SocketAddr) -> Channel {

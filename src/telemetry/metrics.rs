@@ -1,0 +1,244 @@
+//! The service's metrics: one OpenTelemetry meter provider per server, read
+//! by the Prometheus exporter (served on the admin port, `/metrics`) and, when
+//! the standard OTLP variables are set, pushed over OTLP as well.
+//!
+//! Per server rather than global, so tests running many servers in one
+//! process each see their own numbers. Label values are bounded sets (method
+//! names, status codes, error reasons); no code, token, user id or IP ever
+//! becomes a label.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use prometheus::{Encoder, TextEncoder};
+use tonic::Code;
+
+use super::rpc::code_name;
+
+/// Latency buckets in seconds: 1 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 15] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+pub struct Metrics {
+    provider: SdkMeterProvider,
+    registry: prometheus::Registry,
+    meter: Meter,
+    pub rpc: Arc<RpcMetrics>,
+    pub domain: DomainMetrics,
+}
+
+impl Metrics {
+    /// A Prometheus registry always; an OTLP push reader too when `otlp`.
+    pub fn new(otlp: bool) -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let prometheus = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .build()
+            .context("building the Prometheus exporter")?;
+        let mut builder = SdkMeterProvider::builder().with_reader(prometheus).with_resource(super::resource());
+        if otlp {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()
+                .context("building the OTLP metric exporter")?;
+            // Interval: OTEL_METRIC_EXPORT_INTERVAL (ms), default 60 s.
+            builder = builder.with_reader(PeriodicReader::builder(exporter).build());
+        }
+        let provider = builder.build();
+        let meter = provider.meter("invitations");
+        let rpc = Arc::new(RpcMetrics::new(&meter));
+        let domain = DomainMetrics::new(&meter);
+        Ok(Self { provider, registry, meter, rpc, domain })
+    }
+
+    /// For instruments defined elsewhere (e.g. the outbox relay's gauges).
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// The Prometheus text exposition of every instrument.
+    pub fn render(&self) -> anyhow::Result<String> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).context("encoding metrics")?;
+        String::from_utf8(out).context("metrics are not UTF-8")
+    }
+
+    /// Database pool gauges, read at each collection.
+    pub fn observe_pool(&self, pool: sqlx::PgPool) {
+        let max = pool.options().get_max_connections();
+        self.meter
+            .u64_observable_gauge("invitations.db.pool.connections")
+            .with_description("Open database connections by state (idle, used)")
+            .with_callback(move |observer| {
+                let size = u64::from(pool.size());
+                let idle = pool.num_idle() as u64;
+                observer.observe(idle, &[KeyValue::new("state", "idle")]);
+                observer.observe(size.saturating_sub(idle), &[KeyValue::new("state", "used")]);
+            })
+            .build();
+        self.meter
+            .u64_observable_gauge("invitations.db.pool.max")
+            .with_description("Most database connections this process opens")
+            .with_callback(move |observer| observer.observe(u64::from(max), &[]))
+            .build();
+    }
+
+    /// The outbox gauges (backlog size and age of the oldest pending event).
+    /// `stats` is called at each collection and should be cheap: return the
+    /// relay's latest numbers, not a fresh query. `None` reports nothing.
+    ///
+    /// This is the hook for the notifications relay: when it runs, `server`
+    /// calls `metrics.observe_outbox(move || relay.stats())`.
+    pub fn observe_outbox(&self, stats: impl Fn() -> Option<OutboxStats> + Send + Sync + 'static) {
+        let stats = Arc::new(stats);
+        let backlog = stats.clone();
+        self.meter
+            .u64_observable_gauge("invitations.outbox.backlog")
+            .with_description("Events waiting in the outbox")
+            .with_callback(move |observer| {
+                if let Some(s) = backlog() {
+                    observer.observe(s.pending, &[]);
+                }
+            })
+            .build();
+        self.meter
+            .f64_observable_gauge("invitations.outbox.oldest_age")
+            .with_unit("s")
+            .with_description("Age of the oldest pending outbox event (0 when empty)")
+            .with_callback(move |observer| {
+                if let Some(s) = stats() {
+                    observer.observe(s.oldest_age.as_secs_f64(), &[]);
+                }
+            })
+            .build();
+    }
+
+    /// Pushes what is left over OTLP and stops the readers.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::debug!(error = %e, "metrics shutdown");
+        }
+    }
+}
+
+/// What the outbox gauges report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxStats {
+    pub pending: u64,
+    pub oldest_age: Duration,
+}
+
+/// Per-RPC instruments, recorded by the RPC layer.
+pub struct RpcMetrics {
+    requests: Counter<u64>,
+    errors: Counter<u64>,
+    rejections: Counter<u64>,
+    duration: Histogram<f64>,
+}
+
+impl RpcMetrics {
+    fn new(meter: &Meter) -> Self {
+        Self {
+            requests: meter.u64_counter("invitations.rpc.requests").with_description("gRPC calls handled").build(),
+            errors: meter
+                .u64_counter("invitations.rpc.errors")
+                .with_description("gRPC calls that ended with a status other than OK, by code")
+                .build(),
+            rejections: meter
+                .u64_counter("invitations.rejections")
+                .with_description("Refused calls by google.rpc.ErrorInfo reason (EXPIRED, CODE_NOT_FOUND, ...)")
+                .build(),
+            duration: meter
+                .f64_histogram("invitations.rpc.duration")
+                .with_unit("s")
+                .with_description("gRPC call latency, from request headers to the status")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+        }
+    }
+
+    pub(crate) fn record(&self, service: &str, method: &str, code: Code, reason: Option<&str>, elapsed: Duration) {
+        let labels = [
+            KeyValue::new("rpc_service", service.to_owned()),
+            KeyValue::new("rpc_method", method.to_owned()),
+            KeyValue::new("code", code_name(code)),
+        ];
+        self.requests.add(1, &labels);
+        self.duration.record(elapsed.as_secs_f64(), &labels);
+        if code != Code::Ok {
+            self.errors.add(1, &labels);
+        }
+        if let Some(reason) = reason {
+            self.rejections.add(1, &[labels[1].clone(), KeyValue::new("reason", reason.to_owned())]);
+        }
+    }
+}
+
+/// Domain counters, recorded by the service after a change commits.
+#[derive(Clone)]
+pub struct DomainMetrics {
+    minted: Counter<u64>,
+    redeemed: Counter<u64>,
+}
+
+impl DomainMetrics {
+    fn new(meter: &Meter) -> Self {
+        Self {
+            minted: meter.u64_counter("invitations.minted").with_description("Invitations minted").build(),
+            redeemed: meter
+                .u64_counter("invitations.redeemed")
+                .with_description("Uses of invitations spent by Redeem (retries not counted)")
+                .build(),
+        }
+    }
+
+    /// Records nothing: for an `Invitations` built without a server (tools, tests).
+    pub fn disabled() -> Self {
+        Self::new(&opentelemetry::metrics::noop::NoopMeterProvider::new().meter("invitations"))
+    }
+
+    pub fn minted(&self, count: u64) {
+        self.minted.add(count, &[]);
+    }
+
+    pub fn redeemed(&self) {
+        self.redeemed.add(1, &[]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_gauges_appear_when_the_relay_reports() {
+        let metrics = Metrics::new(false).expect("metrics");
+        metrics.observe_outbox(|| Some(OutboxStats { pending: 42, oldest_age: Duration::from_millis(1500) }));
+        let text = metrics.render().expect("render");
+        assert!(text.lines().any(|l| l.starts_with("invitations_outbox_backlog") && l.ends_with(" 42")), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("invitations_outbox_oldest_age_seconds") && l.ends_with(" 1.5")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rpc_metrics_use_code_names_and_reasons() {
+        let metrics = Metrics::new(false).expect("metrics");
+        metrics.rpc.record(
+            "invitations.v1.InvitationService",
+            "Redeem",
+            Code::FailedPrecondition,
+            Some("EXPIRED"),
+            Duration::from_millis(3),
+        );
+        let text = metrics.render().expect("render");
+        assert!(text.contains(r#"invitations_rejections_total{reason="EXPIRED",rpc_method="Redeem"} 1"#), "{text}");
+        assert!(text.contains(r#"code="FAILED_PRECONDITION""#), "{text}");
+    }
+}

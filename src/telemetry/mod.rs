@@ -1,0 +1,146 @@
+//! Telemetry: logs, traces and metrics, wired the way platform teams expect.
+//!
+//! - [`init`] installs the process-wide `tracing` subscriber: log lines as
+//!   text or JSON on stderr, and, when the standard OpenTelemetry variables
+//!   ask for it, an OTLP/gRPC span exporter. The binary calls it once.
+//! - [`rpc`] is the tower layer that gives every gRPC call its span, access
+//!   log line and metrics, continuing the caller's W3C trace.
+//! - [`metrics`] holds one meter provider per server: Prometheus on the
+//!   admin port ([`admin`]) and OTLP when configured.
+//!
+//! OTLP is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the per-signal
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `..._METRICS_ENDPOINT`) is set, off
+//! when `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER` /
+//! `OTEL_METRICS_EXPORTER` is `none`. The exporter reads the other standard
+//! variables itself (headers, timeout, compression); `OTEL_SERVICE_NAME` and
+//! `OTEL_RESOURCE_ATTRIBUTES` name the resource. Transport: gRPC only.
+//!
+//! Nothing here records request fields: codes, tokens and IPs stay out of
+//! logs, spans and metric labels (see `rpc`).
+
+pub mod admin;
+pub mod metrics;
+pub mod rpc;
+
+use std::io::IsTerminal;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::LogFormat;
+
+pub use metrics::{DomainMetrics, Metrics, OutboxStats};
+pub use rpc::{CallerSlot, RpcLayer};
+
+/// Owns the span exporter; [`Telemetry::shutdown`] flushes it.
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Sends the spans still buffered (bounded by the exporter's timeout).
+    pub fn shutdown(self) {
+        if let Some(Err(e)) = self.tracer.map(|t| t.shutdown()) {
+            tracing::warn!(error = %e, "flushing spans at exit failed");
+        }
+    }
+}
+
+/// Installs the global subscriber: `filter` (EnvFilter syntax) over a text or
+/// JSON log layer on stderr and, if OTLP traces are configured, the
+/// OpenTelemetry layer. Must run inside the Tokio runtime (the OTLP exporter's
+/// channel lives there).
+pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
+    let filter = EnvFilter::try_new(filter)?;
+    let tracer = if otlp_enabled(Signal::Traces) {
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        // Batches go out every OTEL_BSP_SCHEDULE_DELAY ms (default 5000).
+        Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource()).build())
+    } else {
+        None
+    };
+    let otel = tracer.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("invitations")));
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            // Every enclosing span with its fields: the `rpc` span's
+            // `trace_id` reaches lines logged in nested spans too.
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(logs).with(otel).try_init()?;
+    if tracer.is_some() {
+        tracing::info!("exporting spans over OTLP");
+    }
+    Ok(Telemetry { tracer })
+}
+
+#[derive(Clone, Copy)]
+pub enum Signal {
+    Traces,
+    Metrics,
+}
+
+/// Whether the standard OpenTelemetry variables ask for OTLP export of `signal`.
+pub fn otlp_enabled(signal: Signal) -> bool {
+    otlp_enabled_in(signal, |name| std::env::var(name).ok())
+}
+
+fn otlp_enabled_in(signal: Signal, env: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
+    let (exporter_var, endpoint_var) = match signal {
+        Signal::Traces => ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        Signal::Metrics => ("OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+    };
+    if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return false;
+    }
+    if env(exporter_var).is_some_and(|v| v.trim().eq_ignore_ascii_case("none")) {
+        return false;
+    }
+    set("OTEL_EXPORTER_OTLP_ENDPOINT") || set(endpoint_var)
+}
+
+/// `service.name` from `OTEL_SERVICE_NAME` (default `invitations`), plus
+/// `OTEL_RESOURCE_ATTRIBUTES` and the SDK's own attributes.
+pub(crate) fn resource() -> Resource {
+    let builder = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty()) {
+        builder.build()
+    } else {
+        builder.with_service_name("invitations").build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn otlp_follows_the_standard_variables() {
+        assert!(!otlp_enabled_in(Signal::Traces, env(&[])));
+        assert!(otlp_enabled_in(Signal::Traces, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])));
+        assert!(otlp_enabled_in(Signal::Metrics, env(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4317")])));
+        assert!(!otlp_enabled_in(Signal::Traces, env(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4317")])));
+        let off = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_SDK_DISABLED", "true")];
+        assert!(!otlp_enabled_in(Signal::Metrics, env(&off)));
+        let none = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_TRACES_EXPORTER", "none")];
+        assert!(!otlp_enabled_in(Signal::Traces, env(&none)));
+        assert!(otlp_enabled_in(Signal::Metrics, env(&none)));
+    }
+}
