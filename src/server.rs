@@ -46,6 +46,11 @@ impl Listeners {
 /// the whole server and reports the same).
 pub const SERVICE_NAME: &str = "invitations.v1.InvitationService";
 
+/// The health name for liveness probes: SERVING while the process answers
+/// gRPC at all, whatever the database does (restarting pods does not bring a
+/// database back), and through shutdown until exit.
+pub const LIVENESS_NAME: &str = "liveness";
+
 /// Runs the service on `listeners` until `shutdown` completes, then reports
 /// NOT_SERVING, waits `shutdown_delay`, stops taking calls and lets in-flight
 /// ones finish (up to `drain_timeout`). The admin endpoint answers until the
@@ -87,6 +92,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, ServingStatus::NotServing).await;
+    health_reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
     let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
     let health_task =
         tokio::spawn(watch_database(pool.clone(), health_reporter.clone(), args.health_interval, health_stopped));

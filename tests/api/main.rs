@@ -9,6 +9,7 @@ mod helpers;
 mod metrics;
 mod mint_list;
 mod otlp;
+mod probes;
 mod process;
 mod redeem;
 mod revoke;
