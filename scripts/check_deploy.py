@@ -29,7 +29,6 @@ OTEL_ENV = {
     "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_BSP_SCHEDULE_DELAY", "OTEL_METRIC_EXPORT_INTERVAL",
     "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
 }
-WORKLOADS = ("Deployment", "Job", "CronJob")
 
 problems: list[str] = []
 
@@ -105,6 +104,15 @@ def seconds(duration: str) -> float:
     return total
 
 
+def flush_timeout_seconds() -> float:
+    with open(os.path.join(REPO, "src", "telemetry", "mod.rs"), encoding="utf-8") as f:
+        m = re.search(r"pub const FLUSH_TIMEOUT: Duration = Duration::from_secs\((\d+)\);", f.read())
+    if not m:
+        problems.append("src/telemetry/mod.rs: FLUSH_TIMEOUT not found (check_deploy.py reads it)")
+        return 0
+    return float(m.group(1))
+
+
 def health_names() -> set[str]:
     with open(os.path.join(REPO, "src", "server.rs"), encoding="utf-8") as f:
         source = f.read()
@@ -164,7 +172,8 @@ def check_binary_contract(docs: dict[str, list[dict]]) -> None:
     if missing:
         return
     grpc_port, admin_port = port_of(config["INVITATIONS_LISTEN"]), port_of(config["INVITATIONS_ADMIN_LISTEN"])
-    grace_needed = seconds(config["INVITATIONS_SHUTDOWN_DELAY"]) + seconds(config["INVITATIONS_DRAIN_TIMEOUT"])
+    grace_needed = (seconds(config["INVITATIONS_SHUTDOWN_DELAY"]) + seconds(config["INVITATIONS_DRAIN_TIMEOUT"])
+                    + 2 * flush_timeout_seconds())  # spans, then metrics, after the drain
     names = health_names()
     container_ports: set[str] = set()
 
@@ -173,7 +182,7 @@ def check_binary_contract(docs: dict[str, list[dict]]) -> None:
         check_security(path, deploy)
         grace = spec.get("terminationGracePeriodSeconds", 30)
         if not grace > grace_needed:
-            problem(path, f"terminationGracePeriodSeconds {grace} must exceed shutdown delay + drain ({grace_needed:g}s)")
+            problem(path, f"terminationGracePeriodSeconds {grace} must exceed shutdown delay + drain + telemetry flush ({grace_needed:g}s)")
         if deploy["spec"].get("replicas", 1) < 2:
             problem(path, "run at least two replicas")
         annotations = deploy["spec"]["template"]["metadata"].get("annotations", {})

@@ -48,6 +48,7 @@ impl Metrics {
                 .context("building the OTLP metric exporter")?;
             // Interval: OTEL_METRIC_EXPORT_INTERVAL (ms), default 60 s.
             builder = builder.with_reader(PeriodicReader::builder(exporter).build());
+            tracing::info!("exporting metrics over OTLP");
         }
         let provider = builder.build();
         let meter = provider.meter("invitations");
@@ -118,11 +119,11 @@ impl Metrics {
             .build();
     }
 
-    /// Pushes what is left over OTLP and stops the readers.
+    /// Pushes what is left over OTLP (waiting at most
+    /// [`FLUSH_TIMEOUT`](super::FLUSH_TIMEOUT)) and stops the readers.
     pub fn shutdown(&self) {
-        if let Err(e) = self.provider.shutdown() {
-            tracing::debug!(error = %e, "metrics shutdown");
-        }
+        let provider = self.provider.clone();
+        super::flush_bounded("metrics", move || provider.shutdown());
     }
 }
 

@@ -3,8 +3,9 @@
 //! - [`init`] installs the process-wide `tracing` subscriber: log lines as
 //!   text or JSON on stderr, and, when the standard OpenTelemetry variables
 //!   ask for it, an OTLP/gRPC span exporter. The binary calls it once.
-//! - [`rpc`] is the tower layer that gives every gRPC call its span, access
-//!   log line and metrics, continuing the caller's W3C trace.
+//! - [`RpcLayer`] (tower plumbing in `layer`, what is recorded in [`rpc`])
+//!   gives every gRPC call its span, access log line and metrics, continuing
+//!   the caller's W3C trace.
 //! - [`metrics`] holds one meter provider per server: Prometheus on the
 //!   admin port ([`admin`]) and OTLP when configured.
 //!
@@ -19,13 +20,16 @@
 //! logs, spans and metric labels (see `rpc`).
 
 pub mod admin;
+mod layer;
 pub mod metrics;
 pub mod rpc;
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -34,8 +38,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
+pub use layer::RpcLayer;
 pub use metrics::{DomainMetrics, Metrics, OutboxStats};
-pub use rpc::{CallerSlot, RpcLayer};
+pub use rpc::CallerSlot;
+
+/// How long exit may wait for each telemetry flush (spans, metrics): a slow
+/// or unreachable collector must not hold the process past Kubernetes' grace
+/// period, which covers shutdown delay + drain + twice this.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Owns the span exporter; [`Telemetry::shutdown`] flushes it.
 pub struct Telemetry {
@@ -43,10 +53,10 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Sends the spans still buffered (bounded by the exporter's timeout).
+    /// Sends the spans still buffered, waiting at most [`FLUSH_TIMEOUT`].
     pub fn shutdown(self) {
-        if let Some(Err(e)) = self.tracer.map(|t| t.shutdown()) {
-            tracing::warn!(error = %e, "flushing spans at exit failed");
+        if let Some(tracer) = self.tracer {
+            flush_bounded("spans", move || tracer.shutdown_with_timeout(FLUSH_TIMEOUT));
         }
     }
 }
@@ -84,6 +94,24 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
         tracing::info!("exporting spans over OTLP");
     }
     Ok(Telemetry { tracer })
+}
+
+/// Runs an exporter's shutdown on its own thread and waits at most
+/// [`FLUSH_TIMEOUT`] (plus a little) for it; past that, exit goes on.
+pub(crate) fn flush_bounded(what: &'static str, shutdown: impl FnOnce() -> OTelSdkResult + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name(format!("flush-{what}")).spawn(move || {
+        let _ = done.send(shutdown());
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot flush {what} at exit");
+        return;
+    }
+    match finished.recv_timeout(FLUSH_TIMEOUT + Duration::from_millis(200)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "flushing {what} at exit failed"),
+        Err(_) => tracing::warn!("flushing {what} at exit timed out; the rest is dropped"),
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -1,14 +1,12 @@
-//! Per-RPC telemetry: a tower layer around the whole gRPC server (health and
-//! reflection included) that gives every call a span, an access log line and
-//! its metrics.
+//! Per-RPC telemetry: what every gRPC call (health and reflection included)
+//! records, in its span, its access log line and its metrics. The tower
+//! plumbing that calls into this is `layer`.
 //!
 //! - The span continues the caller's trace: W3C `traceparent` (and
 //!   `tracestate`) are read from the request metadata.
 //! - The span and the log line carry the method, the gRPC status code, the
 //!   caller and the latency; the span's `trace_id` field puts the trace id on
 //!   every log line written inside the call.
-//! - The status code of a successful unary call travels in the trailers, so
-//!   the response body is wrapped and the call is finished when they pass.
 //! - Nothing from the request body is recorded: codes, tokens and IPs live
 //!   there, and never reach a span, log line or metric label.
 //!
@@ -16,14 +14,10 @@
 //! through [`CallerSlot`] (the extension point for caller authentication),
 //! else the name claimed in the `x-caller` metadata, else `unknown`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -60,167 +54,13 @@ impl CallerSlot {
     }
 }
 
-/// The layer: `Server::builder().layer(RpcLayer::new(metrics))`.
-#[derive(Clone)]
-pub struct RpcLayer {
-    metrics: Arc<RpcMetrics>,
-}
-
-impl RpcLayer {
-    pub fn new(metrics: Arc<RpcMetrics>) -> Self {
-        Self { metrics }
-    }
-}
-
-impl<S> tower_layer::Layer<S> for RpcLayer {
-    type Service = RpcService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcService { inner, metrics: self.metrics.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct RpcService<S> {
-    inner: S,
-    metrics: Arc<RpcMetrics>,
-}
-
-impl<S, B, ResBody> tower_service::Service<http::Request<B>> for RpcService<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<ResBody>>,
-{
-    type Response = http::Response<ObservedBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let call = Call::start(&request, self.metrics.clone());
-        request.extensions_mut().insert(call.caller.clone());
-        let inner = {
-            let _entered = call.span.enter();
-            self.inner.call(request)
-        };
-        ResponseFuture { inner, call: Some(call) }
-    }
-}
-
-pin_project_lite::pin_project! {
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        call: Option<Call>,
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<http::Response<ResBody>, E>>,
-{
-    type Output = Result<http::Response<ObservedBody<ResBody>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = {
-            let _entered = this.call.as_ref().map(|c| c.span.enter());
-            match this.inner.poll(cx) {
-                Poll::Ready(result) => result,
-                Poll::Pending => return Poll::Pending,
-            }
-        };
-        let Some(call) = this.call.take() else {
-            return Poll::Ready(result.map(|r| r.map(|body| ObservedBody { inner: body, call: None })));
-        };
-        match result {
-            Ok(response) => {
-                // Errors (and trailers-only answers) carry the status in the
-                // headers; a successful call's status follows in the trailers.
-                let call = match status_from(response.headers()) {
-                    Some(code) => {
-                        call.finish(code, Some(response.headers()));
-                        None
-                    }
-                    None => Some(call),
-                };
-                Poll::Ready(Ok(response.map(|body| ObservedBody { inner: body, call })))
-            }
-            Err(e) => {
-                call.finish(Code::Unknown, None);
-                Poll::Ready(Err(e))
-            }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response body, finishing the call when the trailers pass (or when
-    /// the body ends or is dropped early: the client went away).
-    pub struct ObservedBody<B> {
-        #[pin]
-        inner: B,
-        call: Option<Call>,
-    }
-
-    impl<B> PinnedDrop for ObservedBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(call) = this.project().call.take() {
-                call.finish(Code::Cancelled, None);
-            }
-        }
-    }
-}
-
-impl<B: Body> Body for ObservedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(call) = this.call.take()
-                {
-                    call.finish(status_from(trailers).unwrap_or(Code::Unknown), Some(trailers));
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(call) = this.call.take() {
-                    call.finish(Code::Internal, None);
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(call) = this.call.take() {
-                    // A body that ends without trailers is a protocol error.
-                    call.finish(Code::Unknown, None);
-                }
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// One call in flight.
-struct Call {
-    span: Span,
+pub(super) struct Call {
+    pub(super) span: Span,
+    pub(super) caller: CallerSlot,
     service: String,
     method: String,
     claimed_caller: Option<String>,
-    caller: CallerSlot,
     started: Instant,
     metrics: Arc<RpcMetrics>,
     /// Health and reflection calls: metrics yes, info-level logs no.
@@ -228,7 +68,7 @@ struct Call {
 }
 
 impl Call {
-    fn start<B>(request: &http::Request<B>, metrics: Arc<RpcMetrics>) -> Self {
+    pub(super) fn start<B>(request: &http::Request<B>, metrics: Arc<RpcMetrics>) -> Self {
         let (service, method) = split_path(request.uri().path());
         let housekeeping = service.starts_with("grpc.");
         let full_name = format!("{service}/{method}");
@@ -268,7 +108,7 @@ impl Call {
         }
     }
 
-    fn finish(self, code: Code, headers: Option<&HeaderMap>) {
+    pub(super) fn finish(self, code: Code, headers: Option<&HeaderMap>) {
         let elapsed = self.started.elapsed();
         let caller = self.caller.get().or(self.claimed_caller.as_deref()).unwrap_or("unknown");
         let reason = headers.and_then(error_reason);
@@ -323,7 +163,7 @@ fn sanitize_caller(name: &str) -> String {
     name[..cut].chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
-fn status_from(headers: &HeaderMap) -> Option<Code> {
+pub(super) fn status_from(headers: &HeaderMap) -> Option<Code> {
     let value = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
     Some(Code::from_i32(value))
 }

@@ -123,3 +123,35 @@ async fn waiting_on_locks(pool: &sqlx::PgPool, database: &str) -> i64 {
         .await
         .expect("pg_stat_activity")
 }
+
+#[tokio::test]
+async fn an_unreachable_collector_does_not_hold_the_exit() {
+    // A collector that accepts connections and never answers.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", black_hole.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((socket, _)) = black_hole.accept().await {
+            connections.push(socket);
+        }
+    });
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+    ];
+    let mut process = Process::spawn(&["--drain-timeout", "5s"], &env).await;
+    let mut client = InvitationServiceClient::new(connect(process.addr).await);
+    let mint = pb::MintRequest { user_ids: vec!["ayo".into()], per_user: 1, ..Default::default() };
+    client.mint(mint).await.expect("calls work while the collector hangs");
+
+    process.sigterm();
+    let signalled = tokio::time::Instant::now();
+    let exit = process.wait_exit(Duration::from_secs(30)).await;
+    let took = signalled.elapsed();
+    assert!(exit.success(), "exit status {exit:?}");
+    // Two bounded flushes of 2 s (spans, metrics) and some slack; the
+    // exporter's own timeout is 10 s.
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
+    held.abort();
+}
