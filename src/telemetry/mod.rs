@@ -20,6 +20,7 @@
 //! logs, spans and metric labels (see `rpc`).
 
 pub mod admin;
+mod json;
 mod layer;
 pub mod metrics;
 pub mod rpc;
@@ -81,11 +82,8 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<Telemetry> {
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            // Every enclosing span with its fields: the `rpc` span's
-            // `trace_id` reaches lines logged in nested spans too.
-            .with_current_span(false)
-            .with_span_list(true)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json::JsonLines)
             .with_writer(std::io::stderr)
             .boxed(),
     };

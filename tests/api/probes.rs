@@ -20,7 +20,7 @@ async fn liveness_stays_serving_while_the_database_is_down() {
     assert_eq!(app.health_status(invitations::server::LIVENESS_NAME).await.expect("health"), ServingStatus::Serving);
 
     // And through shutdown, while readiness says NOT_SERVING.
-    let mut app = TestApp::spawn_with(&["--shutdown-delay", "2s"]).await;
+    let mut app = TestApp::spawn_with(&["--shutdown-delay", "1s"]).await;
     app.begin_shutdown();
     app.wait_for_health(ServingStatus::NotServing).await;
     assert_eq!(app.health_status(invitations::server::LIVENESS_NAME).await.expect("health"), ServingStatus::Serving);
