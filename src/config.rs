@@ -28,6 +28,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of the serve variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC service.
@@ -103,4 +105,17 @@ pub struct ServeArgs {
     /// Serve gRPC server reflection (v1 and v1alpha).
     #[arg(long, env = "INVITATIONS_REFLECTION", default_value_t = true, action = ArgAction::Set)]
     pub reflection: bool,
+
+    /// Lease of a Reserve call that names no ttl.
+    #[arg(long, env = "INVITATIONS_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub reservation_ttl: Duration,
+
+    /// Longest lease a Reserve call gets; longer requests are clamped to it.
+    #[arg(long, env = "INVITATIONS_RESERVATION_MAX_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub reservation_max_ttl: Duration,
+
+    /// How often lapsed reservations are marked as such (tidying and stats
+    /// only; correctness does not depend on it). `0s` turns the sweeper off.
+    #[arg(long, env = "INVITATIONS_RESERVATION_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub reservation_sweep_interval: Duration,
 }

@@ -4,6 +4,8 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::email::{BindingKind, Email};
+
 /// Longest user id, request id or caller name, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 /// Most invitations one Mint call may create (keeps the answer under 4 MiB).
@@ -95,16 +97,9 @@ pub fn parse_client_ip(value: &str) -> Result<Option<std::net::IpAddr>, String> 
     value.parse().map(Some).map_err(|_| "must be an IPv4 or IPv6 address".into())
 }
 
-/// Optional e-mail address: only its shape is checked here.
-pub fn parse_email(value: &str) -> Result<Option<String>, String> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    check_text(value, 254)?;
-    match value.rsplit_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Ok(Some(value.to_owned())),
-        _ => Err("must be an e-mail address".into()),
-    }
+/// Optional e-mail address, normalised (see `email`).
+pub fn parse_email(value: &str) -> Result<Option<Email>, String> {
+    Email::parse_optional(value)
 }
 
 /// AIP-158 page size: 0 is the default, negative is an error, large is clamped.
@@ -144,6 +139,9 @@ pub struct Invitation {
     pub revoke_time: Option<OffsetDateTime>,
     pub revoke_reason: Option<String>,
     pub revoked_by: Option<String>,
+    /// Set on bound invitations; the digest tests a presented address.
+    pub binding: Option<BindingKind>,
+    pub binding_digest: Option<Vec<u8>>,
 }
 
 impl Invitation {
@@ -170,6 +168,16 @@ impl Invitation {
             State::Expired => Some(crate::Error::Expired),
         }
     }
+
+    /// Whether `email` may redeem this invitation: always for unbound ones;
+    /// for bound ones only a matching address.
+    pub fn admits(&self, email: Option<&Email>) -> bool {
+        match (self.binding, &self.binding_digest) {
+            (None, _) => true,
+            (Some(kind), Some(digest)) => email.is_some_and(|e| crate::email::admits(kind, digest, e)),
+            (Some(_), None) => false,
+        }
+    }
 }
 
 /// A member node of the invite graph.
@@ -179,6 +187,48 @@ pub struct Member {
     pub inviter_id: Option<String>,
     pub join_time: Option<OffsetDateTime>,
     pub invitation_id: Option<Uuid>,
+}
+
+/// Where a reservation is in its life, as stored. A `Held` row past its
+/// expiry is lapsed whether or not the sweeper has marked it (`status_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "reservation_status", rename_all = "lowercase")]
+pub enum ReservationStatus {
+    Held,
+    Completed,
+    Released,
+    Lapsed,
+}
+
+/// A lease on one use of an invitation. No `Debug`: the id is a bearer handle.
+#[derive(Clone, sqlx::FromRow)]
+pub struct Reservation {
+    pub id: Uuid,
+    pub invitation_id: Uuid,
+    pub status: ReservationStatus,
+    pub create_time: OffsetDateTime,
+    pub expire_time: OffsetDateTime,
+    pub end_time: Option<OffsetDateTime>,
+    pub invitee_id: Option<String>,
+}
+
+impl Reservation {
+    /// The status at `now`: a held lease that ran out is lapsed.
+    pub fn status_at(&self, now: OffsetDateTime) -> ReservationStatus {
+        match self.status {
+            ReservationStatus::Held if self.expire_time <= now => ReservationStatus::Lapsed,
+            status => status,
+        }
+    }
+
+    /// When it ended: the stored end time, or the expiry of an unswept lapse.
+    pub fn end_time_at(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        match self.status_at(now) {
+            ReservationStatus::Held => None,
+            ReservationStatus::Lapsed => self.end_time.or(Some(self.expire_time)),
+            _ => self.end_time,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +271,8 @@ mod tests {
             revoke_time: None,
             revoke_reason: None,
             revoked_by: None,
+            binding: None,
+            binding_digest: None,
         }
     }
 

@@ -40,6 +40,18 @@ pub enum Error {
     AlreadyInvited,
     #[error("the invitee is the inviter's own ancestor in the invite graph")]
     InviteCycle,
+    /// Every remaining use is held by someone else's live reservation.
+    #[error("every remaining use of the invitation is reserved by a sign-up in progress")]
+    Reserved,
+    #[error("the reservation ran out before it was completed")]
+    ReservationExpired,
+    #[error("the reservation was released")]
+    ReservationReleased,
+    #[error("the reservation was already completed by another user")]
+    ReservationCompleted,
+    /// Never says which address or domain the invitation is bound to.
+    #[error("the invitation is bound to an e-mail address or domain, and the one presented does not match")]
+    EmailMismatch,
     #[error("{what} not found")]
     NotFound { what: &'static str, field: &'static str },
     /// The request_id was used before with a different request.
@@ -75,6 +87,11 @@ impl Error {
             Error::SelfInvite => "SELF_INVITE",
             Error::AlreadyInvited => "ALREADY_INVITED",
             Error::InviteCycle => "INVITE_CYCLE",
+            Error::Reserved => "RESERVED",
+            Error::ReservationExpired => "RESERVATION_EXPIRED",
+            Error::ReservationReleased => "RESERVATION_RELEASED",
+            Error::ReservationCompleted => "RESERVATION_COMPLETED",
+            Error::EmailMismatch => "EMAIL_MISMATCH",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
             Error::Unavailable(_) => "UNAVAILABLE",

@@ -9,6 +9,7 @@
 pub mod code;
 pub mod config;
 pub mod domain;
+pub mod email;
 pub mod error;
 pub mod grpc;
 pub mod page_token;

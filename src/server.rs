@@ -20,7 +20,7 @@ use crate::grpc::convert::View;
 use crate::page_token::PageTokens;
 use crate::pb;
 use crate::secret::Secret;
-use crate::service::Invitations;
+use crate::service::{Invitations, ReservationSettings, sweep_lapsed_reservations};
 use crate::store;
 use crate::telemetry::{self, Metrics, RpcLayer};
 
@@ -85,8 +85,14 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     }));
     tracing::info!(address = %admin_address, "serving metrics");
 
-    let service =
-        Arc::new(Invitations::new(pool.clone(), codes, PageTokens::new(&secret)).with_metrics(metrics.domain.clone()));
+    let reservations = reservation_settings(&args)?;
+    let service = Arc::new(
+        Invitations::new(pool.clone(), codes, PageTokens::new(&secret))
+            .with_metrics(metrics.domain.clone())
+            .with_reservations(reservations),
+    );
+    let sweeper = (!args.reservation_sweep_interval.is_zero())
+        .then(|| tokio::spawn(sweep_lapsed_reservations(pool.clone(), args.reservation_sweep_interval)));
     let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
     let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view));
 
@@ -145,12 +151,24 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         }
     };
     health_task.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     metrics.shutdown();
     pool.close().await;
     tracing::info!("stopped");
     result
+}
+
+fn reservation_settings(args: &ServeArgs) -> anyhow::Result<ReservationSettings> {
+    let default_ttl = time::Duration::try_from(args.reservation_ttl)?;
+    let max_ttl = time::Duration::try_from(args.reservation_max_ttl)?;
+    if default_ttl.is_zero() || default_ttl > max_ttl {
+        anyhow::bail!("the reservation ttl must be positive and at most the reservation max ttl");
+    }
+    Ok(ReservationSettings { default_ttl, max_ttl })
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

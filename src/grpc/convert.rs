@@ -5,11 +5,12 @@ use time::OffsetDateTime;
 
 use crate::code::{CodeError, InvitationCode, display_form};
 use crate::domain::{self, Invitation, Member, State, UserId};
+use crate::email::{self, Binding, BindingKind, Email};
 use crate::error::{Error, Violations};
 use crate::pb;
 use crate::service::{
-    GraphQuery, GraphView, ListPage, ListQuery, MintCommand, MintOutcome, RedeemCommand, Redemption, RevokeCommand,
-    RevokeOutcome, RevokeTarget,
+    GraphQuery, GraphView, ListPage, ListQuery, MintCommand, MintOutcome, RedeemCommand, RedeemTarget, Redemption,
+    RevokeCommand, RevokeOutcome, RevokeTarget,
 };
 
 /// How codes are shown and parsed, and how links are built.
@@ -64,6 +65,7 @@ impl View {
             revoke_reason: inv.revoke_reason.clone().unwrap_or_default(),
             revoked_by: inv.revoked_by.clone().unwrap_or_default(),
             minted_by: inv.minted_by.clone(),
+            binding: binding_pb(inv.binding) as i32,
         }
     }
 
@@ -122,7 +124,31 @@ pub fn graph_response(view: GraphView) -> pb::GetInviteGraphResponse {
     }
 }
 
-fn parse_ttl(ttl: &prost_types::Duration) -> Result<time::Duration, String> {
+pub fn binding_pb(binding: Option<BindingKind>) -> pb::Binding {
+    match binding {
+        None => pb::Binding::Unbound,
+        Some(BindingKind::Email) => pb::Binding::Email,
+        Some(BindingKind::Domain) => pb::Binding::Domain,
+    }
+}
+
+/// At most one of `bound_email` and `bound_domain` (a leading `@` is allowed).
+fn parse_binding(v: &mut Violations, bound_email: &str, bound_domain: &str) -> Option<Binding> {
+    match (bound_email.is_empty(), bound_domain.is_empty()) {
+        (true, true) => None,
+        (false, true) => v.check("bound_email", Email::parse(bound_email)).map(|e| Binding::email(&e)),
+        (true, false) => {
+            let domain = bound_domain.trim().trim_start_matches('@');
+            v.check("bound_domain", email::parse_domain(domain)).map(Binding::domain)
+        }
+        (false, false) => {
+            v.push("bound_domain", "set bound_email or bound_domain, not both");
+            None
+        }
+    }
+}
+
+pub(crate) fn parse_ttl(ttl: &prost_types::Duration) -> Result<time::Duration, String> {
     if !(0..1_000_000_000).contains(&ttl.nanos) {
         return Err("nanos must be between 0 and 999,999,999".into());
     }
@@ -186,6 +212,7 @@ impl TryFrom<pb::MintRequest> for MintCommand {
         let note = v.check("note", domain::parse_text(&r.note, domain::MAX_NOTE_LEN));
         let minted_by = v.check("minted_by", domain::parse_text(&r.minted_by, domain::MAX_ID_LEN));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
+        let binding = parse_binding(&mut v, &r.bound_email, &r.bound_domain);
         v.into_result()?;
         Ok(MintCommand {
             owners,
@@ -197,6 +224,7 @@ impl TryFrom<pb::MintRequest> for MintCommand {
             note: note.unwrap_or_default(),
             minted_by: minted_by.unwrap_or_default(),
             dry_run: r.dry_run,
+            binding,
         })
     }
 }
@@ -227,14 +255,26 @@ impl View {
         let invitee = v.check("invitee_id", UserId::parse(&r.invitee_id));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         v.check("client_ip", domain::parse_client_ip(&r.client_ip));
-        v.check("email", domain::parse_email(&r.email));
-        if r.code.is_empty() {
-            v.push("code", "is required");
-        }
+        let email = v.check("email", domain::parse_email(&r.email)).flatten();
+        let reservation = match (r.code.is_empty(), r.reservation_id.is_empty()) {
+            (true, true) => {
+                v.push("code", "is required (or set reservation_id)");
+                None
+            }
+            (false, false) => {
+                v.push("reservation_id", "set code or reservation_id, not both");
+                None
+            }
+            (true, false) => v.check("reservation_id", domain::parse_uuid(&r.reservation_id)),
+            (false, true) => None,
+        };
         v.into_result()?;
-        let code = self.parse_code("code", &r.code)?;
+        let target = match reservation {
+            Some(id) => RedeemTarget::Reservation(id),
+            None => RedeemTarget::Code(self.parse_code("code", &r.code)?),
+        };
         match invitee {
-            Some(invitee) => Ok(RedeemCommand { code, invitee }),
+            Some(invitee) => Ok(RedeemCommand { target, invitee, email }),
             None => Err(Error::invalid("invitee_id", "is required")),
         }
     }

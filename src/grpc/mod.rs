@@ -3,6 +3,7 @@
 //! `tonic::Status`.
 
 pub mod convert;
+mod reservation;
 pub mod status;
 
 use std::sync::Arc;
@@ -98,9 +99,11 @@ impl InvitationService for InvitationApi {
                 return Ok(Response::new(pb::CheckCodeResponse { reason: e.reason().into(), ..Default::default() }));
             }
         };
-        let CodeCheck { invitation, refusal } = self.service.check(&code).await.map_err(to_status)?;
+        let CodeCheck { invitation, refusal, reserved_uses } = self.service.check(&code).await.map_err(to_status)?;
         let mut response = pb::CheckCodeResponse {
             redeemable: refusal.is_none(),
+            reserved: matches!(refusal, Some(crate::Error::Reserved)),
+            reserved_uses,
             reason: refusal.map(|e| e.reason().to_owned()).unwrap_or_default(),
             normalized_code: code.display(&self.view.code_prefix),
             ..Default::default()
@@ -109,6 +112,7 @@ impl InvitationService for InvitationApi {
             response.inviter_id = inv.inviter_id.clone().unwrap_or_default();
             response.expire_time = inv.expire_time.map(convert::timestamp);
             response.remaining_uses = (inv.max_uses - inv.uses).max(0) as u32;
+            response.binding = convert::binding_pb(inv.binding) as i32;
         }
         Ok(Response::new(response))
     }
@@ -131,5 +135,22 @@ impl InvitationService for InvitationApi {
         let query = request.into_inner().try_into().map_err(to_status)?;
         let view = self.service.graph(query).await.map_err(to_status)?;
         Ok(Response::new(convert::graph_response(view)))
+    }
+
+    async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveResponse>, Status> {
+        let request = request.into_inner();
+        let hash = request_hash(&request);
+        let command = self.view.reserve_command(&request).map_err(to_status)?;
+        let request_id = request_id(&request.request_id)?;
+        let encode = |r: &_| reservation::reserve_response(r).encode_to_vec();
+        let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
+        let answer = self.service.reserve(command, idem).await.map_err(to_status)?;
+        respond(answer, reservation::reserve_response)
+    }
+
+    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let id = reservation::release_id(request.get_ref()).map_err(to_status)?;
+        let released = self.service.release(id).await.map_err(to_status)?;
+        Ok(Response::new(reservation::release_response(&released)))
     }
 }

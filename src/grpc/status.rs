@@ -39,7 +39,12 @@ pub fn to_status(error: Error) -> Status {
         | Error::Revoked
         | Error::SelfInvite
         | Error::AlreadyInvited
-        | Error::InviteCycle => Code::FailedPrecondition,
+        | Error::InviteCycle
+        | Error::Reserved
+        | Error::ReservationExpired
+        | Error::ReservationReleased
+        | Error::ReservationCompleted
+        | Error::EmailMismatch => Code::FailedPrecondition,
         Error::Unavailable(cause) => {
             tracing::warn!(error = ?cause, "database unavailable");
             return Status::with_error_details(Code::Unavailable, error.to_string(), details);

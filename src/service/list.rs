@@ -33,10 +33,10 @@ impl Invitations {
     pub async fn check(&self, code: &InvitationCode) -> Result<CodeCheck, Error> {
         let mut conn = self.pool.acquire().await?;
         let Some(invitation) = invitations::by_code(&mut conn, code.as_str()).await? else {
-            return Ok(CodeCheck { invitation: None, refusal: Some(Error::CodeNotFound) });
+            return Ok(CodeCheck { invitation: None, refusal: Some(Error::CodeNotFound), reserved_uses: 0 });
         };
-        let refusal = invitation.unavailable_reason(OffsetDateTime::now_utc());
-        Ok(CodeCheck { invitation: Some(invitation), refusal })
+        let (refusal, reserved_uses) = reservation::availability(&mut conn, &invitation).await?;
+        Ok(CodeCheck { invitation: Some(invitation), refusal, reserved_uses })
     }
 }
 

@@ -17,6 +17,12 @@ impl Invitations {
             return Ok(Answer::Replayed(bytes));
         }
         let expire_time = cmd.ttl.map(|ttl| OffsetDateTime::now_utc() + ttl);
+        let binding = match &cmd.binding {
+            Some(b) => {
+                Some((b.kind(), b.digest().map_err(|e| Error::Internal(anyhow::anyhow!("OS random source: {e}")))?))
+            }
+            None => None,
+        };
         let batch = invitations::BatchAttributes {
             id: Uuid::now_v7(),
             label: &cmd.label,
@@ -24,6 +30,7 @@ impl Invitations {
             minted_by: &cmd.minted_by,
             max_uses: cmd.max_uses as i32,
             expire_time,
+            binding,
         };
         let owners: Vec<String> = cmd.owners.iter().map(|u| u.as_str().to_owned()).collect();
         let mut rows = Vec::with_capacity(count as usize);

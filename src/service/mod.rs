@@ -7,7 +7,10 @@ mod invite_graph;
 mod list;
 mod mint;
 mod redeem;
+mod reservation;
 mod revoke;
+
+pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -15,6 +18,7 @@ use uuid::Uuid;
 
 use crate::code::{CodeGenerator, InvitationCode};
 use crate::domain::{Invitation, Member, RequestId, State, UserId};
+use crate::email::{Binding, Email};
 use crate::error::Error;
 use crate::page_token::PageTokens;
 use crate::store::{self, graph, idempotency, invitations};
@@ -47,6 +51,8 @@ pub struct MintCommand {
     pub note: String,
     pub minted_by: String,
     pub dry_run: bool,
+    /// Bind every minted invitation to one address or domain.
+    pub binding: Option<Binding>,
 }
 
 pub struct MintOutcome {
@@ -70,9 +76,16 @@ pub struct ListPage {
     pub inviter_id: Option<String>,
 }
 
+/// What a Redeem names: a code, or a reservation to complete.
+pub enum RedeemTarget {
+    Code(InvitationCode),
+    Reservation(Uuid),
+}
+
 pub struct RedeemCommand {
-    pub code: InvitationCode,
+    pub target: RedeemTarget,
     pub invitee: UserId,
+    pub email: Option<Email>,
 }
 
 pub struct Redemption {
@@ -86,6 +99,8 @@ pub struct Redemption {
 pub struct CodeCheck {
     pub invitation: Option<Invitation>,
     pub refusal: Option<Error>,
+    /// Uses held by live reservations.
+    pub reserved_uses: u32,
 }
 
 pub enum RevokeTarget {
@@ -122,16 +137,27 @@ pub struct Invitations {
     pub(crate) codes: CodeGenerator,
     pub(crate) page_tokens: PageTokens,
     pub(crate) metrics: DomainMetrics,
+    pub(crate) reservations: ReservationSettings,
 }
 
 impl Invitations {
     pub fn new(pool: PgPool, codes: CodeGenerator, page_tokens: PageTokens) -> Self {
-        Self { pool, codes, page_tokens, metrics: DomainMetrics::disabled() }
+        Self {
+            pool,
+            codes,
+            page_tokens,
+            metrics: DomainMetrics::disabled(),
+            reservations: ReservationSettings::default(),
+        }
     }
 
     /// Counts what commits (minted, redeemed) on these instruments.
     pub fn with_metrics(self, metrics: DomainMetrics) -> Self {
         Self { metrics, ..self }
+    }
+
+    pub fn with_reservations(self, reservations: ReservationSettings) -> Self {
+        Self { reservations, ..self }
     }
 
     pub fn pool(&self) -> &PgPool {

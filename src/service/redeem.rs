@@ -35,7 +35,7 @@ impl Invitations {
     }
 }
 
-enum RedeemFailure {
+pub(super) enum RedeemFailure {
     Refused(Error),
     Sql(sqlx::Error),
 }
@@ -57,9 +57,7 @@ fn retryable_redeem_error(e: &sqlx::Error) -> bool {
 /// double spends and cycles.
 async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<(Redemption, bool), RedeemFailure> {
     let invitee = cmd.invitee.as_str();
-    let Some(invitation) = invitations::by_code(tx, cmd.code.as_str()).await? else {
-        return Err(RedeemFailure::Refused(Error::CodeNotFound));
-    };
+    let invitation = reservation::target_invitation(tx, &cmd.target, invitee).await?;
     if invitation.inviter_id.as_deref() == Some(invitee) {
         return Err(RedeemFailure::Refused(Error::SelfInvite));
     }
@@ -74,6 +72,7 @@ async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<(Redem
     if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
         return Err(RedeemFailure::Refused(reason));
     }
+    reservation::check_email(&invitation, cmd)?;
     if let Some(inviter) = invitation.inviter_id.as_deref() {
         if graph::has_invitees(tx, invitee).await? {
             graph::lock_tree_merges(tx).await?;
@@ -82,13 +81,7 @@ async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<(Redem
             return Err(RedeemFailure::Refused(Error::InviteCycle));
         }
     }
-    let Some(spent) = invitations::take_use(tx, invitation.id, invitee).await? else {
-        // Lost the race for the last use, or the database clock says expired.
-        let now = invitations::by_id(tx, invitation.id).await?;
-        let reason =
-            now.and_then(|inv| inv.unavailable_reason(OffsetDateTime::now_utc())).unwrap_or(Error::AlreadyRedeemed);
-        return Err(RedeemFailure::Refused(reason));
-    };
+    let spent = reservation::take_use(tx, &cmd.target, invitation.id, invitee).await?;
     let redeem_time = graph::insert_redemption(tx, spent.id, spent.inviter_id.as_deref(), invitee).await?;
     tracing::info!(invitation_id = %spent.id, "redeemed invitation");
     Ok((Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time }, true))

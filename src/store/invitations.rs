@@ -5,9 +5,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{Invitation, State};
+use crate::email::BindingKind;
 
-const COLUMNS: &str = "id, code, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, \
-     last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by";
+pub(crate) const COLUMNS: &str = "id, code, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, \
+     last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, \
+     binding, binding_digest";
 
 /// A new invitation, before it is stored.
 pub struct NewInvitation {
@@ -24,6 +26,8 @@ pub struct BatchAttributes<'a> {
     pub minted_by: &'a str,
     pub max_uses: i32,
     pub expire_time: Option<OffsetDateTime>,
+    /// Bound invitations: the kind and the salted digest (see `email`).
+    pub binding: Option<(BindingKind, Vec<u8>)>,
 }
 
 /// Registers users the service has not seen yet (idempotent).
@@ -58,8 +62,9 @@ pub async fn insert_invitations(
     let codes: Vec<&str> = rows.iter().map(|r| r.code.as_str()).collect();
     let inviters: Vec<Option<&str>> = rows.iter().map(|r| r.inviter_id.as_deref()).collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO invitations (id, code, inviter_id, batch_id, label, note, minted_by, max_uses, expire_time) \
-         SELECT t.id, t.code, t.inviter_id, $4, $5, $6, $7, $8, $9 \
+        "INSERT INTO invitations (id, code, inviter_id, batch_id, label, note, minted_by, max_uses, expire_time, \
+             binding, binding_digest) \
+         SELECT t.id, t.code, t.inviter_id, $4, $5, $6, $7, $8, $9, $10, $11 \
          FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, code, inviter_id) \
          ON CONFLICT (code) DO NOTHING RETURNING id",
     )
@@ -72,6 +77,8 @@ pub async fn insert_invitations(
     .bind(batch.minted_by)
     .bind(batch.max_uses)
     .bind(batch.expire_time)
+    .bind(batch.binding.as_ref().map(|(kind, _)| *kind))
+    .bind(batch.binding.as_ref().map(|(_, digest)| digest.as_slice()))
     .fetch_all(conn)
     .await?;
     let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
@@ -135,15 +142,20 @@ pub async fn page_for_owner(
     sqlx::query_as(&sql).bind(owner).bind(after).bind(state.map(state_name)).bind(limit).fetch_all(conn).await
 }
 
-/// Spends one use if the invitation is still redeemable, in one conditional
-/// statement: of many concurrent callers on the last use, exactly one gets a
-/// row back (the others re-check the updated row and match nothing).
+/// Spends one use if the invitation is still redeemable and the use is not
+/// held by a live reservation. Two statements: the row lock first, so the
+/// conditional update's snapshot (and clock) come after every earlier lock
+/// holder committed; of many concurrent callers on the last use exactly one
+/// gets a row back (docs/design.md, "Reservations").
 pub async fn take_use(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Result<Option<Invitation>, sqlx::Error> {
+    super::reservations::lock_invitation(&mut *conn, id).await?;
     sqlx::query_as(&format!(
         "UPDATE invitations SET uses = uses + 1, last_redeem_time = now(), last_invitee_id = $2 \
-         WHERE id = $1 AND uses < max_uses AND revoke_time IS NULL \
-           AND (expire_time IS NULL OR expire_time > now()) \
-         RETURNING {COLUMNS}"
+         WHERE id = $1 AND revoke_time IS NULL \
+           AND (expire_time IS NULL OR expire_time > clock_timestamp()) \
+           AND uses + {} < max_uses \
+         RETURNING {COLUMNS}",
+        super::reservations::LIVE_COUNT
     ))
     .bind(id)
     .bind(invitee_id)

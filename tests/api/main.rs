@@ -1,6 +1,7 @@
 //! Integration tests: the real server over real gRPC against real Postgres,
 //! one database per test. One binary (one link) for all of them.
 
+mod bound;
 mod checks;
 mod concurrency;
 mod graph;
@@ -12,6 +13,7 @@ mod otlp;
 mod probes;
 mod process;
 mod redeem;
+mod reservations;
 mod revoke;
 mod shutdown;
 mod validation;

@@ -1,0 +1,68 @@
+//! Reserve and Release on the wire: request validation and the Reservation
+//! message. The handlers themselves sit with the others in `grpc/mod.rs`.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::convert::{View, parse_ttl, timestamp};
+use crate::domain::{self, ReservationStatus};
+use crate::error::{Error, Violations};
+use crate::pb;
+use crate::service::{ReserveCommand, Reserved};
+
+fn state_pb(status: ReservationStatus) -> pb::reservation::State {
+    match status {
+        ReservationStatus::Held => pb::reservation::State::Held,
+        ReservationStatus::Completed => pb::reservation::State::Completed,
+        ReservationStatus::Released => pb::reservation::State::Released,
+        ReservationStatus::Lapsed => pb::reservation::State::Lapsed,
+    }
+}
+
+impl View {
+    pub fn reserve_command(&self, r: &pb::ReserveRequest) -> Result<ReserveCommand, Error> {
+        let mut v = Violations::default();
+        v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
+        v.check("client_ip", domain::parse_client_ip(&r.client_ip));
+        let email = v.check("email", domain::parse_email(&r.email)).flatten();
+        // Zero or negative is an error; longer than the maximum is clamped
+        // by the service (the response's expire_time tells the real lease).
+        let ttl = match &r.ttl {
+            Some(ttl) => v.check("ttl", parse_ttl(ttl)),
+            None => None,
+        };
+        if r.code.is_empty() {
+            v.push("code", "is required");
+        }
+        v.into_result()?;
+        let code = self.parse_code("code", &r.code)?;
+        Ok(ReserveCommand { code, ttl, email })
+    }
+}
+
+pub fn release_id(r: &pb::ReleaseRequest) -> Result<Uuid, Error> {
+    domain::parse_uuid(&r.reservation_id).map_err(|d| Error::invalid("reservation_id", d))
+}
+
+pub fn reservation_pb(r: &Reserved) -> pb::Reservation {
+    let now = OffsetDateTime::now_utc();
+    let res = &r.reservation;
+    pb::Reservation {
+        id: res.id.to_string(),
+        invitation_id: res.invitation_id.to_string(),
+        inviter_id: r.inviter_id.clone().unwrap_or_default(),
+        state: state_pb(res.status_at(now)) as i32,
+        create_time: Some(timestamp(res.create_time)),
+        expire_time: Some(timestamp(res.expire_time)),
+        end_time: res.end_time_at(now).map(timestamp),
+        invitee_id: res.invitee_id.clone().unwrap_or_default(),
+    }
+}
+
+pub fn reserve_response(r: &Reserved) -> pb::ReserveResponse {
+    pb::ReserveResponse { reservation: Some(reservation_pb(r)) }
+}
+
+pub fn release_response(r: &Reserved) -> pb::ReleaseResponse {
+    pb::ReleaseResponse { reservation: Some(reservation_pb(r)) }
+}

@@ -1,0 +1,245 @@
+//! Reserve and Release, the sweeper that tidies lapsed leases, and the parts
+//! of Redeem that depend on what it names (a code or a reservation) and on
+//! bound invitations. Redeem's graph rules stay in `redeem.rs`; this module
+//! only finds the invitation, checks the e-mail binding and spends the use.
+//!
+//! Correctness never depends on the sweeper: a lease counts only while
+//! `status = 'held'` and `expire_time` is in the future (docs/design.md,
+//! "Reservations").
+
+use std::time::Duration;
+
+use super::redeem::RedeemFailure;
+use super::*;
+use crate::domain::{Reservation, ReservationStatus};
+use crate::store::reservations;
+
+/// How long leases last.
+#[derive(Debug, Clone, Copy)]
+pub struct ReservationSettings {
+    /// For a Reserve that names no ttl.
+    pub default_ttl: time::Duration,
+    /// Longer requests are clamped to this.
+    pub max_ttl: time::Duration,
+}
+
+impl Default for ReservationSettings {
+    fn default() -> Self {
+        Self { default_ttl: time::Duration::minutes(15), max_ttl: time::Duration::hours(1) }
+    }
+}
+
+impl ReservationSettings {
+    /// The lease for a requested ttl: the default when unset, clamped to the maximum.
+    pub fn lease(&self, requested: Option<time::Duration>) -> time::Duration {
+        requested.unwrap_or(self.default_ttl).min(self.max_ttl)
+    }
+}
+
+pub struct ReserveCommand {
+    pub code: InvitationCode,
+    /// Positive when set (the transport checks).
+    pub ttl: Option<time::Duration>,
+    pub email: Option<Email>,
+}
+
+/// A reservation, with the inviter of the invitation it holds a use of.
+pub struct Reserved {
+    pub reservation: Reservation,
+    pub inviter_id: Option<String>,
+}
+
+impl Invitations {
+    #[tracing::instrument(name = "db.reserve", skip_all, fields(db.system = "postgresql"))]
+    pub async fn reserve(
+        &self,
+        cmd: ReserveCommand,
+        idem: Idempotency<'_, Reserved>,
+    ) -> Result<Answer<Reserved>, Error> {
+        if let Some(bytes) = self.replay("Reserve", &idem).await? {
+            return Ok(Answer::Replayed(bytes));
+        }
+        let ttl = self.reservations.lease(cmd.ttl);
+        let mut tx = self.pool.begin().await?;
+        let Some(invitation) = invitations::by_code(&mut tx, cmd.code.as_str()).await? else {
+            return Err(Error::CodeNotFound);
+        };
+        if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
+            return Err(reason);
+        }
+        if !invitation.admits(cmd.email.as_ref()) {
+            return Err(Error::EmailMismatch);
+        }
+        reservations::lock_invitation(&mut tx, invitation.id).await?;
+        let micros = i64::try_from(ttl.whole_microseconds()).unwrap_or(i64::MAX);
+        let Some(reservation) = reservations::insert_if_free(&mut tx, Uuid::new_v4(), invitation.id, micros).await?
+        else {
+            let refusal = refusal(&mut tx, invitation.id).await?;
+            tx.rollback().await?;
+            // A concurrent twin with the same request_id may hold the use.
+            return match self.replay("Reserve", &idem).await? {
+                Some(bytes) => Ok(Answer::Replayed(bytes)),
+                None => Err(refusal),
+            };
+        };
+        let reserved = Reserved { reservation, inviter_id: invitation.inviter_id };
+        let answer = self.commit_answer(tx, "Reserve", &idem, reserved).await?;
+        if matches!(answer, Answer::Fresh(_)) {
+            tracing::info!(invitation_id = %invitation.id, "reserved a use");
+        }
+        Ok(answer)
+    }
+
+    /// Gives the use back. Idempotent: an ended or lapsed lease is returned
+    /// as it is, except a completed one, which cannot be released.
+    #[tracing::instrument(name = "db.release", skip_all, fields(db.system = "postgresql"))]
+    pub async fn release(&self, id: Uuid) -> Result<Reserved, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let reservation = match reservations::release(&mut conn, id).await? {
+            Some(released) => {
+                tracing::info!(invitation_id = %released.invitation_id, "released a reservation");
+                released
+            }
+            None => {
+                let Some(mut found) = reservations::by_id(&mut conn, id).await? else {
+                    return Err(reservation_not_found());
+                };
+                match found.status {
+                    ReservationStatus::Completed => return Err(Error::ReservationCompleted),
+                    ReservationStatus::Released | ReservationStatus::Lapsed => {}
+                    // Not live by the database clock: it ran out, unswept.
+                    ReservationStatus::Held => {
+                        found.status = ReservationStatus::Lapsed;
+                        found.end_time = Some(found.expire_time);
+                    }
+                }
+                found
+            }
+        };
+        let inviter_id = invitations::by_id(&mut conn, reservation.invitation_id).await?.and_then(|i| i.inviter_id);
+        Ok(Reserved { reservation, inviter_id })
+    }
+}
+
+fn reservation_not_found() -> Error {
+    Error::NotFound { what: "reservation", field: "reservation_id" }
+}
+
+/// Why no use is free: the invitation's own state, else live leases.
+async fn refusal(conn: &mut sqlx::PgConnection, invitation_id: Uuid) -> Result<Error, sqlx::Error> {
+    let Some(invitation) = invitations::by_id(conn, invitation_id).await? else { return Ok(Error::CodeNotFound) };
+    Ok(availability(conn, &invitation).await?.0.unwrap_or(Error::AlreadyRedeemed))
+}
+
+/// Whether a use is free right now (for CheckCode), and how many uses live
+/// leases hold.
+pub(super) async fn availability(
+    conn: &mut sqlx::PgConnection,
+    invitation: &Invitation,
+) -> Result<(Option<Error>, u32), sqlx::Error> {
+    let held = reservations::live_count(conn, invitation.id).await?;
+    let refusal = match invitation.unavailable_reason(OffsetDateTime::now_utc()) {
+        Some(reason) => Some(reason),
+        None if i64::from(invitation.uses) + held >= i64::from(invitation.max_uses) => Some(Error::Reserved),
+        None => None,
+    };
+    Ok((refusal, u32::try_from(held).unwrap_or(u32::MAX)))
+}
+
+/// The invitation a Redeem names. A reservation that already ended is refused
+/// here, except one this invitee completed (a retry: Redeem answers it).
+pub(super) async fn target_invitation(
+    tx: &mut store::Tx<'_>,
+    target: &RedeemTarget,
+    invitee: &str,
+) -> Result<Invitation, RedeemFailure> {
+    let id = match target {
+        RedeemTarget::Code(code) => {
+            return invitations::by_code(tx, code.as_str()).await?.ok_or(RedeemFailure::Refused(Error::CodeNotFound));
+        }
+        RedeemTarget::Reservation(id) => *id,
+    };
+    let Some(reservation) = reservations::by_id(tx, id).await? else {
+        return Err(RedeemFailure::Refused(reservation_not_found()));
+    };
+    if reservation.invitee_id.as_deref() != Some(invitee) {
+        refuse_unless_held(&reservation, OffsetDateTime::now_utc())?;
+    }
+    let invitation = invitations::by_id(tx, reservation.invitation_id).await?;
+    invitation.ok_or_else(|| RedeemFailure::Refused(Error::Internal(anyhow::anyhow!("reservation without invitation"))))
+}
+
+fn refuse_unless_held(reservation: &Reservation, now: OffsetDateTime) -> Result<(), RedeemFailure> {
+    let refusal = match reservation.status_at(now) {
+        ReservationStatus::Held => return Ok(()),
+        ReservationStatus::Completed => Error::ReservationCompleted,
+        ReservationStatus::Released => Error::ReservationReleased,
+        ReservationStatus::Lapsed => Error::ReservationExpired,
+    };
+    Err(RedeemFailure::Refused(refusal))
+}
+
+/// A bound invitation needs a matching address. Completing a reservation may
+/// omit it (Reserve checked it) but may not present another one.
+pub(super) fn check_email(invitation: &Invitation, cmd: &RedeemCommand) -> Result<(), RedeemFailure> {
+    let admitted = match (&cmd.target, &cmd.email) {
+        (RedeemTarget::Reservation(_), None) => true,
+        (_, email) => invitation.admits(email.as_ref()),
+    };
+    if admitted { Ok(()) } else { Err(RedeemFailure::Refused(Error::EmailMismatch)) }
+}
+
+/// Spends the use: a free one for a code, the held one for a reservation
+/// (which is then completed). Race-free under the invitation's row lock.
+pub(super) async fn take_use(
+    tx: &mut store::Tx<'_>,
+    target: &RedeemTarget,
+    invitation_id: Uuid,
+    invitee: &str,
+) -> Result<Invitation, RedeemFailure> {
+    let spent = match target {
+        RedeemTarget::Code(_) => invitations::take_use(tx, invitation_id, invitee).await?,
+        RedeemTarget::Reservation(id) => {
+            reservations::lock_invitation(tx, invitation_id).await?;
+            let Some((reservation, db_now)) = reservations::lock(tx, *id).await? else {
+                return Err(RedeemFailure::Refused(reservation_not_found()));
+            };
+            refuse_unless_held(&reservation, db_now)?;
+            let spent = reservations::take_reserved_use(tx, invitation_id, invitee).await?;
+            if spent.is_some() {
+                reservations::mark_completed(tx, *id, invitee).await?;
+            }
+            spent
+        }
+    };
+    match spent {
+        Some(invitation) => Ok(invitation),
+        // Lost the race for the last use, or the database clock says expired.
+        None => Err(RedeemFailure::Refused(refusal(tx, invitation_id).await?)),
+    }
+}
+
+/// Marks lapsed leases until shutdown, every `interval`. Tidying only (and
+/// the place to emit lapse events): nothing else waits for it.
+pub async fn sweep_lapsed_reservations(pool: sqlx::PgPool, interval: Duration) {
+    const BATCH: i64 = 1000;
+    loop {
+        tokio::time::sleep(interval).await;
+        let swept = async {
+            let mut conn = pool.acquire().await?;
+            let mut total = 0;
+            loop {
+                let n = reservations::sweep_lapsed(&mut conn, BATCH).await?.len();
+                total += n;
+                if (n as i64) < BATCH {
+                    return Ok::<_, sqlx::Error>(total);
+                }
+            }
+        };
+        match swept.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "marked lapsed reservations"),
+            Err(e) => tracing::warn!(error = %e, "sweeping lapsed reservations failed; retrying next interval"),
+        }
+    }
+}

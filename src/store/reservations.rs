@@ -1,0 +1,165 @@
+//! SQL for reservations: leases on one use of an invitation.
+//!
+//! The invariant `uses + live reservations <= max_uses` holds because every
+//! statement that adds a use or a lease first takes the invitation's row lock
+//! (`lock_invitation`) and then, in a later statement (a fresh snapshot,
+//! a fresh `clock_timestamp()`), counts the live leases. "Live" is
+//! `status = 'held' AND expire_time > clock_timestamp()`: a lease that ran out
+//! stops counting by itself, whether or not `sweep_lapsed` has marked it.
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{Invitation, Reservation};
+
+const COLUMNS: &str = "id, invitation_id, status, create_time, expire_time, end_time, invitee_id";
+
+/// Live reservations of the invitation in the enclosing `FROM invitations`.
+pub(crate) const LIVE_COUNT: &str = "(SELECT count(*) FROM reservations r \
+     WHERE r.invitation_id = invitations.id AND r.status = 'held' AND r.expire_time > clock_timestamp())";
+
+/// Takes the invitation's row lock until the transaction ends. Every path that
+/// adds a use or a lease takes it first; see the module docs.
+pub async fn lock_invitation(conn: &mut PgConnection, invitation_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1 FROM invitations WHERE id = $1 FOR NO KEY UPDATE").bind(invitation_id).execute(conn).await?;
+    Ok(())
+}
+
+/// Inserts a lease of `ttl_micros` (never past the invitation's own expiry)
+/// if a use is free: not spent, not held by a live lease. Call after
+/// `lock_invitation`; `None` when no use is free.
+pub async fn insert_if_free(
+    conn: &mut PgConnection,
+    id: Uuid,
+    invitation_id: Uuid,
+    ttl_micros: i64,
+) -> Result<Option<Reservation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO reservations (id, invitation_id, expire_time) \
+         SELECT $1, id, least(clock_timestamp() + $3 * interval '1 microsecond', expire_time) FROM invitations \
+         WHERE id = $2 AND revoke_time IS NULL \
+           AND (expire_time IS NULL OR expire_time > clock_timestamp()) \
+           AND uses + {LIVE_COUNT} < max_uses \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(invitation_id)
+    .bind(ttl_micros)
+    .fetch_optional(conn)
+    .await
+}
+
+/// How many uses of the invitation live reservations hold right now.
+pub async fn live_count(conn: &mut PgConnection, invitation_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!("SELECT {LIVE_COUNT} FROM invitations WHERE id = $1"))
+        .bind(invitation_id)
+        .fetch_optional(conn)
+        .await
+        .map(Option::unwrap_or_default)
+}
+
+pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<Reservation>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM reservations WHERE id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// Locks the reservation row and returns it with the database clock read
+/// after the lock (to judge a lapse). Call after `lock_invitation`.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<(Reservation, OffsetDateTime)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        reservation: Reservation,
+        db_now: OffsetDateTime,
+    }
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, clock_timestamp() AS db_now FROM reservations WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.reservation, r.db_now)))
+}
+
+/// Spends the use a live reservation holds (the caller checked it under
+/// `lock`), so live leases are not counted against it.
+pub async fn take_reserved_use(
+    conn: &mut PgConnection,
+    invitation_id: Uuid,
+    invitee_id: &str,
+) -> Result<Option<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE invitations SET uses = uses + 1, last_redeem_time = now(), last_invitee_id = $2 \
+         WHERE id = $1 AND uses < max_uses AND revoke_time IS NULL \
+           AND (expire_time IS NULL OR expire_time > clock_timestamp()) \
+         RETURNING {}",
+        super::invitations::COLUMNS
+    ))
+    .bind(invitation_id)
+    .bind(invitee_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn mark_completed(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE reservations SET status = 'completed', end_time = clock_timestamp(), invitee_id = $2 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(invitee_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Releases a live lease; `None` if it is not live (ended or ran out).
+pub async fn release(conn: &mut PgConnection, id: Uuid) -> Result<Option<Reservation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE reservations SET status = 'released', end_time = clock_timestamp() \
+         WHERE id = $1 AND status = 'held' AND expire_time > clock_timestamp() RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Marks up to `limit` held leases that ran out as lapsed (tidying: nothing
+/// depends on it). Skips rows another call is completing or releasing.
+pub async fn sweep_lapsed(conn: &mut PgConnection, limit: i64) -> Result<Vec<Reservation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE reservations SET status = 'lapsed', end_time = expire_time \
+         WHERE id IN (SELECT id FROM reservations WHERE status = 'held' AND expire_time <= clock_timestamp() \
+                      ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Reservation outcomes over all time (for stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReservationCounts {
+    /// Every reservation ever made.
+    pub reserved: i64,
+    /// Live right now.
+    pub held: i64,
+    pub completed: i64,
+    pub released: i64,
+    /// Ran out, swept or not.
+    pub lapsed: i64,
+}
+
+pub async fn reservation_counts(conn: &mut PgConnection) -> Result<ReservationCounts, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) AS reserved, \
+           count(*) FILTER (WHERE status = 'held' AND expire_time > clock_timestamp()) AS held, \
+           count(*) FILTER (WHERE status = 'completed') AS completed, \
+           count(*) FILTER (WHERE status = 'released') AS released, \
+           count(*) FILTER (WHERE status = 'lapsed' OR (status = 'held' AND expire_time <= clock_timestamp())) \
+             AS lapsed \
+         FROM reservations",
+    )
+    .fetch_one(conn)
+    .await
+}
