@@ -1,5 +1,6 @@
 //! Compiles `proto/` with the vendored `protoc` (no system package needed) and
-//! writes the file descriptor set that the reflection service serves.
+//! writes the file descriptor set that the reflection service serves (the
+//! API and the event schema, `events.proto`, so consumers can fetch it too).
 
 use std::path::PathBuf;
 
@@ -12,7 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("invitations_descriptor.bin"))
         .compile_with_config(
             config,
-            &[PathBuf::from("proto/invitations/v1/invitations.proto")],
+            &[
+                PathBuf::from("proto/invitations/v1/invitations.proto"),
+                PathBuf::from("proto/invitations/v1/events.proto"),
+            ],
             &[PathBuf::from("proto"), well_known],
         )?;
     Ok(())

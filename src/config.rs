@@ -36,6 +36,44 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Show the outbox backlog (events not yet published), or replay events.
+    Outbox(OutboxArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OutboxArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(subcommand)]
+    pub action: Option<OutboxAction>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum OutboxAction {
+    /// Pending events: how many, the oldest one's age, counts by type (the default).
+    Status,
+    /// Mark sent events as pending again, so the relays publish them once more
+    /// (same event ids: JetStream drops those still inside its duplicate window).
+    Replay {
+        /// Events created at or after this time (RFC 3339, e.g. 2026-11-21T10:00:00Z).
+        #[arg(long, value_parser = parse_rfc3339)]
+        since: time::OffsetDateTime,
+        /// ...and before this time (default: now).
+        #[arg(long, value_parser = parse_rfc3339)]
+        until: Option<time::OffsetDateTime>,
+        /// Only events of this type (e.g. `redeemed`, `reservation.lapsed`).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Count what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_rfc3339(value: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time ({e})"))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -118,4 +156,79 @@ pub struct ServeArgs {
     /// only; correctness does not depend on it). `0s` turns the sweeper off.
     #[arg(long, env = "INVITATIONS_RESERVATION_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub reservation_sweep_interval: Duration,
+
+    /// How often invitations past their expiry are found and announced
+    /// (`expired` events, once each). `0s` turns the sweeper off.
+    #[arg(long, env = "INVITATIONS_EXPIRY_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub expiry_sweep_interval: Duration,
+
+    #[command(flatten)]
+    pub events: EventArgs,
+}
+
+/// Notifications: the outbox and its relay to NATS JetStream.
+#[derive(Debug, Clone, Args)]
+pub struct EventArgs {
+    /// NATS server(s) to publish events to, comma-separated (credentials may
+    /// go in the URL: `nats://user:password@host:4222`). Unset: events wait
+    /// in the outbox and nothing is published.
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+
+    /// JetStream stream the events go to (created if missing).
+    #[arg(long, env = "INVITATIONS_NATS_STREAM", default_value = "INVITATIONS")]
+    pub nats_stream: String,
+
+    /// Subject prefix: events go to `<prefix>.<type>`, e.g. `invitations.v1.minted`;
+    /// the stream takes `<prefix>.>`.
+    #[arg(long, env = "INVITATIONS_NATS_SUBJECT_PREFIX", default_value = "invitations.v1")]
+    pub nats_subject_prefix: String,
+
+    /// JetStream duplicate window of a stream this service creates: a
+    /// re-publish of an event within it is dropped. Must exceed the longest
+    /// relay retry (see --outbox-max-backoff).
+    #[arg(long, env = "INVITATIONS_NATS_DUPLICATE_WINDOW", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub nats_duplicate_window: Duration,
+
+    /// How long the relay waits for JetStream's acknowledgement of a publish.
+    #[arg(long, env = "INVITATIONS_NATS_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub nats_publish_timeout: Duration,
+
+    /// CloudEvents `source` attribute (ce-source) of every event.
+    #[arg(long, env = "INVITATIONS_EVENTS_SOURCE", default_value = "invitations")]
+    pub events_source: String,
+
+    /// Put invitation codes and links in `minted` events. Codes are
+    /// credentials: with this on, they are stored in the outbox until pruned
+    /// and readable by every consumer of the stream.
+    #[arg(long, env = "INVITATIONS_EVENTS_INCLUDE_CODES", default_value_t = false, action = ArgAction::Set)]
+    pub events_include_codes: bool,
+
+    /// Most events one relay round publishes.
+    #[arg(long, env = "INVITATIONS_OUTBOX_BATCH_SIZE", default_value_t = 500)]
+    pub outbox_batch_size: u32,
+
+    /// The relay also looks for events this often (a safety net: commits
+    /// wake it at once through Postgres LISTEN/NOTIFY).
+    #[arg(long, env = "INVITATIONS_OUTBOX_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub outbox_poll_interval: Duration,
+
+    /// Longest wait between relay retries while the broker fails (the wait
+    /// doubles from 100 ms up to this).
+    #[arg(long, env = "INVITATIONS_OUTBOX_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub outbox_max_backoff: Duration,
+
+    /// How long sent events stay in the outbox (for `invitations outbox
+    /// replay`) before they are deleted.
+    #[arg(long, env = "INVITATIONS_OUTBOX_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub outbox_retention: Duration,
+
+    /// How often the backlog gauges are refreshed and sent events pruned.
+    #[arg(long, env = "INVITATIONS_OUTBOX_STATS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub outbox_stats_interval: Duration,
+
+    /// TEST ONLY: the relay stops after its first publish, before marking
+    /// the events sent (a crash at the worst moment). Hidden from --help.
+    #[arg(long, hide = true, default_value_t = false)]
+    pub outbox_test_crash_after_publish: bool,
 }

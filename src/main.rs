@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => Err(e),
         },
         Command::Migrate(db) => migrate(db).await,
+        Command::Outbox(args) => invitations::outbox::command(args).await,
     };
     if let Err(e) = &result {
         tracing::error!(error = ?e, "exiting with an error");

@@ -15,14 +15,17 @@ use tonic_health::server::HealthReporter;
 
 use crate::code::{CodeGenerator, validate_prefix};
 use crate::config::ServeArgs;
+use crate::events::CodeDisclosure;
 use crate::grpc::InvitationApi;
 use crate::grpc::convert::View;
+use crate::outbox::Maintenance;
 use crate::page_token::PageTokens;
 use crate::pb;
+use crate::relay::RelaySettings;
 use crate::secret::Secret;
-use crate::service::{Invitations, ReservationSettings, sweep_lapsed_reservations};
-use crate::store;
+use crate::service::{Invitations, ReservationSettings, sweep_expired_invitations, sweep_lapsed_reservations};
 use crate::telemetry::{self, Metrics, RpcLayer};
+use crate::{outbox, relay, store};
 
 /// The sockets the server answers on, bound by the caller.
 pub struct Listeners {
@@ -86,13 +89,31 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     tracing::info!(address = %admin_address, "serving metrics");
 
     let reservations = reservation_settings(&args)?;
+    let relay_settings = RelaySettings::from_args(&args.events)?;
+    let code_disclosure = args
+        .events
+        .events_include_codes
+        .then(|| CodeDisclosure { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() });
     let service = Arc::new(
         Invitations::new(pool.clone(), codes, PageTokens::new(&secret))
             .with_metrics(metrics.domain.clone())
-            .with_reservations(reservations),
+            .with_reservations(reservations)
+            .with_code_disclosure(code_disclosure),
     );
-    let sweeper = (!args.reservation_sweep_interval.is_zero())
-        .then(|| tokio::spawn(sweep_lapsed_reservations(pool.clone(), args.reservation_sweep_interval)));
+    // Background work, aborted at exit. Any of it may die with the process at
+    // any point: each step is one transaction, redone by the next run.
+    let mut background = tokio::task::JoinSet::new();
+    if !args.reservation_sweep_interval.is_zero() {
+        background.spawn(sweep_lapsed_reservations(pool.clone(), args.reservation_sweep_interval));
+    }
+    if !args.expiry_sweep_interval.is_zero() {
+        background.spawn(sweep_expired_invitations(pool.clone(), args.expiry_sweep_interval));
+    }
+    let maintenance = Maintenance {
+        interval: args.events.outbox_stats_interval.max(Duration::from_millis(10)),
+        retention: args.events.outbox_retention,
+    };
+    background.spawn(outbox::maintain(pool.clone(), maintenance, metrics.outbox.clone()));
     let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
     let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view));
 
@@ -102,6 +123,13 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
     let health_task =
         tokio::spawn(watch_database(pool.clone(), health_reporter.clone(), args.health_interval, health_stopped));
+    match relay_settings {
+        Some(settings) => {
+            tracing::info!(stream = %settings.stream, prefix = %settings.subject_prefix, "relaying events to NATS");
+            background.spawn(relay::run(pool.clone(), settings, health_reporter.clone(), metrics.outbox.clone()));
+        }
+        None => tracing::info!("no NATS_URL: events wait in the outbox (see `invitations outbox`)"),
+    }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -151,9 +179,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         }
     };
     health_task.abort();
-    if let Some(sweeper) = sweeper {
-        sweeper.abort();
-    }
+    background.shutdown().await;
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     metrics.shutdown();

@@ -63,6 +63,7 @@ impl Invitations {
             return Err(Error::Internal(anyhow::anyhow!("code collisions did not resolve")));
         }
         let minted = invitations::by_batch(&mut tx, batch.id).await?;
+        outbox::append(&mut tx, &events::minted(&minted, self.code_disclosure.as_ref())).await?;
         let outcome = MintOutcome { invitations: minted, batch_id: Some(batch.id), count, dry_run: false };
         let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
         if matches!(answer, Answer::Fresh(_)) {

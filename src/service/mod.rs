@@ -2,7 +2,10 @@
 //! and commits its own transaction through `store`; none knows about gRPC.
 //! Idempotent operations store the caller's encoded answer in the same
 //! transaction as the change (AIP-155), so a replay returns it byte for byte.
+//! Every state change appends its events (`events`) to the outbox in that
+//! same transaction (`store::outbox::append`), after the change itself.
 
+mod expiry;
 mod invite_graph;
 mod list;
 mod mint;
@@ -10,6 +13,7 @@ mod redeem;
 mod reservation;
 mod revoke;
 
+pub use expiry::sweep_expired_invitations;
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
 
 use sqlx::PgPool;
@@ -20,8 +24,9 @@ use crate::code::{CodeGenerator, InvitationCode};
 use crate::domain::{Invitation, Member, RequestId, State, UserId};
 use crate::email::{Binding, Email};
 use crate::error::Error;
+use crate::events::{self, CodeDisclosure, Event};
 use crate::page_token::PageTokens;
-use crate::store::{self, graph, idempotency, invitations};
+use crate::store::{self, graph, idempotency, invitations, outbox};
 use crate::telemetry::DomainMetrics;
 
 /// Attempts for a transaction that lost a deadlock or a unique-key race.
@@ -138,6 +143,8 @@ pub struct Invitations {
     pub(crate) page_tokens: PageTokens,
     pub(crate) metrics: DomainMetrics,
     pub(crate) reservations: ReservationSettings,
+    /// Codes and links in minted events (`--events-include-codes`).
+    pub(crate) code_disclosure: Option<CodeDisclosure>,
 }
 
 impl Invitations {
@@ -148,7 +155,13 @@ impl Invitations {
             page_tokens,
             metrics: DomainMetrics::disabled(),
             reservations: ReservationSettings::default(),
+            code_disclosure: None,
         }
+    }
+
+    /// Puts codes and links into minted events (off unless the operator asks).
+    pub fn with_code_disclosure(self, code_disclosure: Option<CodeDisclosure>) -> Self {
+        Self { code_disclosure, ..self }
     }
 
     /// Counts what commits (minted, redeemed) on these instruments.

@@ -81,8 +81,13 @@ async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<(Redem
             return Err(RedeemFailure::Refused(Error::InviteCycle));
         }
     }
-    let spent = reservation::take_use(tx, &cmd.target, invitation.id, invitee).await?;
+    let (spent, completed) = reservation::take_use(tx, &cmd.target, invitation.id, invitee).await?;
     let redeem_time = graph::insert_redemption(tx, spent.id, spent.inviter_id.as_deref(), invitee).await?;
+    let mut emitted = vec![Event::redeemed(&spent, invitee, completed.is_some())];
+    if let Some(reservation) = &completed {
+        emitted.push(Event::reservation(reservation, &(&spent).into()));
+    }
+    outbox::append(tx, &emitted).await?;
     tracing::info!(invitation_id = %spent.id, "redeemed invitation");
     Ok((Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time }, true))
 }

@@ -82,6 +82,7 @@ impl Invitations {
                 None => Err(refusal),
             };
         };
+        outbox::append(&mut tx, &[Event::reservation(&reservation, &(&invitation).into())]).await?;
         let reserved = Reserved { reservation, inviter_id: invitation.inviter_id };
         let answer = self.commit_answer(tx, "Reserve", &idem, reserved).await?;
         if matches!(answer, Answer::Fresh(_)) {
@@ -94,14 +95,11 @@ impl Invitations {
     /// as it is, except a completed one, which cannot be released.
     #[tracing::instrument(name = "db.release", skip_all, fields(db.system = "postgresql"))]
     pub async fn release(&self, id: Uuid) -> Result<Reserved, Error> {
-        let mut conn = self.pool.acquire().await?;
-        let reservation = match reservations::release(&mut conn, id).await? {
-            Some(released) => {
-                tracing::info!(invitation_id = %released.invitation_id, "released a reservation");
-                released
-            }
+        let mut tx = self.pool.begin().await?;
+        let reservation = match reservations::release(&mut tx, id).await? {
+            Some(released) => released,
             None => {
-                let Some(mut found) = reservations::by_id(&mut conn, id).await? else {
+                let Some(mut found) = reservations::by_id(&mut tx, id).await? else {
                     return Err(reservation_not_found());
                 };
                 match found.status {
@@ -113,11 +111,17 @@ impl Invitations {
                         found.end_time = Some(found.expire_time);
                     }
                 }
-                found
+                let inviter_id = invitations::by_id(&mut tx, found.invitation_id).await?.and_then(|i| i.inviter_id);
+                return Ok(Reserved { reservation: found, inviter_id });
             }
         };
-        let inviter_id = invitations::by_id(&mut conn, reservation.invitation_id).await?.and_then(|i| i.inviter_id);
-        Ok(Reserved { reservation, inviter_id })
+        let Some(invitation) = invitations::by_id(&mut tx, reservation.invitation_id).await? else {
+            return Err(Error::Internal(anyhow::anyhow!("reservation without invitation")));
+        };
+        outbox::append(&mut tx, &[Event::reservation(&reservation, &(&invitation).into())]).await?;
+        tx.commit().await?;
+        tracing::info!(invitation_id = %reservation.invitation_id, "released a reservation");
+        Ok(Reserved { reservation, inviter_id: invitation.inviter_id })
     }
 }
 
@@ -190,15 +194,16 @@ pub(super) fn check_email(invitation: &Invitation, cmd: &RedeemCommand) -> Resul
 }
 
 /// Spends the use: a free one for a code, the held one for a reservation
-/// (which is then completed). Race-free under the invitation's row lock.
+/// (which is then completed, and returned). Race-free under the invitation's
+/// row lock.
 pub(super) async fn take_use(
     tx: &mut store::Tx<'_>,
     target: &RedeemTarget,
     invitation_id: Uuid,
     invitee: &str,
-) -> Result<Invitation, RedeemFailure> {
-    let spent = match target {
-        RedeemTarget::Code(_) => invitations::take_use(tx, invitation_id, invitee).await?,
+) -> Result<(Invitation, Option<Reservation>), RedeemFailure> {
+    let (spent, completed) = match target {
+        RedeemTarget::Code(_) => (invitations::take_use(tx, invitation_id, invitee).await?, None),
         RedeemTarget::Reservation(id) => {
             reservations::lock_invitation(tx, invitation_id).await?;
             let Some((reservation, db_now)) = reservations::lock(tx, *id).await? else {
@@ -206,32 +211,38 @@ pub(super) async fn take_use(
             };
             refuse_unless_held(&reservation, db_now)?;
             let spent = reservations::take_reserved_use(tx, invitation_id, invitee).await?;
-            if spent.is_some() {
-                reservations::mark_completed(tx, *id, invitee).await?;
-            }
-            spent
+            let completed = match spent {
+                Some(_) => Some(reservations::mark_completed(tx, *id, invitee).await?),
+                None => None,
+            };
+            (spent, completed)
         }
     };
     match spent {
-        Some(invitation) => Ok(invitation),
+        Some(invitation) => Ok((invitation, completed)),
         // Lost the race for the last use, or the database clock says expired.
         None => Err(RedeemFailure::Refused(refusal(tx, invitation_id).await?)),
     }
 }
 
-/// Marks lapsed leases until shutdown, every `interval`. Tidying only (and
-/// the place to emit lapse events): nothing else waits for it.
+/// Marks lapsed leases until shutdown, every `interval`, and emits their
+/// `reservation.lapsed` events in the same transaction. Tidying and events
+/// only: nothing else waits for it. Replicas may all run it: each lease is
+/// marked (and announced) by exactly one of them.
 pub async fn sweep_lapsed_reservations(pool: sqlx::PgPool, interval: Duration) {
     const BATCH: i64 = 1000;
     loop {
         tokio::time::sleep(interval).await;
         let swept = async {
-            let mut conn = pool.acquire().await?;
             let mut total = 0;
             loop {
-                let n = reservations::sweep_lapsed(&mut conn, BATCH).await?.len();
-                total += n;
-                if (n as i64) < BATCH {
+                let mut tx = pool.begin().await?;
+                let lapsed = reservations::sweep_lapsed(&mut tx, BATCH).await?;
+                let emitted: Vec<Event> = lapsed.iter().map(|l| Event::reservation(&l.reservation, &l.owner)).collect();
+                outbox::append(&mut tx, &emitted).await?;
+                tx.commit().await?;
+                total += lapsed.len();
+                if (lapsed.len() as i64) < BATCH {
                     return Ok::<_, sqlx::Error>(total);
                 }
             }

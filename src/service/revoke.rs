@@ -13,7 +13,7 @@ impl Invitations {
             return Ok(Answer::Replayed(bytes));
         }
         let mut tx = self.pool.begin().await?;
-        let outcome = match &cmd.target {
+        let (outcome, changed) = match &cmd.target {
             RevokeTarget::Ids(ids) => {
                 let found = invitations::by_ids(&mut tx, ids).await?;
                 if found.len() != ids.len() {
@@ -21,15 +21,17 @@ impl Invitations {
                 }
                 let changed = invitations::revoke_ids(&mut tx, ids, &cmd.reason, &cmd.revoked_by).await?;
                 let invitations = invitations::by_ids(&mut tx, ids).await?;
-                RevokeOutcome { invitations, revoked_count: changed as u32 }
+                (RevokeOutcome { invitations, revoked_count: changed.len() as u32 }, changed)
             }
             RevokeTarget::UnspentOf(user) => {
                 let invitations =
                     invitations::revoke_unspent_of(&mut tx, user.as_str(), &cmd.reason, &cmd.revoked_by).await?;
                 let revoked_count = invitations.len() as u32;
-                RevokeOutcome { invitations, revoked_count }
+                let changed = invitations.clone();
+                (RevokeOutcome { invitations, revoked_count }, changed)
             }
         };
+        outbox::append(&mut tx, &events::revoked(&changed, &cmd.reason, &cmd.revoked_by)).await?;
         let revoked = outcome.revoked_count;
         let answer = self.commit_answer(tx, "Revoke", &idem, outcome).await?;
         tracing::info!(revoked, "revoked invitations");

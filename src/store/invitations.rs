@@ -164,23 +164,23 @@ pub async fn take_use(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Re
 }
 
 /// Revokes the named invitations that still have uses left and are not
-/// revoked yet; returns how many changed.
+/// revoked yet; returns the ones it changed.
 pub async fn revoke_ids(
     conn: &mut PgConnection,
     ids: &[Uuid],
     reason: &str,
     revoked_by: &str,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<Vec<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!(
         "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
-         WHERE id = ANY($1) AND revoke_time IS NULL AND uses < max_uses",
-    )
+         WHERE id = ANY($1) AND revoke_time IS NULL AND uses < max_uses \
+         RETURNING {COLUMNS}"
+    ))
     .bind(ids)
     .bind(reason)
     .bind(revoked_by)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(conn)
+    .await
 }
 
 /// Revokes every invitation of a user that could still be redeemed.
@@ -199,6 +199,24 @@ pub async fn revoke_unspent_of(
     .bind(owner)
     .bind(reason)
     .bind(revoked_by)
+    .fetch_all(conn)
+    .await
+}
+
+/// Marks up to `limit` invitations whose expiry passed and that were not
+/// swept yet, and returns them (whatever their state: the caller announces
+/// only those that expired with uses left). Skips rows a call holds: they
+/// are found on the next sweep, so each invitation is swept exactly once.
+pub async fn sweep_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE invitations SET expire_swept_time = now() \
+         WHERE id IN (SELECT id FROM invitations \
+                      WHERE expire_time IS NOT NULL AND expire_swept_time IS NULL \
+                        AND expire_time <= clock_timestamp() \
+                      ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(limit)
     .fetch_all(conn)
     .await
 }

@@ -5,6 +5,7 @@
 pub mod graph;
 pub mod idempotency;
 pub mod invitations;
+pub mod outbox;
 pub mod reservations;
 
 use std::time::Duration;

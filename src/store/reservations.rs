@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{Invitation, Reservation};
+use crate::events::InvitationOwner;
 
 const COLUMNS: &str = "id, invitation_id, status, create_time, expire_time, end_time, invitee_id";
 
@@ -101,15 +102,15 @@ pub async fn take_reserved_use(
     .await
 }
 
-pub async fn mark_completed(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE reservations SET status = 'completed', end_time = clock_timestamp(), invitee_id = $2 WHERE id = $1",
-    )
+pub async fn mark_completed(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Result<Reservation, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE reservations SET status = 'completed', end_time = clock_timestamp(), invitee_id = $2 \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
     .bind(id)
     .bind(invitee_id)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }
 
 /// Releases a live lease; `None` if it is not live (ended or ran out).
@@ -123,14 +124,26 @@ pub async fn release(conn: &mut PgConnection, id: Uuid) -> Result<Option<Reserva
     .await
 }
 
+/// A lapsed lease and who owns its invitation (for its event's ordering).
+#[derive(sqlx::FromRow)]
+pub struct Lapsed {
+    #[sqlx(flatten)]
+    pub reservation: Reservation,
+    #[sqlx(flatten)]
+    pub owner: InvitationOwner,
+}
+
 /// Marks up to `limit` held leases that ran out as lapsed (tidying: nothing
 /// depends on it). Skips rows another call is completing or releasing.
-pub async fn sweep_lapsed(conn: &mut PgConnection, limit: i64) -> Result<Vec<Reservation>, sqlx::Error> {
+pub async fn sweep_lapsed(conn: &mut PgConnection, limit: i64) -> Result<Vec<Lapsed>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "UPDATE reservations SET status = 'lapsed', end_time = expire_time \
-         WHERE id IN (SELECT id FROM reservations WHERE status = 'held' AND expire_time <= clock_timestamp() \
-                      ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING {COLUMNS}"
+        "WITH lapsed AS ( \
+           UPDATE reservations SET status = 'lapsed', end_time = expire_time \
+           WHERE id IN (SELECT id FROM reservations WHERE status = 'held' AND expire_time <= clock_timestamp() \
+                        ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) \
+           RETURNING {COLUMNS}) \
+         SELECT lapsed.*, i.inviter_id, i.batch_id FROM lapsed JOIN invitations i ON i.id = lapsed.invitation_id \
+         ORDER BY lapsed.expire_time"
     ))
     .bind(limit)
     .fetch_all(conn)

@@ -7,7 +7,7 @@
 //! names, status codes, error reasons); no code, token, user id or IP ever
 //! becomes a label.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,6 +29,7 @@ pub struct Metrics {
     meter: Meter,
     pub rpc: Arc<RpcMetrics>,
     pub domain: DomainMetrics,
+    pub outbox: OutboxMetrics,
 }
 
 impl Metrics {
@@ -54,7 +55,10 @@ impl Metrics {
         let meter = provider.meter("invitations");
         let rpc = Arc::new(RpcMetrics::new(&meter));
         let domain = DomainMetrics::new(&meter);
-        Ok(Self { provider, registry, meter, rpc, domain })
+        let outbox = OutboxMetrics::new(&meter);
+        let metrics = Self { provider, registry, meter, rpc, domain, outbox: outbox.clone() };
+        metrics.observe_outbox(move || outbox.latest());
+        Ok(metrics)
     }
 
     /// For instruments defined elsewhere (e.g. the outbox relay's gauges).
@@ -93,9 +97,9 @@ impl Metrics {
     /// `stats` is called at each collection and should be cheap: return the
     /// relay's latest numbers, not a fresh query. `None` reports nothing.
     ///
-    /// This is the hook for the notifications relay: when it runs, `server`
-    /// calls `metrics.observe_outbox(move || relay.stats())`.
-    pub fn observe_outbox(&self, stats: impl Fn() -> Option<OutboxStats> + Send + Sync + 'static) {
+    /// `new` wires this to [`OutboxMetrics::latest`], which the outbox's
+    /// maintenance task refreshes.
+    fn observe_outbox(&self, stats: impl Fn() -> Option<OutboxStats> + Send + Sync + 'static) {
         let stats = Arc::new(stats);
         let backlog = stats.clone();
         self.meter
@@ -132,6 +136,55 @@ impl Metrics {
 pub struct OutboxStats {
     pub pending: u64,
     pub oldest_age: Duration,
+}
+
+/// The outbox's instruments: the backlog gauges (reading the latest numbers
+/// the maintenance task measured) and the relay's counters.
+#[derive(Clone)]
+pub struct OutboxMetrics {
+    latest: Arc<Mutex<Option<OutboxStats>>>,
+    sent: Counter<u64>,
+    duplicates: Counter<u64>,
+}
+
+impl OutboxMetrics {
+    fn new(meter: &Meter) -> Self {
+        Self {
+            latest: Arc::new(Mutex::new(None)),
+            sent: meter
+                .u64_counter("invitations.outbox.sent")
+                .with_description("Events published to JetStream and marked sent")
+                .build(),
+            duplicates: meter
+                .u64_counter("invitations.outbox.duplicates")
+                .with_description("Publishes JetStream dropped as duplicates (an event published again after a crash)")
+                .build(),
+        }
+    }
+
+    /// Records nothing (and reports no backlog).
+    pub fn disabled() -> Self {
+        Self::new(&opentelemetry::metrics::noop::NoopMeterProvider::new().meter("invitations"))
+    }
+
+    /// The backlog as last measured, if it was.
+    pub fn latest(&self) -> Option<OutboxStats> {
+        *self.latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn record_backlog(&self, stats: OutboxStats) {
+        *self.latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(stats);
+    }
+
+    pub fn sent(&self, count: u64) {
+        self.sent.add(count, &[]);
+    }
+
+    pub fn published(&self, duplicates: u64) {
+        if duplicates > 0 {
+            self.duplicates.add(duplicates, &[]);
+        }
+    }
 }
 
 /// Per-RPC instruments, recorded by the RPC layer.
@@ -219,7 +272,9 @@ mod tests {
     #[test]
     fn outbox_gauges_appear_when_the_relay_reports() {
         let metrics = Metrics::new(false).expect("metrics");
-        metrics.observe_outbox(|| Some(OutboxStats { pending: 42, oldest_age: Duration::from_millis(1500) }));
+        let before = metrics.render().expect("render");
+        assert!(!before.contains("invitations_outbox_backlog"), "nothing before the first measurement: {before}");
+        metrics.outbox.record_backlog(OutboxStats { pending: 42, oldest_age: Duration::from_millis(1500) });
         let text = metrics.render().expect("render");
         assert!(text.lines().any(|l| l.starts_with("invitations_outbox_backlog") && l.ends_with(" 42")), "{text}");
         assert!(

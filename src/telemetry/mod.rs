@@ -40,7 +40,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::LogFormat;
 
 pub use layer::RpcLayer;
-pub use metrics::{DomainMetrics, Metrics, OutboxStats};
+pub use metrics::{DomainMetrics, Metrics, OutboxMetrics, OutboxStats};
 pub use rpc::CallerSlot;
 
 /// How long exit may wait for each telemetry flush (spans, metrics): a slow

@@ -258,7 +258,7 @@ async fn start_server(
     argv.extend(extra.iter().cloned());
     let args: ServeArgs = match Cli::try_parse_from(argv).expect("valid test arguments").command {
         Command::Serve(args) => args,
-        Command::Migrate(_) => unreachable!("serve was asked for"),
+        Command::Migrate(_) | Command::Outbox(_) => unreachable!("serve was asked for"),
     };
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");

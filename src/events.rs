@@ -1,0 +1,434 @@
+//! Notifications as data: the events a state change emits, encoded as the
+//! `invitations.v1.InvitationEvent` protobuf (proto/invitations/v1/events.proto).
+//!
+//! The service layer builds events here and hands them to
+//! `store::outbox::append` in the transaction of the change itself, so a
+//! committed change always has its events and a rolled-back one never does.
+//! The relay (`relay`) publishes them; this module knows nothing about NATS
+//! or SQL.
+//!
+//! **Ordering.** Every event about an invitation has the same *owner*: the
+//! inviter, or the batch for an unowned invitation. The owner picks one of
+//! [`PARTITIONS`] partitions; one relay at a time publishes a partition, in
+//! the order the rows were written, which for one invitation is the order its
+//! changes committed (each change holds the invitation's row lock while it
+//! appends). An event that covers several invitations (minted, revoked,
+//! expired) only groups invitations of one partition, so it never has to be
+//! split across two ordered queues.
+//!
+//! **Adding an event** (e.g. for privileges, issue 3): add its message to
+//! events.proto, a variant to [`EventType`], a builder here that returns
+//! [`Event`]s through [`Event::new`] with the owner's partition, and call
+//! `store::outbox::append(&mut tx, &events)` in the service's transaction.
+//! [`Event::privileges_changed`] is ready for `SetInvitePrivileges`.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::code::display_form;
+use crate::domain::{Invitation, Reservation, ReservationStatus};
+use crate::email::BindingKind;
+use crate::pb;
+use crate::pb::invitation_event::Event as Payload;
+
+/// Ordered queues of events. Fixed: changing it would let events of one
+/// owner that are pending across an upgrade leave out of order.
+pub const PARTITIONS: u16 = 32;
+
+/// Most invitations one minted/revoked/expired event lists, keeping messages
+/// far below NATS's default 1 MiB payload limit even with codes and links.
+pub const MAX_INVITATIONS_PER_EVENT: usize = 1_000;
+
+/// What happened; also the subject suffix and `ce-type` suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Minted,
+    Redeemed,
+    Revoked,
+    Expired,
+    Reserved,
+    ReservationCompleted,
+    Released,
+    Lapsed,
+    PrivilegesChanged,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 9] = [
+        EventType::Minted,
+        EventType::Redeemed,
+        EventType::Revoked,
+        EventType::Expired,
+        EventType::Reserved,
+        EventType::ReservationCompleted,
+        EventType::Released,
+        EventType::Lapsed,
+        EventType::PrivilegesChanged,
+    ];
+
+    /// `minted`, `reservation.lapsed`, ...: the subject is `<prefix>.<name>`,
+    /// the CloudEvents type `invitations.v1.<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::Minted => "minted",
+            EventType::Redeemed => "redeemed",
+            EventType::Revoked => "revoked",
+            EventType::Expired => "expired",
+            EventType::Reserved => "reservation.reserved",
+            EventType::ReservationCompleted => "reservation.completed",
+            EventType::Released => "reservation.released",
+            EventType::Lapsed => "reservation.lapsed",
+            EventType::PrivilegesChanged => "privileges_changed",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    pub fn cloud_event_type(self) -> String {
+        format!("invitations.v1.{}", self.name())
+    }
+}
+
+/// An event ready for the outbox.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: Uuid,
+    pub event_type: EventType,
+    pub partition: i16,
+    pub time: OffsetDateTime,
+    /// The encoded `InvitationEvent`.
+    pub payload: Vec<u8>,
+}
+
+impl Event {
+    fn new(event_type: EventType, partition: i16, time: OffsetDateTime, payload: Payload) -> Self {
+        let id = Uuid::now_v7();
+        let message = pb::InvitationEvent { id: id.to_string(), time: Some(timestamp(time)), event: Some(payload) };
+        Self { id, event_type, partition, time, payload: message.encode_to_vec() }
+    }
+
+    /// A member's invite privileges were turned off or on.
+    pub fn privileges_changed(user_id: &str, enabled: bool, reason: &str, changed_by: &str) -> Self {
+        let payload = Payload::PrivilegesChanged(pb::PrivilegesChanged {
+            user_id: user_id.to_owned(),
+            enabled,
+            reason: reason.to_owned(),
+            changed_by: changed_by.to_owned(),
+        });
+        Self::new(EventType::PrivilegesChanged, partition_of(Some(user_id), Uuid::nil()), now(), payload)
+    }
+
+    /// One use of `invitation` (as it is after the spend) went to `invitee_id`.
+    pub fn redeemed(invitation: &Invitation, invitee_id: &str, via_reservation: bool) -> Self {
+        let payload = Payload::Redeemed(pb::Redeemed {
+            invitation_id: invitation.id.to_string(),
+            inviter_id: invitation.inviter_id.clone().unwrap_or_default(),
+            invitee_id: invitee_id.to_owned(),
+            batch_id: invitation.batch_id.to_string(),
+            uses: invitation.uses as u32,
+            max_uses: invitation.max_uses as u32,
+            via_reservation,
+        });
+        Self::new(EventType::Redeemed, partition_for(invitation), now(), payload)
+    }
+
+    /// A reservation of `invitation` changed state (reserved, completed,
+    /// released, lapsed: its status says which).
+    pub fn reservation(reservation: &Reservation, invitation: &InvitationOwner) -> Self {
+        let (event_type, state) = match reservation.status {
+            ReservationStatus::Held => (EventType::Reserved, pb::reservation::State::Held),
+            ReservationStatus::Completed => (EventType::ReservationCompleted, pb::reservation::State::Completed),
+            ReservationStatus::Released => (EventType::Released, pb::reservation::State::Released),
+            ReservationStatus::Lapsed => (EventType::Lapsed, pb::reservation::State::Lapsed),
+        };
+        let payload = Payload::Reservation(pb::ReservationChanged {
+            state: state as i32,
+            invitation_id: reservation.invitation_id.to_string(),
+            inviter_id: invitation.inviter_id.clone().unwrap_or_default(),
+            reservation_ref: reservation_ref(reservation.id),
+            expire_time: Some(timestamp(reservation.expire_time)),
+            invitee_id: reservation.invitee_id.clone().unwrap_or_default(),
+        });
+        let partition = partition_of(invitation.inviter_id.as_deref(), invitation.batch_id);
+        Self::new(event_type, partition, now(), payload)
+    }
+}
+
+/// Who an invitation belongs to, for ordering: enough to find its partition.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvitationOwner {
+    pub inviter_id: Option<String>,
+    pub batch_id: Uuid,
+}
+
+impl From<&Invitation> for InvitationOwner {
+    fn from(inv: &Invitation) -> Self {
+        Self { inviter_id: inv.inviter_id.clone(), batch_id: inv.batch_id }
+    }
+}
+
+/// Whether and how `minted` events show codes (`--events-include-codes`).
+#[derive(Debug, Clone)]
+pub struct CodeDisclosure {
+    pub code_prefix: String,
+    pub link_template: String,
+}
+
+/// The minted events of one batch: per partition, grants by inviter, at most
+/// [`MAX_INVITATIONS_PER_EVENT`] invitations each. All of `invitations`
+/// belong to the batch (they share its attributes).
+pub fn minted(invitations: &[Invitation], codes: Option<&CodeDisclosure>) -> Vec<Event> {
+    let Some(first) = invitations.first() else { return vec![] };
+    let time = now();
+    let template = pb::Minted {
+        batch_id: first.batch_id.to_string(),
+        label: first.label.clone(),
+        minted_by: first.minted_by.clone(),
+        max_uses: first.max_uses as u32,
+        expire_time: first.expire_time.map(timestamp),
+        binding: binding_pb(first.binding) as i32,
+        grants: vec![],
+    };
+    chunks_by_partition(invitations)
+        .into_iter()
+        .map(|(partition, chunk)| {
+            let mut grants: Vec<pb::Grant> = vec![];
+            for inv in chunk {
+                let inviter = inv.inviter_id.clone().unwrap_or_default();
+                if grants.last().is_none_or(|g| g.inviter_id != inviter) {
+                    grants.push(pb::Grant { inviter_id: inviter, ..Default::default() });
+                }
+                let grant = grants.last_mut().expect("pushed above");
+                grant.invitation_ids.push(inv.id.to_string());
+                if let Some(disclosure) = codes {
+                    let code = display_form(&inv.code, &disclosure.code_prefix);
+                    grant.links.push(disclosure.link_template.replace("{code}", &code));
+                    grant.codes.push(code);
+                }
+            }
+            let payload = Payload::Minted(pb::Minted { grants, ..template.clone() });
+            Event::new(EventType::Minted, partition, time, payload)
+        })
+        .collect()
+}
+
+/// The revoked events of one Revoke call, for the invitations it changed.
+pub fn revoked(invitations: &[Invitation], reason: &str, revoked_by: &str) -> Vec<Event> {
+    let time = now();
+    chunks_by_partition(invitations)
+        .into_iter()
+        .map(|(partition, chunk)| {
+            let payload = Payload::Revoked(pb::Revoked {
+                invitations: chunk.into_iter().map(invitation_ref).collect(),
+                reason: reason.to_owned(),
+                revoked_by: revoked_by.to_owned(),
+            });
+            Event::new(EventType::Revoked, partition, time, payload)
+        })
+        .collect()
+}
+
+/// The expired events for invitations the sweeper found past their expiry.
+pub fn expired(invitations: &[Invitation]) -> Vec<Event> {
+    let time = now();
+    chunks_by_partition(invitations)
+        .into_iter()
+        .map(|(partition, chunk)| {
+            let payload =
+                Payload::Expired(pb::Expired { invitations: chunk.into_iter().map(invitation_ref).collect() });
+            Event::new(EventType::Expired, partition, time, payload)
+        })
+        .collect()
+}
+
+/// The partition of an invitation's owner (its inviter, or its batch when
+/// unowned): SHA-256 of the owner, so it never changes between releases.
+pub fn partition_of(inviter_id: Option<&str>, batch_id: Uuid) -> i16 {
+    let mut hasher = Sha256::new();
+    match inviter_id {
+        Some(inviter) => {
+            hasher.update(b"inviter:");
+            hasher.update(inviter.as_bytes());
+        }
+        None => {
+            hasher.update(b"batch:");
+            hasher.update(batch_id.as_bytes());
+        }
+    }
+    let digest = hasher.finalize();
+    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    (n % u32::from(PARTITIONS)) as i16
+}
+
+fn partition_for(inv: &Invitation) -> i16 {
+    partition_of(inv.inviter_id.as_deref(), inv.batch_id)
+}
+
+/// Groups invitations by partition (each group ordered by inviter, then as
+/// given) and cuts groups into chunks of at most MAX_INVITATIONS_PER_EVENT.
+fn chunks_by_partition(invitations: &[Invitation]) -> Vec<(i16, Vec<&Invitation>)> {
+    let mut by_partition: BTreeMap<i16, Vec<&Invitation>> = BTreeMap::new();
+    for inv in invitations {
+        by_partition.entry(partition_for(inv)).or_default().push(inv);
+    }
+    let mut out = vec![];
+    for (partition, mut group) in by_partition {
+        group.sort_by(|a, b| a.inviter_id.cmp(&b.inviter_id));
+        for chunk in group.chunks(MAX_INVITATIONS_PER_EVENT) {
+            out.push((partition, chunk.to_vec()));
+        }
+    }
+    out
+}
+
+fn invitation_ref(inv: &Invitation) -> pb::InvitationRef {
+    pb::InvitationRef {
+        invitation_id: inv.id.to_string(),
+        inviter_id: inv.inviter_id.clone().unwrap_or_default(),
+        batch_id: inv.batch_id.to_string(),
+        expire_time: inv.expire_time.map(timestamp),
+        uses: inv.uses as u32,
+        max_uses: inv.max_uses as u32,
+    }
+}
+
+/// A handle that correlates a reservation's events without being the
+/// reservation id (a bearer handle): hex of a truncated, domain-separated
+/// SHA-256 of it.
+pub fn reservation_ref(id: Uuid) -> String {
+    let digest = Sha256::new().chain_update(b"invitations/reservation-ref\0").chain_update(id.as_bytes()).finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn binding_pb(binding: Option<BindingKind>) -> pb::Binding {
+    match binding {
+        None => pb::Binding::Unbound,
+        Some(BindingKind::Email) => pb::Binding::Email,
+        Some(BindingKind::Domain) => pb::Binding::Domain,
+    }
+}
+
+fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invitation(inviter: Option<&str>, batch_id: Uuid) -> Invitation {
+        Invitation {
+            id: Uuid::now_v7(),
+            code: "ABCDEFGHJKMNPQR2".into(),
+            inviter_id: inviter.map(str::to_owned),
+            last_invitee_id: None,
+            uses: 0,
+            max_uses: 1,
+            create_time: now(),
+            expire_time: None,
+            last_redeem_time: None,
+            batch_id,
+            label: "wave".into(),
+            note: String::new(),
+            minted_by: "ops".into(),
+            revoke_time: None,
+            revoke_reason: None,
+            revoked_by: None,
+            binding: None,
+            binding_digest: None,
+        }
+    }
+
+    fn decode(event: &Event) -> pb::InvitationEvent {
+        pb::InvitationEvent::decode(event.payload.as_slice()).expect("decodes")
+    }
+
+    #[test]
+    fn type_names_round_trip() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.name()), Some(t));
+        }
+        assert_eq!(EventType::Lapsed.cloud_event_type(), "invitations.v1.reservation.lapsed");
+        assert_eq!(EventType::parse("nope"), None);
+    }
+
+    #[test]
+    fn partitions_are_stable_and_follow_the_owner() {
+        let batch = Uuid::now_v7();
+        // Pinned values: a change would reorder events pending across an upgrade.
+        assert_eq!(partition_of(Some("ayo"), batch), partition_of(Some("ayo"), Uuid::now_v7()));
+        assert_eq!(partition_of(Some("ayo"), batch), 17);
+        assert_eq!(partition_of(None, Uuid::nil()), 22);
+        let spread: std::collections::HashSet<i16> =
+            (0..1000).map(|i| partition_of(Some(&format!("user-{i}")), batch)).collect();
+        assert_eq!(spread.len(), PARTITIONS as usize, "every partition is used");
+        assert!(spread.iter().all(|p| (0..PARTITIONS as i16).contains(p)));
+    }
+
+    #[test]
+    fn minted_covers_each_invitation_once_grouped_by_partition_and_inviter() {
+        let batch = Uuid::now_v7();
+        let mut invitations = vec![];
+        for i in 0..300 {
+            for _ in 0..3 {
+                invitations.push(invitation(Some(&format!("user-{i}")), batch));
+            }
+        }
+        invitations.extend((0..2500).map(|_| invitation(None, batch)));
+        let events = minted(&invitations, None);
+        let mut seen = std::collections::HashSet::new();
+        for event in &events {
+            let Some(Payload::Minted(m)) = decode(event).event else { panic!("a minted event") };
+            assert_eq!(m.batch_id, batch.to_string());
+            let count: usize = m.grants.iter().map(|g| g.invitation_ids.len()).sum();
+            assert!(count <= MAX_INVITATIONS_PER_EVENT);
+            for grant in &m.grants {
+                assert!(grant.codes.is_empty() && grant.links.is_empty(), "no codes unless asked");
+                let owner = (!grant.inviter_id.is_empty()).then_some(grant.inviter_id.as_str());
+                assert_eq!(partition_of(owner, batch), event.partition);
+                for id in &grant.invitation_ids {
+                    assert!(seen.insert(id.clone()), "{id} twice");
+                }
+            }
+            let inviters: Vec<&str> = m.grants.iter().map(|g| g.inviter_id.as_str()).collect();
+            let mut unique = inviters.clone();
+            unique.dedup();
+            assert_eq!(inviters, unique, "one grant per inviter in an event");
+        }
+        assert_eq!(seen.len(), invitations.len());
+        // 2,500 unowned invitations share one partition: three events.
+        assert!(events.len() <= PARTITIONS as usize + 3, "{} events", events.len());
+    }
+
+    #[test]
+    fn minted_shows_codes_and_links_only_when_disclosed() {
+        let inv = invitation(Some("ayo"), Uuid::now_v7());
+        let disclosure =
+            CodeDisclosure { code_prefix: "INV".into(), link_template: "https://x.example/j?c={code}".into() };
+        let events = minted(std::slice::from_ref(&inv), Some(&disclosure));
+        let Some(Payload::Minted(m)) = decode(&events[0]).event else { panic!("a minted event") };
+        assert_eq!(m.grants[0].codes, vec!["INV-ABCD-EFGH-JKMN-PQR2"]);
+        assert_eq!(m.grants[0].links, vec!["https://x.example/j?c=INV-ABCD-EFGH-JKMN-PQR2"]);
+        let plain = minted(std::slice::from_ref(&inv), None);
+        assert!(!String::from_utf8_lossy(&plain[0].payload).contains("ABCDEFGH"));
+    }
+
+    #[test]
+    fn reservation_ref_is_not_the_id() {
+        let id = Uuid::new_v4();
+        let r = reservation_ref(id);
+        assert_eq!(r.len(), 32);
+        assert_eq!(r, reservation_ref(id));
+        assert!(!r.contains(&id.simple().to_string()));
+    }
+}

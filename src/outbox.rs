@@ -1,0 +1,146 @@
+//! The outbox as operators see it: the maintenance task every replica runs
+//! (backlog gauges and log lines, pruning of sent events) and the
+//! `invitations outbox` command (backlog report, replay). Publishing is the
+//! relay's (`relay`); writing events is `store::outbox::append`'s.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::config::{OutboxAction, OutboxArgs};
+use crate::events::EventType;
+use crate::store::{self, outbox};
+use crate::telemetry::{OutboxMetrics, OutboxStats};
+
+/// Sent events deleted per statement when pruning.
+const PRUNE_BATCH: i64 = 10_000;
+/// A non-empty backlog is logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What the maintenance task does and how often.
+#[derive(Debug, Clone, Copy)]
+pub struct Maintenance {
+    pub interval: Duration,
+    pub retention: Duration,
+}
+
+/// Measures the backlog every interval (gauges, and a log line at most once
+/// a minute while events wait), and deletes sent events older than the
+/// retention. Runs in every replica, with or without a broker; replicas
+/// prune without waiting on each other.
+pub async fn maintain(pool: PgPool, settings: Maintenance, metrics: OutboxMetrics) {
+    let mut last_log: Option<Instant> = None;
+    loop {
+        match measure(&pool).await {
+            Ok(stats) => {
+                metrics.record_backlog(stats);
+                if stats.pending > 0 && last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                    tracing::info!(
+                        pending = stats.pending,
+                        oldest_age_s = stats.oldest_age.as_secs_f64(),
+                        "outbox backlog"
+                    );
+                    last_log = Some(Instant::now());
+                } else if stats.pending == 0 {
+                    last_log = None;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "measuring the outbox backlog failed"),
+        }
+        match prune(&pool, settings.retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "pruned sent outbox events"),
+            Err(e) => tracing::warn!(error = %e, "pruning the outbox failed; retrying next interval"),
+        }
+        tokio::time::sleep(settings.interval).await;
+    }
+}
+
+async fn measure(pool: &PgPool) -> Result<OutboxStats, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let backlog = outbox::backlog(&mut conn).await?;
+    Ok(OutboxStats {
+        pending: backlog.pending.max(0) as u64,
+        oldest_age: Duration::try_from_secs_f64(backlog.oldest_age_seconds.max(0.0)).unwrap_or_default(),
+    })
+}
+
+async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let cutoff = OffsetDateTime::now_utc() - retention;
+    let mut conn = pool.acquire().await?;
+    let mut total = 0;
+    loop {
+        let n = outbox::prune_sent(&mut conn, cutoff, PRUNE_BATCH).await?;
+        total += n;
+        if n < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// `invitations outbox [status|replay …]`: prints a report on stdout.
+pub async fn command(args: OutboxArgs) -> anyhow::Result<()> {
+    let db = &args.database;
+    let pool = store::connect_lazy(&db.database_url, 1, db.db_acquire_timeout)?;
+    let mut conn = pool.acquire().await?;
+    let report = match args.action.unwrap_or(OutboxAction::Status) {
+        OutboxAction::Status => {
+            let backlog = outbox::backlog(&mut conn).await?;
+            let by_type = outbox::counts_by_type(&mut conn).await?;
+            status_report(&backlog, &by_type)
+        }
+        OutboxAction::Replay { since, until, event_type, dry_run } => {
+            if let Some(t) = &event_type
+                && EventType::parse(t).is_none()
+            {
+                let known: Vec<&str> = EventType::ALL.iter().map(|t| t.name()).collect();
+                anyhow::bail!("unknown event type {t:?}; one of {}", known.join(", "));
+            }
+            let until = until.unwrap_or_else(OffsetDateTime::now_utc);
+            let n = outbox::requeue(&mut conn, since, until, event_type.as_deref(), dry_run).await?;
+            if dry_run {
+                format!("would replay {n} sent events (dry run: nothing changed)\n")
+            } else {
+                format!(
+                    "replaying {n} events: marked pending, the relays publish them again \
+                     (JetStream drops those still inside its duplicate window)\n"
+                )
+            }
+        }
+    };
+    print!("{report}");
+    drop(conn);
+    pool.close().await;
+    Ok(())
+}
+
+fn status_report(backlog: &outbox::Backlog, by_type: &[(String, i64, i64)]) -> String {
+    let mut out = format!(
+        "pending: {}\noldest pending: {}\n",
+        backlog.pending,
+        if backlog.pending == 0 { "-".to_owned() } else { format!("{:.1}s ago", backlog.oldest_age_seconds) }
+    );
+    if !by_type.is_empty() {
+        out.push_str(&format!("\n{:<24} {:>10} {:>12}\n", "type", "pending", "sent (kept)"));
+        for (event_type, pending, sent) in by_type {
+            out.push_str(&format!("{event_type:<24} {pending:>10} {sent:>12}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_report_lists_types() {
+        let backlog = outbox::Backlog { pending: 3, oldest_age_seconds: 12.34 };
+        let text = status_report(&backlog, &[("minted".into(), 1, 5), ("redeemed".into(), 2, 0)]);
+        assert!(text.starts_with("pending: 3\noldest pending: 12.3s ago\n"), "{text}");
+        assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["redeemed", "2", "0"]), "{text}");
+        let empty = status_report(&outbox::Backlog::default(), &[]);
+        assert_eq!(empty, "pending: 0\noldest pending: -\n");
+    }
+}

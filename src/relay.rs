@@ -1,0 +1,419 @@
+//! The outbox relay: publishes pending outbox events to NATS JetStream and
+//! marks them sent. One runs in every replica that has `NATS_URL`; they share
+//! the work by partition (docs/design.md, "Events").
+//!
+//! A round, in one database transaction: lock up to [`PARTITIONS_PER_ROUND`]
+//! partitions with pending events (`FOR UPDATE SKIP LOCKED`: partitions
+//! another relay holds are skipped), read their oldest events, publish each
+//! partition's events in order (one at a time, awaiting JetStream's ack, so
+//! a failed publish can never be overtaken by a later one; partitions go in
+//! parallel), mark the acknowledged ones sent, commit. A relay that dies
+//! mid-round rolls back: its events stay pending and are published again,
+//! with the same `Nats-Msg-Id`, which JetStream's duplicate window drops.
+//!
+//! Wake-ups: Postgres `NOTIFY` at every commit that appended events (the
+//! relay `LISTEN`s), the NATS client reconnecting, and a slow poll as a
+//! safety net. While the broker fails, rounds are retried with exponential
+//! backoff (100 ms doubling up to `--outbox-max-backoff`); calls are not
+//! affected. Health: the `outbox-relay` service name is SERVING while rounds
+//! succeed, NOT_SERVING while they fail.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use async_nats::{HeaderMap, header};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::EventArgs;
+use crate::store::outbox::{self, PendingEvent};
+use crate::telemetry::OutboxMetrics;
+
+/// The health service name that reports the relay.
+pub const HEALTH_NAME: &str = "outbox-relay";
+
+/// Partitions one round takes at most: a quarter, so other relays find work.
+const PARTITIONS_PER_ROUND: i64 = 8;
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Where and how to publish.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub nats_url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub duplicate_window: Duration,
+    pub publish_timeout: Duration,
+    pub source: String,
+    pub batch_size: u32,
+    pub poll_interval: Duration,
+    pub max_backoff: Duration,
+    /// Test hook: stop after the first publish, before marking.
+    pub crash_after_publish: bool,
+}
+
+impl RelaySettings {
+    /// The relay settings, when a broker is configured.
+    pub fn from_args(args: &EventArgs) -> anyhow::Result<Option<Self>> {
+        let Some(nats_url) = args.nats_url.clone().filter(|u| !u.trim().is_empty()) else { return Ok(None) };
+        let prefix = args.nats_subject_prefix.trim_end_matches('.').to_owned();
+        if prefix.is_empty() || prefix.split('.').any(|t| t.is_empty() || t.contains(['*', '>', ' '])) {
+            anyhow::bail!("--nats-subject-prefix must be dot-separated tokens without wildcards or spaces");
+        }
+        if args.nats_stream.is_empty() || args.nats_stream.contains(['.', '*', '>', ' ', '/', '\\']) {
+            anyhow::bail!("--nats-stream must be a JetStream stream name (no dots, spaces or wildcards)");
+        }
+        if args.outbox_batch_size == 0 {
+            anyhow::bail!("--outbox-batch-size must be positive");
+        }
+        Ok(Some(Self {
+            nats_url,
+            stream: args.nats_stream.clone(),
+            subject_prefix: prefix,
+            duplicate_window: args.nats_duplicate_window,
+            publish_timeout: args.nats_publish_timeout,
+            source: args.events_source.clone(),
+            batch_size: args.outbox_batch_size,
+            poll_interval: args.outbox_poll_interval,
+            max_backoff: args.outbox_max_backoff.max(MIN_BACKOFF),
+            crash_after_publish: args.outbox_test_crash_after_publish,
+        }))
+    }
+
+    fn subject(&self, event_type: &str) -> String {
+        format!("{}.{}", self.subject_prefix, event_type)
+    }
+}
+
+/// Runs the relay until the task is dropped.
+pub async fn run(pool: PgPool, settings: RelaySettings, health: HealthReporter, metrics: OutboxMetrics) {
+    health.set_service_status(HEALTH_NAME, ServingStatus::NotServing).await;
+    let wake = Arc::new(Notify::new());
+    let reconnected = Arc::new(Notify::new());
+    let on_event = reconnected.clone();
+    let options = async_nats::ConnectOptions::new()
+        .name("invitations-outbox-relay")
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let on_event = on_event.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("outbox relay: connected to NATS");
+                        on_event.notify_one();
+                    }
+                    async_nats::Event::Disconnected => tracing::warn!("outbox relay: disconnected from NATS"),
+                    other => tracing::info!(event = %other, "outbox relay: NATS event"),
+                }
+            }
+        });
+    // With retry_on_initial_connect this fails only on a malformed URL.
+    let client = match options.connect(settings.nats_url.as_str()).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "outbox relay: bad NATS_URL; events stay in the outbox");
+            return;
+        }
+    };
+    let js = jetstream::ContextBuilder::new().timeout(settings.publish_timeout).build(client);
+    let _listener = tokio::spawn(listen(pool.clone(), wake.clone()));
+    let relay = Relay { pool, settings, js, metrics };
+
+    let mut backoff = MIN_BACKOFF;
+    let mut stream_ready = false;
+    let mut healthy = None;
+    loop {
+        let outcome = if stream_ready {
+            relay.round().await
+        } else {
+            relay.ensure_stream().await.map_err(RoundError::Failed).map(|()| {
+                stream_ready = true;
+                1 // look for work at once
+            })
+        };
+        match outcome {
+            Ok(published) => {
+                backoff = MIN_BACKOFF;
+                if healthy != Some(true) {
+                    tracing::info!(stream = %relay.settings.stream, "outbox relay: publishing");
+                    health.set_service_status(HEALTH_NAME, ServingStatus::Serving).await;
+                    healthy = Some(true);
+                }
+                if published == 0 {
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = reconnected.notified() => {}
+                        () = tokio::time::sleep(relay.settings.poll_interval) => {}
+                    }
+                }
+            }
+            Err(RoundError::Crashed) => {
+                tracing::warn!("outbox relay: test hook: stopped after publishing, before marking sent");
+                health.set_service_status(HEALTH_NAME, ServingStatus::NotServing).await;
+                return;
+            }
+            Err(RoundError::Failed(e)) => {
+                if healthy != Some(false) {
+                    health.set_service_status(HEALTH_NAME, ServingStatus::NotServing).await;
+                    healthy = Some(false);
+                }
+                let backlog = relay.metrics.latest();
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    pending = backlog.map(|b| b.pending),
+                    oldest_age_s = backlog.map(|b| b.oldest_age.as_secs()),
+                    "outbox relay: round failed; events wait in the outbox"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = reconnected.notified() => {}
+                }
+                backoff = (backoff * 2).min(relay.settings.max_backoff);
+            }
+        }
+    }
+}
+
+/// Forwards the outbox channel's notifications to `wake`. PgListener
+/// reconnects by itself; while it cannot, the relay still polls.
+async fn listen(pool: PgPool, wake: Arc<Notify>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox relay: cannot LISTEN; polling only for now");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(outbox::CHANNEL).await {
+            tracing::warn!(error = %e, "outbox relay: LISTEN failed; polling only for now");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(_) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay: LISTEN connection lost");
+                    // A notification may have been missed: look once.
+                    wake.notify_one();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+enum RoundError {
+    Failed(anyhow::Error),
+    Crashed,
+}
+
+impl From<anyhow::Error> for RoundError {
+    fn from(e: anyhow::Error) -> Self {
+        RoundError::Failed(e)
+    }
+}
+
+impl From<sqlx::Error> for RoundError {
+    fn from(e: sqlx::Error) -> Self {
+        RoundError::Failed(e.into())
+    }
+}
+
+struct Relay {
+    pool: PgPool,
+    settings: RelaySettings,
+    js: jetstream::Context,
+    metrics: OutboxMetrics,
+}
+
+/// What publishing one partition's events achieved.
+struct PartitionResult {
+    acked: Vec<i64>,
+    duplicates: u64,
+    error: Option<anyhow::Error>,
+}
+
+impl Relay {
+    /// Creates the stream if it is missing; checks that an existing one takes
+    /// our subjects.
+    async fn ensure_stream(&self) -> anyhow::Result<()> {
+        let wanted = format!("{}.>", self.settings.subject_prefix);
+        let config = jetstream::stream::Config {
+            name: self.settings.stream.clone(),
+            subjects: vec![wanted.clone()],
+            duplicate_window: self.settings.duplicate_window,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let mut stream = self
+            .js
+            .get_or_create_stream(config)
+            .await
+            .with_context(|| format!("creating or looking up stream {}", self.settings.stream))?;
+        let info = stream.info().await.context("reading the stream's configuration")?;
+        let subjects = &info.config.subjects;
+        if !subjects.iter().any(|s| s == &wanted || s == ">") {
+            anyhow::bail!(
+                "stream {} takes subjects {subjects:?}, not {wanted}: fix --nats-subject-prefix or the stream",
+                self.settings.stream
+            );
+        }
+        if info.config.duplicate_window < self.settings.duplicate_window {
+            tracing::warn!(
+                stream = %self.settings.stream,
+                window_s = info.config.duplicate_window.as_secs(),
+                "outbox relay: the stream's duplicate window is shorter than configured; re-publishes after it are \
+                 not de-duplicated"
+            );
+        }
+        Ok(())
+    }
+
+    /// One claim-publish-mark round; returns how many events were sent.
+    async fn round(&self) -> Result<usize, RoundError> {
+        let mut tx = self.pool.begin().await?;
+        let partitions = outbox::claim_partitions(&mut tx, PARTITIONS_PER_ROUND).await?;
+        if partitions.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let pending = outbox::pending_in(&mut tx, &partitions, i64::from(self.settings.batch_size)).await?;
+        let mut by_partition: BTreeMap<i16, Vec<PendingEvent>> = BTreeMap::new();
+        for event in pending {
+            by_partition.entry(event.partition).or_default().push(event);
+        }
+        let mut publishing = JoinSet::new();
+        for events in by_partition.into_values() {
+            publishing.spawn(publish_in_order(self.js.clone(), self.settings.clone(), events));
+        }
+        let mut acked = vec![];
+        let mut first_error = None;
+        while let Some(joined) = publishing.join_next().await {
+            let result = joined.map_err(|e| anyhow::anyhow!("publishing task failed: {e}"))?;
+            acked.extend(result.acked);
+            self.metrics.published(result.duplicates);
+            if first_error.is_none() {
+                first_error = result.error;
+            }
+        }
+        if self.settings.crash_after_publish {
+            drop(tx);
+            return Err(RoundError::Crashed);
+        }
+        outbox::mark_sent(&mut tx, &acked).await?;
+        tx.commit().await?;
+        self.metrics.sent(acked.len() as u64);
+        match first_error {
+            Some(e) => Err(RoundError::Failed(e)),
+            None => Ok(acked.len()),
+        }
+    }
+}
+
+/// Publishes one partition's events in order, each after the previous one's
+/// ack; stops at the first failure so nothing overtakes it.
+async fn publish_in_order(
+    js: jetstream::Context,
+    settings: RelaySettings,
+    events: Vec<PendingEvent>,
+) -> PartitionResult {
+    let mut result = PartitionResult { acked: vec![], duplicates: 0, error: None };
+    for event in events {
+        match publish(&js, &settings, &event).await {
+            Ok(ack) => {
+                if ack.duplicate {
+                    result.duplicates += 1;
+                }
+                result.acked.push(event.seq);
+            }
+            Err(e) => {
+                result.error = Some(e.context(format!("publishing {} event {}", event.event_type, event.id)));
+                break;
+            }
+        }
+    }
+    result
+}
+
+async fn publish(
+    js: &jetstream::Context,
+    settings: &RelaySettings,
+    event: &PendingEvent,
+) -> anyhow::Result<jetstream::publish::PublishAck> {
+    let headers = cloud_event_headers(settings, event)?;
+    let ack = js
+        .publish_with_headers(settings.subject(&event.event_type), headers, event.payload.clone().into())
+        .await?
+        .await?;
+    Ok(ack)
+}
+
+/// CloudEvents binary mode over NATS: attributes as `ce-` headers, plus the
+/// event id as `Nats-Msg-Id` for JetStream's de-duplication.
+fn cloud_event_headers(settings: &RelaySettings, event: &PendingEvent) -> anyhow::Result<HeaderMap> {
+    let id = event.id.to_string();
+    let time = event.create_time.format(&Rfc3339)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::NATS_MESSAGE_ID, id.as_str());
+    headers.insert("ce-specversion", "1.0");
+    headers.insert("ce-id", id.as_str());
+    headers.insert("ce-type", format!("invitations.v1.{}", event.event_type).as_str());
+    headers.insert("ce-source", settings.source.as_str());
+    headers.insert("ce-time", time.as_str());
+    headers.insert("content-type", CONTENT_TYPE);
+    headers.insert("ce-dataschema", DATA_SCHEMA);
+    Ok(headers)
+}
+
+/// The payload's media type.
+pub const CONTENT_TYPE: &str = "application/protobuf";
+/// Names the payload's message type (the descriptor is in the server's
+/// reflection service and in proto/invitations/v1/events.proto).
+pub const DATA_SCHEMA: &str = "proto:invitations.v1.InvitationEvent";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> EventArgs {
+        use clap::Parser;
+        let cli = crate::config::Cli::parse_from(["invitations", "serve", "--database-url", "postgres://x/y"]);
+        match cli.command {
+            crate::config::Command::Serve(serve) => serve.events,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn no_url_means_no_relay() {
+        assert!(RelaySettings::from_args(&args()).expect("valid").is_none());
+    }
+
+    #[test]
+    fn subjects_and_names_are_checked() {
+        let mut a = args();
+        a.nats_url = Some("nats://127.0.0.1:4222".into());
+        let s = RelaySettings::from_args(&a).expect("valid").expect("relay on");
+        assert_eq!(s.subject("reservation.lapsed"), "invitations.v1.reservation.lapsed");
+        for bad in ["", "a..b", "a.*", "a.>", "a b"] {
+            a.nats_subject_prefix = bad.into();
+            assert!(RelaySettings::from_args(&a).is_err(), "{bad:?} accepted");
+        }
+        a.nats_subject_prefix = "acme.invites".into();
+        a.nats_stream = "A.B".into();
+        assert!(RelaySettings::from_args(&a).is_err());
+    }
+}
