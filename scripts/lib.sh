@@ -4,6 +4,11 @@
 # Order: a DATABASE_URL already set wins; else the machine's Postgres on
 # 127.0.0.1:5432 if it lets user postgres in without a password; else a
 # private cluster under .data/pg (installing Debian's postgresql if needed).
+#
+# NATS: the service publishes events to NATS_URL when it is set, and runs
+# without a broker otherwise (events wait in its outbox). The tests start a
+# nats-server of their own per test (so they can stop and restart it), and
+# find the binary through NATS_SERVER_BIN, which ensure_nats exports.
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 data_dir="$repo_root/.data"
@@ -82,4 +87,27 @@ ensure_service_database() {
     psql "$DATABASE_URL" -qc "CREATE DATABASE \"$name\"" >/dev/null
   fi
   export DATABASE_URL="$base/$name"
+}
+
+# NATS_URL is used as given (scripts/run passes it on); the nats-server
+# binary for the tests: NATS_SERVER_BIN if set, else nats-server on PATH or
+# in /usr/sbin, else Debian's nats-server package.
+ensure_nats() {
+  if [ -n "${NATS_URL:-}" ]; then
+    log "using NATS_URL from the environment for the service"
+  fi
+  if [ -n "${NATS_SERVER_BIN:-}" ] && [ -x "$NATS_SERVER_BIN" ]; then
+    return
+  fi
+  local bin
+  bin=$(command -v nats-server || true)
+  if [ -z "$bin" ] && [ -x /usr/sbin/nats-server ]; then
+    bin=/usr/sbin/nats-server
+  fi
+  if [ -z "$bin" ]; then
+    apt_install nats-server
+    bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+  fi
+  export NATS_SERVER_BIN="$bin"
+  log "nats-server for the tests: $bin ($("$bin" --version 2>&1))"
 }

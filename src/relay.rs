@@ -200,6 +200,8 @@ async fn listen(pool: PgPool, wake: Arc<Notify>) {
             tokio::time::sleep(Duration::from_secs(5)).await;
             continue;
         }
+        // Commits before LISTEN took effect sent no notification we saw.
+        wake.notify_one();
         loop {
             match listener.recv().await {
                 Ok(_) => wake.notify_one(),

@@ -96,6 +96,11 @@ impl Invitations {
     #[tracing::instrument(name = "db.release", skip_all, fields(db.system = "postgresql"))]
     pub async fn release(&self, id: Uuid) -> Result<Reserved, Error> {
         let mut tx = self.pool.begin().await?;
+        // The invitation's lock orders this change (and its event) with the
+        // invitation's other changes (docs/design.md, "Events").
+        if let Some(found) = reservations::by_id(&mut tx, id).await? {
+            reservations::lock_invitation(&mut tx, found.invitation_id).await?;
+        }
         let reservation = match reservations::release(&mut tx, id).await? {
             Some(released) => released,
             None => {

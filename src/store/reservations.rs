@@ -133,14 +133,18 @@ pub struct Lapsed {
     pub owner: InvitationOwner,
 }
 
-/// Marks up to `limit` held leases that ran out as lapsed (tidying: nothing
-/// depends on it). Skips rows another call is completing or releasing.
+/// Marks up to `limit` held leases that ran out as lapsed (tidying and
+/// events: nothing depends on it). Skips leases another call is completing
+/// or releasing and invitations another call holds; holding the invitation's
+/// lock orders the lapse with the invitation's other changes.
 pub async fn sweep_lapsed(conn: &mut PgConnection, limit: i64) -> Result<Vec<Lapsed>, sqlx::Error> {
     sqlx::query_as(&format!(
         "WITH lapsed AS ( \
            UPDATE reservations SET status = 'lapsed', end_time = expire_time \
-           WHERE id IN (SELECT id FROM reservations WHERE status = 'held' AND expire_time <= clock_timestamp() \
-                        ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) \
+           WHERE id IN (SELECT r.id FROM reservations r JOIN invitations i ON i.id = r.invitation_id \
+                        WHERE r.status = 'held' AND r.expire_time <= clock_timestamp() \
+                        ORDER BY r.expire_time LIMIT $1 \
+                        FOR UPDATE OF r SKIP LOCKED FOR NO KEY UPDATE OF i SKIP LOCKED) \
            RETURNING {COLUMNS}) \
          SELECT lapsed.*, i.inviter_id, i.batch_id FROM lapsed JOIN invitations i ON i.id = lapsed.invitation_id \
          ORDER BY lapsed.expire_time"

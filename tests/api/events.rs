@@ -90,7 +90,10 @@ fn position(events: &[Received], pred: impl Fn(&Received) -> bool) -> usize {
 #[tokio::test]
 async fn consumer_receives_exactly_the_committed_changes_with_headers_and_payloads() {
     let nats = NatsServer::start().await;
-    let app = spawn(relay_args(&nats), None).await;
+    // No polling to speak of: only the commits' NOTIFY can wake the relay.
+    let mut args = relay_args(&nats);
+    args.extend(["--outbox-poll-interval", "1h"].map(String::from));
+    let app = spawn(args, None).await;
     wait_relay(&app, ServingStatus::Serving).await;
     let consumer = nats.consumer().await;
 

@@ -255,6 +255,11 @@ async fn start_server(
         "--db-max-connections".into(),
         "8".into(),
     ];
+    // A NATS_URL in the environment must not give a test a broker it did
+    // not ask for (tests that want one pass --nats-url).
+    if !extra.iter().any(|a| a.starts_with("--nats-url")) {
+        argv.extend(["--nats-url".into(), String::new()]);
+    }
     argv.extend(extra.iter().cloned());
     let args: ServeArgs = match Cli::try_parse_from(argv).expect("valid test arguments").command {
         Command::Serve(args) => args,

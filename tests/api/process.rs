@@ -32,7 +32,7 @@ impl Process {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (key, _) in std::env::vars() {
-            if key.starts_with("OTEL_") || key.starts_with("INVITATIONS_") {
+            if key.starts_with("OTEL_") || key.starts_with("INVITATIONS_") || key == "NATS_URL" {
                 command.env_remove(key);
             }
         }

@@ -116,7 +116,7 @@ fn expired_counts(events: &[Received]) -> HashMap<String, usize> {
 async fn expiry_is_announced_exactly_once_across_replicas() {
     let nats = NatsServer::start().await;
     let mut args = relay_args(&nats);
-    args.extend(["--expiry-sweep-interval", "50ms"].map(String::from));
+    args.extend(["--expiry-sweep-interval", "50ms", "--reservation-sweep-interval", "50ms"].map(String::from));
     let a = spawn(args.clone(), None).await;
     let b = spawn(args, Some(a.db.url.clone())).await;
     let consumer = nats.consumer().await;
@@ -132,6 +132,12 @@ async fn expiry_is_announced_exactly_once_across_replicas() {
     b.revoke(pb::RevokeRequest { invitation_ids: vec![first[1].id.clone()], ..Default::default() })
         .await
         .expect("revoke");
+    let lease = pb::ReserveRequest {
+        code: first[3].code.clone(),
+        ttl: Some(prost_types::Duration { seconds: 0, nanos: 200_000_000 }),
+        ..Default::default()
+    };
+    b.client.clone().reserve(lease).await.expect("reserve for 200 ms");
     let announced: HashSet<String> = first[2..].iter().map(|i| i.id.clone()).collect();
     wait_until(WAIT, "the first wave's expiry events", || async {
         let counts = expired_counts(&consumer.read_all().await);
@@ -155,6 +161,15 @@ async fn expiry_is_announced_exactly_once_across_replicas() {
     let expected: HashSet<String> = announced.iter().cloned().chain(second.iter().map(|i| i.id.clone())).collect();
     assert_eq!(counts.keys().cloned().collect::<HashSet<_>>(), expected, "spent and revoked ones are not announced");
     assert!(counts.values().all(|&n| n == 1), "each expiry announced once: {counts:?}");
+    let reservation_events: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|e| match e.payload() {
+            Payload::Reservation(r) => Some((e.kind(), r.invitation_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    let leased = first[3].id.as_str();
+    assert_eq!(reservation_events, [("reservation.reserved", leased), ("reservation.lapsed", leased)], "lapsed once");
 }
 
 fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
