@@ -1,3 +1,4 @@
+use prost::Message as _;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -51,4 +52,24 @@ async fn reflection_lists_the_service() {
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"invitations.v1.InvitationService".to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+}
+
+#[tokio::test]
+async fn reflection_serves_the_event_schema() {
+    let app = TestApp::spawn().await;
+    let mut client = ServerReflectionClient::new(connect(app.addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("invitations.v1.InvitationEvent".into())),
+    };
+    let mut stream =
+        client.server_reflection_info(futures::stream::iter([request])).await.expect("reflection").into_inner();
+    let response = stream.message().await.expect("message").expect("one response");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+        panic!("the event schema is not served: {response:?}");
+    };
+    let file = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice()).expect("decodes");
+    assert_eq!(file.name(), "invitations/v1/events.proto");
+    let messages: Vec<&str> = file.message_type.iter().map(|m| m.name()).collect();
+    assert!(messages.contains(&"InvitationEvent") && messages.contains(&"Minted"), "{messages:?}");
 }

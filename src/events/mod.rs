@@ -22,14 +22,15 @@
 //! `store::outbox::append(&mut tx, &events)` in the service's transaction.
 //! [`Event::privileges_changed`] is ready for `SetInvitePrivileges`.
 
-use std::collections::BTreeMap;
+mod grouped;
+
+pub use grouped::{expired, minted, revoked};
 
 use prost::Message;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::code::display_form;
 use crate::domain::{Invitation, Reservation, ReservationStatus};
 use crate::email::BindingKind;
 use crate::pb;
@@ -180,73 +181,6 @@ pub struct CodeDisclosure {
     pub link_template: String,
 }
 
-/// The minted events of one batch: per partition, grants by inviter, at most
-/// [`MAX_INVITATIONS_PER_EVENT`] invitations each. All of `invitations`
-/// belong to the batch (they share its attributes).
-pub fn minted(invitations: &[Invitation], codes: Option<&CodeDisclosure>) -> Vec<Event> {
-    let Some(first) = invitations.first() else { return vec![] };
-    let time = now();
-    let template = pb::Minted {
-        batch_id: first.batch_id.to_string(),
-        label: first.label.clone(),
-        minted_by: first.minted_by.clone(),
-        max_uses: first.max_uses as u32,
-        expire_time: first.expire_time.map(timestamp),
-        binding: binding_pb(first.binding) as i32,
-        grants: vec![],
-    };
-    chunks_by_partition(invitations)
-        .into_iter()
-        .map(|(partition, chunk)| {
-            let mut grants: Vec<pb::Grant> = vec![];
-            for inv in chunk {
-                let inviter = inv.inviter_id.clone().unwrap_or_default();
-                if grants.last().is_none_or(|g| g.inviter_id != inviter) {
-                    grants.push(pb::Grant { inviter_id: inviter, ..Default::default() });
-                }
-                let grant = grants.last_mut().expect("pushed above");
-                grant.invitation_ids.push(inv.id.to_string());
-                if let Some(disclosure) = codes {
-                    let code = display_form(&inv.code, &disclosure.code_prefix);
-                    grant.links.push(disclosure.link_template.replace("{code}", &code));
-                    grant.codes.push(code);
-                }
-            }
-            let payload = Payload::Minted(pb::Minted { grants, ..template.clone() });
-            Event::new(EventType::Minted, partition, time, payload)
-        })
-        .collect()
-}
-
-/// The revoked events of one Revoke call, for the invitations it changed.
-pub fn revoked(invitations: &[Invitation], reason: &str, revoked_by: &str) -> Vec<Event> {
-    let time = now();
-    chunks_by_partition(invitations)
-        .into_iter()
-        .map(|(partition, chunk)| {
-            let payload = Payload::Revoked(pb::Revoked {
-                invitations: chunk.into_iter().map(invitation_ref).collect(),
-                reason: reason.to_owned(),
-                revoked_by: revoked_by.to_owned(),
-            });
-            Event::new(EventType::Revoked, partition, time, payload)
-        })
-        .collect()
-}
-
-/// The expired events for invitations the sweeper found past their expiry.
-pub fn expired(invitations: &[Invitation]) -> Vec<Event> {
-    let time = now();
-    chunks_by_partition(invitations)
-        .into_iter()
-        .map(|(partition, chunk)| {
-            let payload =
-                Payload::Expired(pb::Expired { invitations: chunk.into_iter().map(invitation_ref).collect() });
-            Event::new(EventType::Expired, partition, time, payload)
-        })
-        .collect()
-}
-
 /// The partition of an invitation's owner (its inviter, or its batch when
 /// unowned): SHA-256 of the owner, so it never changes between releases.
 pub fn partition_of(inviter_id: Option<&str>, batch_id: Uuid) -> i16 {
@@ -268,34 +202,6 @@ pub fn partition_of(inviter_id: Option<&str>, batch_id: Uuid) -> i16 {
 
 fn partition_for(inv: &Invitation) -> i16 {
     partition_of(inv.inviter_id.as_deref(), inv.batch_id)
-}
-
-/// Groups invitations by partition (each group ordered by inviter, then as
-/// given) and cuts groups into chunks of at most MAX_INVITATIONS_PER_EVENT.
-fn chunks_by_partition(invitations: &[Invitation]) -> Vec<(i16, Vec<&Invitation>)> {
-    let mut by_partition: BTreeMap<i16, Vec<&Invitation>> = BTreeMap::new();
-    for inv in invitations {
-        by_partition.entry(partition_for(inv)).or_default().push(inv);
-    }
-    let mut out = vec![];
-    for (partition, mut group) in by_partition {
-        group.sort_by(|a, b| a.inviter_id.cmp(&b.inviter_id));
-        for chunk in group.chunks(MAX_INVITATIONS_PER_EVENT) {
-            out.push((partition, chunk.to_vec()));
-        }
-    }
-    out
-}
-
-fn invitation_ref(inv: &Invitation) -> pb::InvitationRef {
-    pb::InvitationRef {
-        invitation_id: inv.id.to_string(),
-        inviter_id: inv.inviter_id.clone().unwrap_or_default(),
-        batch_id: inv.batch_id.to_string(),
-        expire_time: inv.expire_time.map(timestamp),
-        uses: inv.uses as u32,
-        max_uses: inv.max_uses as u32,
-    }
 }
 
 /// A handle that correlates a reservation's events without being the
@@ -326,7 +232,7 @@ fn now() -> OffsetDateTime {
 mod tests {
     use super::*;
 
-    fn invitation(inviter: Option<&str>, batch_id: Uuid) -> Invitation {
+    pub(super) fn invitation(inviter: Option<&str>, batch_id: Uuid) -> Invitation {
         Invitation {
             id: Uuid::now_v7(),
             code: "ABCDEFGHJKMNPQR2".into(),
@@ -354,6 +260,21 @@ mod tests {
     }
 
     #[test]
+    fn every_event_of_an_invitation_shares_its_partition() {
+        for inviter in [Some("ayo"), None] {
+            let inv = invitation(inviter, Uuid::now_v7());
+            let minted = minted(std::slice::from_ref(&inv), None);
+            let redeemed = Event::redeemed(&inv, "bo", false);
+            let Some(Payload::Redeemed(r)) = decode(&redeemed).event else { panic!("a redeemed event") };
+            assert_eq!((r.invitation_id, r.invitee_id), (inv.id.to_string(), "bo".to_owned()));
+            let revoked = revoked(std::slice::from_ref(&inv), "r", "ops");
+            let expired = expired(std::slice::from_ref(&inv));
+            let partitions = [minted[0].partition, redeemed.partition, revoked[0].partition, expired[0].partition];
+            assert!(partitions.iter().all(|p| *p == partitions[0]), "{partitions:?}");
+        }
+    }
+
+    #[test]
     fn type_names_round_trip() {
         for t in EventType::ALL {
             assert_eq!(EventType::parse(t.name()), Some(t));
@@ -373,54 +294,6 @@ mod tests {
             (0..1000).map(|i| partition_of(Some(&format!("user-{i}")), batch)).collect();
         assert_eq!(spread.len(), PARTITIONS as usize, "every partition is used");
         assert!(spread.iter().all(|p| (0..PARTITIONS as i16).contains(p)));
-    }
-
-    #[test]
-    fn minted_covers_each_invitation_once_grouped_by_partition_and_inviter() {
-        let batch = Uuid::now_v7();
-        let mut invitations = vec![];
-        for i in 0..300 {
-            for _ in 0..3 {
-                invitations.push(invitation(Some(&format!("user-{i}")), batch));
-            }
-        }
-        invitations.extend((0..2500).map(|_| invitation(None, batch)));
-        let events = minted(&invitations, None);
-        let mut seen = std::collections::HashSet::new();
-        for event in &events {
-            let Some(Payload::Minted(m)) = decode(event).event else { panic!("a minted event") };
-            assert_eq!(m.batch_id, batch.to_string());
-            let count: usize = m.grants.iter().map(|g| g.invitation_ids.len()).sum();
-            assert!(count <= MAX_INVITATIONS_PER_EVENT);
-            for grant in &m.grants {
-                assert!(grant.codes.is_empty() && grant.links.is_empty(), "no codes unless asked");
-                let owner = (!grant.inviter_id.is_empty()).then_some(grant.inviter_id.as_str());
-                assert_eq!(partition_of(owner, batch), event.partition);
-                for id in &grant.invitation_ids {
-                    assert!(seen.insert(id.clone()), "{id} twice");
-                }
-            }
-            let inviters: Vec<&str> = m.grants.iter().map(|g| g.inviter_id.as_str()).collect();
-            let mut unique = inviters.clone();
-            unique.dedup();
-            assert_eq!(inviters, unique, "one grant per inviter in an event");
-        }
-        assert_eq!(seen.len(), invitations.len());
-        // 2,500 unowned invitations share one partition: three events.
-        assert!(events.len() <= PARTITIONS as usize + 3, "{} events", events.len());
-    }
-
-    #[test]
-    fn minted_shows_codes_and_links_only_when_disclosed() {
-        let inv = invitation(Some("ayo"), Uuid::now_v7());
-        let disclosure =
-            CodeDisclosure { code_prefix: "INV".into(), link_template: "https://x.example/j?c={code}".into() };
-        let events = minted(std::slice::from_ref(&inv), Some(&disclosure));
-        let Some(Payload::Minted(m)) = decode(&events[0]).event else { panic!("a minted event") };
-        assert_eq!(m.grants[0].codes, vec!["INV-ABCD-EFGH-JKMN-PQR2"]);
-        assert_eq!(m.grants[0].links, vec!["https://x.example/j?c=INV-ABCD-EFGH-JKMN-PQR2"]);
-        let plain = minted(std::slice::from_ref(&inv), None);
-        assert!(!String::from_utf8_lossy(&plain[0].payload).contains("ABCDEFGH"));
     }
 
     #[test]

@@ -18,30 +18,28 @@
 //! affected. Health: the `outbox-relay` service name is SERVING while rounds
 //! succeed, NOT_SERVING while they fail.
 
-use std::collections::BTreeMap;
+mod round;
+
+pub use round::{CONTENT_TYPE, DATA_SCHEMA};
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use async_nats::jetstream;
-use async_nats::{HeaderMap, header};
+use round::{Relay, RoundError};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::config::EventArgs;
-use crate::store::outbox::{self, PendingEvent};
+use crate::store::outbox;
 use crate::telemetry::OutboxMetrics;
 
 /// The health service name that reports the relay.
 pub const HEALTH_NAME: &str = "outbox-relay";
 
-/// Partitions one round takes at most: a quarter, so other relays find work.
-const PARTITIONS_PER_ROUND: i64 = 8;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where and how to publish.
@@ -216,175 +214,6 @@ async fn listen(pool: PgPool, wake: Arc<Notify>) {
         }
     }
 }
-
-enum RoundError {
-    Failed(anyhow::Error),
-    Crashed,
-}
-
-impl From<anyhow::Error> for RoundError {
-    fn from(e: anyhow::Error) -> Self {
-        RoundError::Failed(e)
-    }
-}
-
-impl From<sqlx::Error> for RoundError {
-    fn from(e: sqlx::Error) -> Self {
-        RoundError::Failed(e.into())
-    }
-}
-
-struct Relay {
-    pool: PgPool,
-    settings: RelaySettings,
-    js: jetstream::Context,
-    metrics: OutboxMetrics,
-}
-
-/// What publishing one partition's events achieved.
-struct PartitionResult {
-    acked: Vec<i64>,
-    duplicates: u64,
-    error: Option<anyhow::Error>,
-}
-
-impl Relay {
-    /// Creates the stream if it is missing; checks that an existing one takes
-    /// our subjects.
-    async fn ensure_stream(&self) -> anyhow::Result<()> {
-        let wanted = format!("{}.>", self.settings.subject_prefix);
-        let config = jetstream::stream::Config {
-            name: self.settings.stream.clone(),
-            subjects: vec![wanted.clone()],
-            duplicate_window: self.settings.duplicate_window,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let mut stream = self
-            .js
-            .get_or_create_stream(config)
-            .await
-            .with_context(|| format!("creating or looking up stream {}", self.settings.stream))?;
-        let info = stream.info().await.context("reading the stream's configuration")?;
-        let subjects = &info.config.subjects;
-        if !subjects.iter().any(|s| s == &wanted || s == ">") {
-            anyhow::bail!(
-                "stream {} takes subjects {subjects:?}, not {wanted}: fix --nats-subject-prefix or the stream",
-                self.settings.stream
-            );
-        }
-        if info.config.duplicate_window < self.settings.duplicate_window {
-            tracing::warn!(
-                stream = %self.settings.stream,
-                window_s = info.config.duplicate_window.as_secs(),
-                "outbox relay: the stream's duplicate window is shorter than configured; re-publishes after it are \
-                 not de-duplicated"
-            );
-        }
-        Ok(())
-    }
-
-    /// One claim-publish-mark round; returns how many events were sent.
-    async fn round(&self) -> Result<usize, RoundError> {
-        let mut tx = self.pool.begin().await?;
-        let partitions = outbox::claim_partitions(&mut tx, PARTITIONS_PER_ROUND).await?;
-        if partitions.is_empty() {
-            tx.commit().await?;
-            return Ok(0);
-        }
-        let pending = outbox::pending_in(&mut tx, &partitions, i64::from(self.settings.batch_size)).await?;
-        let mut by_partition: BTreeMap<i16, Vec<PendingEvent>> = BTreeMap::new();
-        for event in pending {
-            by_partition.entry(event.partition).or_default().push(event);
-        }
-        let mut publishing = JoinSet::new();
-        for events in by_partition.into_values() {
-            publishing.spawn(publish_in_order(self.js.clone(), self.settings.clone(), events));
-        }
-        let mut acked = vec![];
-        let mut first_error = None;
-        while let Some(joined) = publishing.join_next().await {
-            let result = joined.map_err(|e| anyhow::anyhow!("publishing task failed: {e}"))?;
-            acked.extend(result.acked);
-            self.metrics.published(result.duplicates);
-            if first_error.is_none() {
-                first_error = result.error;
-            }
-        }
-        if self.settings.crash_after_publish {
-            drop(tx);
-            return Err(RoundError::Crashed);
-        }
-        outbox::mark_sent(&mut tx, &acked).await?;
-        tx.commit().await?;
-        self.metrics.sent(acked.len() as u64);
-        match first_error {
-            Some(e) => Err(RoundError::Failed(e)),
-            None => Ok(acked.len()),
-        }
-    }
-}
-
-/// Publishes one partition's events in order, each after the previous one's
-/// ack; stops at the first failure so nothing overtakes it.
-async fn publish_in_order(
-    js: jetstream::Context,
-    settings: RelaySettings,
-    events: Vec<PendingEvent>,
-) -> PartitionResult {
-    let mut result = PartitionResult { acked: vec![], duplicates: 0, error: None };
-    for event in events {
-        match publish(&js, &settings, &event).await {
-            Ok(ack) => {
-                if ack.duplicate {
-                    result.duplicates += 1;
-                }
-                result.acked.push(event.seq);
-            }
-            Err(e) => {
-                result.error = Some(e.context(format!("publishing {} event {}", event.event_type, event.id)));
-                break;
-            }
-        }
-    }
-    result
-}
-
-async fn publish(
-    js: &jetstream::Context,
-    settings: &RelaySettings,
-    event: &PendingEvent,
-) -> anyhow::Result<jetstream::publish::PublishAck> {
-    let headers = cloud_event_headers(settings, event)?;
-    let ack = js
-        .publish_with_headers(settings.subject(&event.event_type), headers, event.payload.clone().into())
-        .await?
-        .await?;
-    Ok(ack)
-}
-
-/// CloudEvents binary mode over NATS: attributes as `ce-` headers, plus the
-/// event id as `Nats-Msg-Id` for JetStream's de-duplication.
-fn cloud_event_headers(settings: &RelaySettings, event: &PendingEvent) -> anyhow::Result<HeaderMap> {
-    let id = event.id.to_string();
-    let time = event.create_time.format(&Rfc3339)?;
-    let mut headers = HeaderMap::new();
-    headers.insert(header::NATS_MESSAGE_ID, id.as_str());
-    headers.insert("ce-specversion", "1.0");
-    headers.insert("ce-id", id.as_str());
-    headers.insert("ce-type", format!("invitations.v1.{}", event.event_type).as_str());
-    headers.insert("ce-source", settings.source.as_str());
-    headers.insert("ce-time", time.as_str());
-    headers.insert("content-type", CONTENT_TYPE);
-    headers.insert("ce-dataschema", DATA_SCHEMA);
-    Ok(headers)
-}
-
-/// The payload's media type.
-pub const CONTENT_TYPE: &str = "application/protobuf";
-/// Names the payload's message type (the descriptor is in the server's
-/// reflection service and in proto/invitations/v1/events.proto).
-pub const DATA_SCHEMA: &str = "proto:invitations.v1.InvitationEvent";
 
 #[cfg(test)]
 mod tests {
