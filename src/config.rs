@@ -209,7 +209,7 @@ pub struct EventArgs {
     pub outbox_batch_size: u32,
 
     /// The relay also looks for events this often (a safety net: commits
-    /// wake it at once through Postgres LISTEN/NOTIFY).
+    /// wake it at once, in process or through Postgres LISTEN/NOTIFY).
     #[arg(long, env = "INVITATIONS_OUTBOX_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub outbox_poll_interval: Duration,
 

@@ -1,12 +1,15 @@
-//! The outbox as operators see it: the maintenance task every replica runs
-//! (backlog gauges and log lines, pruning of sent events) and the
-//! `invitations outbox` command (backlog report, replay). Publishing is the
-//! relay's (`relay`); writing events is `store::outbox::append`'s.
+//! The outbox around its SQL: the [`Waker`] that tells relays about commits,
+//! the maintenance task every replica runs (backlog gauges and log lines,
+//! pruning of sent events) and the `invitations outbox` command (backlog
+//! report, replay). Publishing is the relay's (`relay`); writing events is
+//! `store::outbox::append`'s.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
 use crate::config::{OutboxAction, OutboxArgs};
 use crate::events::EventType;
@@ -17,6 +20,45 @@ use crate::telemetry::{OutboxMetrics, OutboxStats};
 const PRUNE_BATCH: i64 = 10_000;
 /// A non-empty backlog is logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// At most one cross-replica NOTIFY per this interval: each one takes
+/// Postgres's notify lock, which serializes commits.
+const BROADCAST_EVERY: Duration = Duration::from_millis(50);
+
+/// Tells relays that events were committed: this replica's relay at once (in
+/// process), the other replicas' through one debounced Postgres `NOTIFY`
+/// ([`broadcast`]). Call [`Waker::committed`] after a commit that appended
+/// events; spare calls only cost an empty relay round.
+#[derive(Clone, Default)]
+pub struct Waker {
+    local: Arc<Notify>,
+    others: Arc<Notify>,
+}
+
+impl Waker {
+    pub fn committed(&self) {
+        self.local.notify_one();
+        self.others.notify_one();
+    }
+
+    /// What this replica's relay waits on.
+    pub fn local(&self) -> Arc<Notify> {
+        self.local.clone()
+    }
+}
+
+/// Sends the NOTIFYs for [`Waker::committed`], at most one per
+/// [`BROADCAST_EVERY`] (commits in between share it).
+pub async fn broadcast(pool: PgPool, waker: Waker) {
+    loop {
+        waker.others.notified().await;
+        let sent = async { outbox::notify(&mut *pool.acquire().await?).await };
+        if let Err(e) = sent.await {
+            tracing::debug!(error = %e, "outbox: NOTIFY failed; other relays will poll");
+        }
+        tokio::time::sleep(BROADCAST_EVERY).await;
+    }
+}
 
 /// What the maintenance task does and how often.
 #[derive(Debug, Clone, Copy)]

@@ -94,26 +94,29 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         .events
         .events_include_codes
         .then(|| CodeDisclosure { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() });
+    let waker = outbox::Waker::default();
     let service = Arc::new(
         Invitations::new(pool.clone(), codes, PageTokens::new(&secret))
             .with_metrics(metrics.domain.clone())
             .with_reservations(reservations)
-            .with_code_disclosure(code_disclosure),
+            .with_code_disclosure(code_disclosure)
+            .with_waker(waker.clone()),
     );
     // Background work, aborted at exit. Any of it may die with the process at
     // any point: each step is one transaction, redone by the next run.
     let mut background = tokio::task::JoinSet::new();
     if !args.reservation_sweep_interval.is_zero() {
-        background.spawn(sweep_lapsed_reservations(pool.clone(), args.reservation_sweep_interval));
+        background.spawn(sweep_lapsed_reservations(pool.clone(), args.reservation_sweep_interval, waker.clone()));
     }
     if !args.expiry_sweep_interval.is_zero() {
-        background.spawn(sweep_expired_invitations(pool.clone(), args.expiry_sweep_interval));
+        background.spawn(sweep_expired_invitations(pool.clone(), args.expiry_sweep_interval, waker.clone()));
     }
     let maintenance = Maintenance {
         interval: args.events.outbox_stats_interval.max(Duration::from_millis(10)),
         retention: args.events.outbox_retention,
     };
     background.spawn(outbox::maintain(pool.clone(), maintenance, metrics.outbox.clone()));
+    background.spawn(outbox::broadcast(pool.clone(), waker.clone()));
     let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
     let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view));
 
@@ -126,7 +129,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     match relay_settings {
         Some(settings) => {
             tracing::info!(stream = %settings.stream, prefix = %settings.subject_prefix, "relaying events to NATS");
-            background.spawn(relay::run(pool.clone(), settings, health_reporter.clone(), metrics.outbox.clone()));
+            let wake = waker.local();
+            background.spawn(relay::run(pool.clone(), settings, health_reporter.clone(), metrics.outbox.clone(), wake));
         }
         None => tracing::info!("no NATS_URL: events wait in the outbox (see `invitations outbox`)"),
     }

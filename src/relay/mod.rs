@@ -11,9 +11,9 @@
 //! mid-round rolls back: its events stay pending and are published again,
 //! with the same `Nats-Msg-Id`, which JetStream's duplicate window drops.
 //!
-//! Wake-ups: Postgres `NOTIFY` at every commit that appended events (the
-//! relay `LISTEN`s), the NATS client reconnecting, and a slow poll as a
-//! safety net. While the broker fails, rounds are retried with exponential
+//! Wake-ups: this replica's commits (in process, `outbox::Waker`), other
+//! replicas' commits (a debounced Postgres `NOTIFY`; the relay `LISTEN`s),
+//! the NATS client reconnecting, and a slow poll as a safety net. While the broker fails, rounds are retried with exponential
 //! backoff (100 ms doubling up to `--outbox-max-backoff`); calls are not
 //! affected. Health: the `outbox-relay` service name is SERVING while rounds
 //! succeed, NOT_SERVING while they fail.
@@ -91,10 +91,17 @@ impl RelaySettings {
     }
 }
 
-/// Runs the relay until the task is dropped.
-pub async fn run(pool: PgPool, settings: RelaySettings, health: HealthReporter, metrics: OutboxMetrics) {
+/// Runs the relay until the task is dropped. `wake` is notified after this
+/// replica's commits (`outbox::Waker::local`); the relay also notifies it
+/// for other replicas' commits (LISTEN).
+pub async fn run(
+    pool: PgPool,
+    settings: RelaySettings,
+    health: HealthReporter,
+    metrics: OutboxMetrics,
+    wake: Arc<Notify>,
+) {
     health.set_service_status(HEALTH_NAME, ServingStatus::NotServing).await;
-    let wake = Arc::new(Notify::new());
     let reconnected = Arc::new(Notify::new());
     let on_event = reconnected.clone();
     let options = async_nats::ConnectOptions::new()

@@ -16,10 +16,10 @@ use super::*;
 const BATCH: i64 = 1000;
 
 /// Sweeps every `interval` until the task is dropped.
-pub async fn sweep_expired_invitations(pool: sqlx::PgPool, interval: Duration) {
+pub async fn sweep_expired_invitations(pool: sqlx::PgPool, interval: Duration, waker: Waker) {
     loop {
         tokio::time::sleep(interval).await;
-        match sweep_expired(&pool).await {
+        match sweep_expired(&pool, &waker).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "announced expired invitations"),
             Err(e) => tracing::warn!(error = %e, "sweeping expired invitations failed; retrying next interval"),
@@ -29,7 +29,7 @@ pub async fn sweep_expired_invitations(pool: sqlx::PgPool, interval: Duration) {
 
 /// One sweep, in batches until none are left; returns how many expired
 /// with uses left (fully used or revoked ones are marked, not announced).
-async fn sweep_expired(pool: &sqlx::PgPool) -> Result<usize, sqlx::Error> {
+async fn sweep_expired(pool: &sqlx::PgPool, waker: &Waker) -> Result<usize, sqlx::Error> {
     let mut announced = 0;
     loop {
         let mut tx = pool.begin().await?;
@@ -38,6 +38,9 @@ async fn sweep_expired(pool: &sqlx::PgPool) -> Result<usize, sqlx::Error> {
             swept.iter().filter(|i| i.uses < i.max_uses && i.revoke_time.is_none()).cloned().collect();
         outbox::append(&mut tx, &events::expired(&expired)).await?;
         tx.commit().await?;
+        if !expired.is_empty() {
+            waker.committed();
+        }
         announced += expired.len();
         if (swept.len() as i64) < BATCH {
             return Ok(announced);

@@ -25,6 +25,7 @@ use crate::domain::{Invitation, Member, RequestId, State, UserId};
 use crate::email::{Binding, Email};
 use crate::error::Error;
 use crate::events::{self, CodeDisclosure, Event};
+use crate::outbox::Waker;
 use crate::page_token::PageTokens;
 use crate::store::{self, graph, idempotency, invitations, outbox};
 use crate::telemetry::DomainMetrics;
@@ -145,6 +146,8 @@ pub struct Invitations {
     pub(crate) reservations: ReservationSettings,
     /// Codes and links in minted events (`--events-include-codes`).
     pub(crate) code_disclosure: Option<CodeDisclosure>,
+    /// Told after every commit that appended events.
+    pub(crate) waker: Waker,
 }
 
 impl Invitations {
@@ -156,7 +159,13 @@ impl Invitations {
             metrics: DomainMetrics::disabled(),
             reservations: ReservationSettings::default(),
             code_disclosure: None,
+            waker: Waker::default(),
         }
+    }
+
+    /// Wakes relays through `waker` after commits that appended events.
+    pub fn with_waker(self, waker: Waker) -> Self {
+        Self { waker, ..self }
     }
 
     /// Puts codes and links into minted events (off unless the operator asks).
@@ -206,6 +215,7 @@ impl Invitations {
             }
         }
         tx.commit().await?;
+        self.waker.committed();
         Ok(Answer::Fresh(answer))
     }
 }

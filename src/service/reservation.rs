@@ -125,6 +125,7 @@ impl Invitations {
         };
         outbox::append(&mut tx, &[Event::reservation(&reservation, &(&invitation).into())]).await?;
         tx.commit().await?;
+        self.waker.committed();
         tracing::info!(invitation_id = %reservation.invitation_id, "released a reservation");
         Ok(Reserved { reservation, inviter_id: invitation.inviter_id })
     }
@@ -234,7 +235,7 @@ pub(super) async fn take_use(
 /// `reservation.lapsed` events in the same transaction. Tidying and events
 /// only: nothing else waits for it. Replicas may all run it: each lease is
 /// marked (and announced) by exactly one of them.
-pub async fn sweep_lapsed_reservations(pool: sqlx::PgPool, interval: Duration) {
+pub async fn sweep_lapsed_reservations(pool: sqlx::PgPool, interval: Duration, waker: Waker) {
     const BATCH: i64 = 1000;
     loop {
         tokio::time::sleep(interval).await;
@@ -246,6 +247,9 @@ pub async fn sweep_lapsed_reservations(pool: sqlx::PgPool, interval: Duration) {
                 let emitted: Vec<Event> = lapsed.iter().map(|l| Event::reservation(&l.reservation, &l.owner)).collect();
                 outbox::append(&mut tx, &emitted).await?;
                 tx.commit().await?;
+                if !emitted.is_empty() {
+                    waker.committed();
+                }
                 total += lapsed.len();
                 if (lapsed.len() as i64) < BATCH {
                     return Ok::<_, sqlx::Error>(total);

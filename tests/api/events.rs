@@ -260,9 +260,16 @@ async fn consumer_receives_exactly_the_committed_changes_with_headers_and_payloa
 #[tokio::test]
 async fn a_rolled_back_change_emits_nothing() {
     let nats = NatsServer::start().await;
-    let app = spawn(relay_args(&nats), None).await;
+    // Two replicas on one database: `relay` publishes (and polls only hourly),
+    // `app` takes the calls without a broker, so its commits reach the relay
+    // only through the outbox's NOTIFY.
+    let mut args = relay_args(&nats);
+    args.extend(["--outbox-poll-interval", "1h"].map(String::from));
+    let relay = spawn(args, None).await;
+    wait_relay(&relay, ServingStatus::Serving).await;
+    let app = spawn(vec![], Some(relay.db.url.clone())).await;
     let consumer = nats.consumer().await;
-    let pool = app.pool().await;
+    let pool = relay.pool().await;
     // Make the commit itself fail for one invitee: the redeem's every
     // statement (the outbox insert included) succeeds, then COMMIT aborts.
     sqlx::raw_sql(
@@ -281,7 +288,7 @@ async fn a_rolled_back_change_emits_nothing() {
     app.redeem(&inv.code, "bo").await.expect("a committed redeem");
 
     let events = consumer.wait_for(2, WAIT).await;
-    wait_until(WAIT, "the outbox to drain", || async { outbox_rows(&app).await.1 == 0 }).await;
+    wait_until(WAIT, "the outbox to drain", || async { outbox_rows(&relay).await.1 == 0 }).await;
     let events_now = consumer.read_all().await;
     assert_eq!(events_now.len(), 2, "{:?}", events.iter().map(Received::kind).collect::<Vec<_>>());
     assert_eq!(events_now[0].kind(), "minted");
@@ -289,7 +296,7 @@ async fn a_rolled_back_change_emits_nothing() {
         Payload::Redeemed(r) => assert_eq!(r.invitee_id, "bo"),
         other => panic!("expected the committed redeem, got {other:?}"),
     }
-    assert_eq!(outbox_rows(&app).await.0, 2, "no row of the rolled-back change");
+    assert_eq!(outbox_rows(&relay).await.0, 2, "no row of the rolled-back change");
     pool.close().await;
 }
 
