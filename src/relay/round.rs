@@ -67,7 +67,7 @@ impl Relay {
             .with_context(|| format!("creating or looking up stream {}", self.settings.stream))?;
         let info = stream.info().await.context("reading the stream's configuration")?;
         let subjects = &info.config.subjects;
-        if !subjects.iter().any(|s| s == &wanted || s == ">") {
+        if !subjects.iter().any(|s| covers(s, &wanted)) {
             anyhow::bail!(
                 "stream {} takes subjects {subjects:?}, not {wanted}: fix --nats-subject-prefix or the stream",
                 self.settings.stream
@@ -121,6 +121,22 @@ impl Relay {
         match first_error {
             Some(e) => Err(RoundError::Failed(e)),
             None => Ok(acked.len()),
+        }
+    }
+}
+
+/// Whether the stream subject `pattern` takes every subject `wanted` (which
+/// may end in `>`) matches, token by token (`*` one token, `>` the rest).
+fn covers(pattern: &str, wanted: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut w = wanted.split('.');
+    loop {
+        match (p.next(), w.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
         }
     }
 }
@@ -189,6 +205,17 @@ pub const DATA_SCHEMA: &str = "proto:invitations.v1.InvitationEvent";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_subjects_cover_the_prefix() {
+        assert!(covers("invitations.v1.>", "invitations.v1.>"));
+        assert!(covers(">", "invitations.v1.>"));
+        assert!(covers("invitations.>", "invitations.v1.>"));
+        assert!(covers("*.v1.>", "invitations.v1.>"));
+        assert!(!covers("invitations.v1.*", "invitations.v1.>"), "misses reservation.lapsed");
+        assert!(!covers("invitations.v2.>", "invitations.v1.>"));
+        assert!(!covers("invitations.v1", "invitations.v1.>"));
+    }
 
     #[test]
     fn headers_are_cloud_events_with_the_dedup_id() {
