@@ -102,6 +102,20 @@ pub async fn run(
     wake: Arc<Notify>,
 ) {
     health.set_service_status(HEALTH_NAME, ServingStatus::NotServing).await;
+    // One task: dropping it (shutdown) stops the listener and the client too.
+    tokio::select! {
+        () = listen(pool.clone(), wake.clone()) => {}
+        () = relay(pool, settings, health, metrics, wake) => {}
+    }
+}
+
+async fn relay(
+    pool: PgPool,
+    settings: RelaySettings,
+    health: HealthReporter,
+    metrics: OutboxMetrics,
+    wake: Arc<Notify>,
+) {
     let reconnected = Arc::new(Notify::new());
     let on_event = reconnected.clone();
     let options = async_nats::ConnectOptions::new()
@@ -129,7 +143,6 @@ pub async fn run(
         }
     };
     let js = jetstream::ContextBuilder::new().timeout(settings.publish_timeout).build(client);
-    let _listener = tokio::spawn(listen(pool.clone(), wake.clone()));
     let relay = Relay { pool, settings, js, metrics };
 
     let mut backoff = MIN_BACKOFF;
