@@ -69,6 +69,9 @@ impl RelaySettings {
         if args.nats_stream.is_empty() || args.nats_stream.contains(['.', '*', '>', ' ', '/', '\\']) {
             anyhow::bail!("--nats-stream must be a JetStream stream name (no dots, spaces or wildcards)");
         }
+        if args.events_source.trim().is_empty() {
+            anyhow::bail!("--events-source (CloudEvents ce-source) must not be empty");
+        }
         if args.outbox_batch_size == 0 {
             anyhow::bail!("--outbox-batch-size must be positive");
         }
