@@ -111,3 +111,20 @@ ensure_nats() {
   export NATS_SERVER_BIN="$bin"
   log "nats-server for the tests: $bin ($("$bin" --version 2>&1))"
 }
+
+# The server secret: INVITATIONS_SECRET if set, else a development secret
+# kept in .data/dev-secret (made once, so codes stay usable across restarts).
+# Never use it in production: codes are sealed under this secret.
+ensure_dev_secret() {
+  if [ -n "${INVITATIONS_SECRET:-}" ]; then
+    return
+  fi
+  mkdir -p "$data_dir"
+  if [ ! -s "$data_dir/dev-secret" ]; then
+    (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$data_dir/dev-secret")
+    log "generated a development secret in .data/dev-secret"
+  fi
+  INVITATIONS_SECRET=$(cat "$data_dir/dev-secret")
+  export INVITATIONS_SECRET
+  log "using the development secret in .data/dev-secret (set INVITATIONS_SECRET in production)"
+}

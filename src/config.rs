@@ -38,6 +38,12 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Show the outbox backlog (events not yet published), or replay events.
     Outbox(OutboxArgs),
+    /// Rewrite every code and stored answer under the current secret (after a
+    /// rotation: `--secret NEW --previous-secrets OLD`), report what is left, and exit.
+    Rekey(RekeyArgs),
+    /// Print the SHA-256 (hex) of a caller token read from standard input, for
+    /// `--caller-tokens`; with `--generate`, make a new random token and print both.
+    HashToken(HashTokenArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -77,6 +83,48 @@ fn parse_rfc3339(value: &str) -> Result<time::OffsetDateTime, String> {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// Server secret (at least 32 bytes; all replicas share it). Codes are
+    /// looked up by keyed hashes and kept encrypted under keys derived from
+    /// it, as are IP hashes and page tokens: losing it makes stored codes
+    /// unusable. `scripts/run` generates a development one under `.data/`.
+    #[arg(long, env = "INVITATIONS_SECRET", hide_env_values = true)]
+    pub secret: String,
+
+    /// Secrets being rotated out, comma-separated: what was stored under them
+    /// stays readable until `invitations rekey` (or the start-up rekey) has
+    /// moved it to `--secret`.
+    #[arg(long, env = "INVITATIONS_PREVIOUS_SECRETS", hide_env_values = true, value_delimiter = ',')]
+    pub previous_secrets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HashTokenArgs {
+    /// Generate a new random token (printed once) instead of reading one.
+    #[arg(long)]
+    pub generate: bool,
+}
+
+/// What an abuse check does when it fires: `block` refuses the call, `flag`
+/// allows it and records the signal on the redemption, `off` does not check.
+// No doc comments on the variants: clap would print them as a list, which
+// the settings table (scripts/settings.py) does not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckMode {
+    Block,
+    Flag,
+    Off,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Postgres connection URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -101,6 +149,12 @@ pub struct ServeArgs {
     #[arg(long, env = "INVITATIONS_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
 
+    /// Optional plaintext gRPC listener serving only grpc.health.v1 (and no
+    /// credentials needed), for Kubernetes' native gRPC probes, which cannot
+    /// speak TLS, when `--listen` serves TLS.
+    #[arg(long, env = "INVITATIONS_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -121,11 +175,8 @@ pub struct ServeArgs {
     #[arg(long, env = "INVITATIONS_CODE_PREFIX", default_value = "")]
     pub code_prefix: String,
 
-    /// Server secret (at least 32 bytes) from which page-token keys are
-    /// derived. Unset: a random one per process (tokens then do not survive
-    /// restarts or cross replicas).
-    #[arg(long, env = "INVITATIONS_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
 
     /// How often health pings the database.
     #[arg(long, env = "INVITATIONS_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -143,6 +194,18 @@ pub struct ServeArgs {
     /// Serve gRPC server reflection (v1 and v1alpha).
     #[arg(long, env = "INVITATIONS_REFLECTION", default_value_t = true, action = ArgAction::Set)]
     pub reflection: bool,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub abuse: AbuseArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Lease of a Reserve call that names no ttl.
     #[arg(long, env = "INVITATIONS_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
@@ -231,4 +294,114 @@ pub struct EventArgs {
     /// the events sent (a crash at the worst moment). Hidden from --help.
     #[arg(long, hide = true, default_value_t = false)]
     pub outbox_test_crash_after_publish: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Callers allowed in with a bearer token: `name:scopes:sha256hex`
+    /// entries separated by commas or whitespace; scopes are `admin`, `signup`,
+    /// `read`, joined with `+`. Only the SHA-256 of each token is configured
+    /// (`invitations hash-token`).
+    #[arg(long, env = "INVITATIONS_CALLER_TOKENS", hide_env_values = true, default_value = "")]
+    pub caller_tokens: String,
+
+    /// Callers allowed in with a TLS client certificate (needs
+    /// `--tls-client-ca`): `identity:scopes` entries, the identity being a
+    /// DNS or URI subject alternative name, or the common name, of the certificate.
+    #[arg(long, env = "INVITATIONS_CLIENT_IDENTITIES", default_value = "")]
+    pub client_identities: String,
+
+    /// Serve without caller credentials on a non-loopback address (every call
+    /// allowed). Without credentials and without this flag, the service only
+    /// listens on loopback.
+    #[arg(long, env = "INVITATIONS_INSECURE_ALLOW_UNAUTHENTICATED", default_value_t = false, action = ArgAction::Set)]
+    pub insecure_allow_unauthenticated: bool,
+
+    /// Let anyone call reflection (list and describe the API). Otherwise,
+    /// once credentials are configured, reflection needs an authenticated caller.
+    #[arg(long, env = "INVITATIONS_REFLECTION_PUBLIC", default_value_t = false, action = ArgAction::Set)]
+    pub reflection_public: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain to serve gRPC over TLS (with `--tls-key`).
+    #[arg(long, env = "INVITATIONS_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "INVITATIONS_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA certificate(s) that client certificates must chain to (mutual
+    /// TLS). Clients without a certificate may still present a token.
+    #[arg(long, env = "INVITATIONS_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AbuseArgs {
+    /// Redeem and Reserve from an IP prefix that already redeemed within
+    /// `--abuse-ip-window`: `block` (IP_ALREADY_USED), `flag` or `off`.
+    #[arg(long, env = "INVITATIONS_ABUSE_IP_REUSE", value_enum, default_value_t = CheckMode::Flag)]
+    pub abuse_ip_reuse: CheckMode,
+
+    /// How long a redemption's IP prefix is kept (hashed) and counts for
+    /// the IP checks; dropped afterwards.
+    #[arg(long, env = "INVITATIONS_ABUSE_IP_WINDOW", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub abuse_ip_window: Duration,
+
+    /// IPv4 prefix length that counts as one IP (32: the address; 24: its /24).
+    #[arg(long, env = "INVITATIONS_ABUSE_IPV4_PREFIX", value_name = "BITS", default_value_t = 32, value_parser = clap::value_parser!(u8).range(8..=32))]
+    pub abuse_ipv4_prefix: u8,
+
+    /// IPv6 prefix length that counts as one IP (64: one subscriber's network).
+    #[arg(long, env = "INVITATIONS_ABUSE_IPV6_PREFIX", value_name = "BITS", default_value_t = 64, value_parser = clap::value_parser!(u8).range(16..=128))]
+    pub abuse_ipv6_prefix: u8,
+
+    /// Invitee redeeming from the IP prefix the inviter joined from (within
+    /// the window): `block` (SAME_IP_AS_INVITER), `flag` or `off`.
+    #[arg(long, env = "INVITATIONS_ABUSE_SAME_IP", value_enum, default_value_t = CheckMode::Flag)]
+    pub abuse_same_ip: CheckMode,
+
+    /// E-mail at a disposable domain (bundled list plus
+    /// `--disposable-domains`): `block` (DISPOSABLE_EMAIL), `flag` or `off`.
+    #[arg(long, env = "INVITATIONS_ABUSE_DISPOSABLE_EMAIL", value_enum, default_value_t = CheckMode::Block)]
+    pub abuse_disposable_email: CheckMode,
+
+    /// More disposable domains (comma-separated), added to the bundled list.
+    #[arg(long, env = "INVITATIONS_DISPOSABLE_DOMAINS", default_value = "")]
+    pub disposable_domains: String,
+
+    /// Failed Redeem/CheckCode/Reserve attempts (well-formed codes or
+    /// reservation ids that do not exist) per client IP prefix and per
+    /// invitee: `block` (RESOURCE_EXHAUSTED once over the limit, for every
+    /// attempt until the window ends), `flag` or `off`.
+    #[arg(long, env = "INVITATIONS_ABUSE_ATTEMPTS", value_enum, default_value_t = CheckMode::Block)]
+    pub abuse_attempts: CheckMode,
+
+    /// Failed attempts allowed per window, per client IP prefix and per invitee.
+    #[arg(long, env = "INVITATIONS_ATTEMPT_LIMIT", default_value_t = 5)]
+    pub attempt_limit: u32,
+
+    /// The window of `--attempt-limit`.
+    #[arg(long, env = "INVITATIONS_ATTEMPT_WINDOW", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub attempt_window: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Calls served at once (health excluded); more are refused at once with
+    /// UNAVAILABLE (reason OVERLOADED) instead of queueing.
+    #[arg(long, env = "INVITATIONS_MAX_CONCURRENT_CALLS", default_value_t = 512)]
+    pub max_concurrent_calls: usize,
+
+    /// Longest a call may run; a shorter client deadline (grpc-timeout) wins.
+    #[arg(long, env = "INVITATIONS_MAX_CALL_TIME", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_call_time: Duration,
+
+    /// Largest request message accepted, in bytes (OUT_OF_RANGE beyond, from
+    /// the decoder). The default fits a Mint of 10,000 ids of 128 bytes.
+    #[arg(long, env = "INVITATIONS_MAX_REQUEST_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_request_bytes: usize,
 }

@@ -120,11 +120,16 @@ pub enum State {
     Expired,
 }
 
-/// An invitation as stored. `code` is canonical (see `code::InvitationCode`).
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// An invitation as stored. The store reads the code sealed; the service
+/// opens it into `code` (canonical, see `code::InvitationCode`), which stays
+/// empty if its secret is no longer configured.
+#[derive(Clone, sqlx::FromRow)]
 pub struct Invitation {
     pub id: Uuid,
+    #[sqlx(skip)]
     pub code: String,
+    pub code_ciphertext: Option<Vec<u8>>,
+    pub code_key_id: Option<i32>,
     pub inviter_id: Option<String>,
     pub last_invitee_id: Option<String>,
     pub uses: i32,
@@ -142,6 +147,8 @@ pub struct Invitation {
     /// Set on bound invitations; the digest tests a presented address.
     pub binding: Option<BindingKind>,
     pub binding_digest: Option<Vec<u8>>,
+    /// Abuse signals raised on any of its redemptions (names of `abuse::Flag`).
+    pub abuse_flags: Vec<String>,
 }
 
 impl Invitation {
@@ -257,6 +264,8 @@ mod tests {
         Invitation {
             id: Uuid::now_v7(),
             code: String::new(),
+            code_ciphertext: None,
+            code_key_id: None,
             inviter_id: None,
             last_invitee_id: None,
             uses,
@@ -273,6 +282,7 @@ mod tests {
             revoked_by: None,
             binding: None,
             binding_digest: None,
+            abuse_flags: Vec::new(),
         }
     }
 

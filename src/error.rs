@@ -52,6 +52,17 @@ pub enum Error {
     /// Never says which address or domain the invitation is bound to.
     #[error("the invitation is bound to an e-mail address or domain, and the one presented does not match")]
     EmailMismatch,
+    /// The client's IP prefix already redeemed within the IP window.
+    #[error("an invitation was already redeemed from this network recently")]
+    IpAlreadyUsed,
+    /// The invitee redeems from the IP prefix the inviter joined from.
+    #[error("the invitee and the inviter use the same network")]
+    SameIpAsInviter,
+    #[error("e-mail addresses at disposable domains cannot redeem invitations")]
+    DisposableEmail,
+    /// Too many failed attempts from this client IP or for this invitee.
+    #[error("too many failed attempts; retry later")]
+    TooManyAttempts { retry_after: time::Duration },
     #[error("{what} not found")]
     NotFound { what: &'static str, field: &'static str },
     /// The request_id was used before with a different request.
@@ -92,6 +103,10 @@ impl Error {
             Error::ReservationReleased => "RESERVATION_RELEASED",
             Error::ReservationCompleted => "RESERVATION_COMPLETED",
             Error::EmailMismatch => "EMAIL_MISMATCH",
+            Error::IpAlreadyUsed => "IP_ALREADY_USED",
+            Error::SameIpAsInviter => "SAME_IP_AS_INVITER",
+            Error::DisposableEmail => "DISPOSABLE_EMAIL",
+            Error::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
             Error::Unavailable(_) => "UNAVAILABLE",

@@ -9,6 +9,8 @@
 //! `server` wires it up on listeners the caller owns; `telemetry` holds logs,
 //! traces and metrics; `main.rs` only parses flags and sets up telemetry.
 
+pub mod abuse;
+pub mod auth;
 pub mod code;
 pub mod config;
 pub mod domain;
@@ -25,5 +27,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
+pub mod vault;
 
 pub use error::Error;

@@ -1,7 +1,7 @@
-//! Wiring: the pool, migrations, health, reflection, telemetry and the gRPC
-//! service on listeners the caller provides (gRPC and admin), until the
-//! caller's shutdown future fires. Tests start it on `127.0.0.1:0`; `main` on
-//! the configured addresses.
+//! Wiring: the pool, migrations, health, reflection, telemetry, caller
+//! authentication, TLS, load shedding and the gRPC service on listeners the
+//! caller provides (gRPC and admin), until the caller's shutdown future
+//! fires. Tests start it on `127.0.0.1:0`; `main` on the configured addresses.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,19 +13,28 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::abuse::AbuseSettings;
+use crate::auth::{AuthLayer, Callers, auth_layer_policy};
 use crate::code::{CodeGenerator, validate_prefix};
 use crate::config::ServeArgs;
 use crate::events::CodeDisclosure;
 use crate::grpc::InvitationApi;
 use crate::grpc::convert::View;
+use crate::grpc::overload::OverloadLayer;
 use crate::outbox::Maintenance;
 use crate::page_token::PageTokens;
 use crate::pb;
 use crate::relay::RelaySettings;
-use crate::secret::Secret;
-use crate::service::{Invitations, ReservationSettings, sweep_expired_invitations, sweep_lapsed_reservations};
+use crate::secret::Secrets;
+use crate::service::{
+    Invitations, ReservationSettings, rekey, sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
+};
 use crate::telemetry::{self, Metrics, RpcLayer};
+use crate::vault::Vault;
 use crate::{outbox, relay, store};
+
+/// How often expired IP hashes and attempt counters are deleted.
+const ABUSE_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
 /// The sockets the server answers on, bound by the caller.
 pub struct Listeners {
@@ -65,13 +74,15 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     if !args.link_template.contains("{code}") {
         anyhow::bail!("the link template must contain {{code}}");
     }
-    let secret = match &args.secret {
-        Some(s) => Secret::parse(s).map_err(anyhow::Error::msg)?,
-        None => {
-            tracing::warn!("no INVITATIONS_SECRET set: page tokens use a per-process key");
-            Secret::ephemeral().context("OS random source")?
-        }
-    };
+    let secrets = Secrets::parse(&args.secrets.secret, &args.secrets.previous_secrets).map_err(anyhow::Error::msg)?;
+    let vault = Arc::new(Vault::new(&secrets));
+    let callers = Callers::parse(&args.auth.caller_tokens, &args.auth.client_identities).map_err(anyhow::Error::msg)?;
+    let tls = crate::tls::server_config(&args.tls)?;
+    if callers.has_identities() && args.tls.tls_client_ca.is_none() {
+        anyhow::bail!("--client-identities needs --tls-client-ca (client certificates are verified against it)");
+    }
+    secure_by_default(&callers, listener.local_addr()?, args.auth.insecure_allow_unauthenticated)?;
+    let abuse = Arc::new(AbuseSettings::from_args(&args.abuse).map_err(anyhow::Error::msg)?);
     let db = &args.database;
     let pool = store::connect_lazy(&db.database_url, db.db_max_connections, db.db_acquire_timeout)
         .context("DATABASE_URL is not a valid Postgres URL")?;
@@ -96,15 +107,18 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         .then(|| CodeDisclosure { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() });
     let waker = outbox::Waker::default();
     let service = Arc::new(
-        Invitations::new(pool.clone(), codes, PageTokens::new(&secret))
+        Invitations::new(pool.clone(), codes, PageTokens::new(&secrets), vault.clone())
             .with_metrics(metrics.domain.clone())
             .with_reservations(reservations)
+            .with_abuse(AbuseSettings::clone(&abuse))
             .with_code_disclosure(code_disclosure)
             .with_waker(waker.clone()),
     );
     // Background work, aborted at exit. Any of it may die with the process at
     // any point: each step is one transaction, redone by the next run.
     let mut background = tokio::task::JoinSet::new();
+    background.spawn(rekey_until_done(pool.clone(), vault.clone()));
+    background.spawn(sweep_abuse_records(pool.clone(), abuse, ABUSE_SWEEP_INTERVAL));
     if !args.reservation_sweep_interval.is_zero() {
         background.spawn(sweep_lapsed_reservations(pool.clone(), args.reservation_sweep_interval, waker.clone()));
     }
@@ -118,7 +132,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     background.spawn(outbox::maintain(pool.clone(), maintenance, metrics.outbox.clone()));
     background.spawn(outbox::broadcast(pool.clone(), waker.clone()));
     let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
-    let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view));
+    let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view))
+        .max_decoding_message_size(args.limits.max_request_bytes);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, ServingStatus::NotServing).await;
@@ -144,9 +159,16 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let reflection_on = args.reflection;
+    let auth = AuthLayer::new(auth_layer_policy(callers, args.auth.reflection_public));
 
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, "serving gRPC");
+    tracing::info!(address = %local, tls = tls.is_some(), "serving gRPC");
+
+    let (stop_probe, probe_stopped) = tokio::sync::watch::channel(false);
+    let probe_task = match args.health_listen {
+        Some(address) => Some(serve_health_only(address, health_service.clone(), probe_stopped).await?),
+        None => None,
+    };
 
     let reporter = health_reporter.clone();
     let shutdown_delay = args.shutdown_delay;
@@ -161,8 +183,16 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         tracing::info!("no longer taking calls; draining in-flight ones");
     };
 
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
+        // A client's grpc-timeout is honoured (a shorter one wins over this cap).
+        .timeout(args.limits.max_call_time)
         .layer(RpcLayer::new(metrics.rpc.clone()))
+        .layer(OverloadLayer::new(args.limits.max_concurrent_calls))
+        .layer(auth)
         .add_service(health_service)
         .add_optional_service(reflection_on.then_some(reflection_v1))
         .add_optional_service(reflection_on.then_some(reflection_v1alpha))
@@ -183,6 +213,10 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         }
     };
     health_task.abort();
+    let _ = stop_probe.send(true);
+    if let Some(task) = probe_task {
+        let _ = task.await;
+    }
     background.shutdown().await;
     let _ = stop_admin.send(());
     let _ = admin_task.await;
@@ -190,6 +224,84 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     pool.close().await;
     tracing::info!("stopped");
     result
+}
+
+/// The plaintext health-only listener (`--health-listen`): the same health
+/// reporter as the main port, nothing else, until `stopped` turns true.
+async fn serve_health_only<S>(
+    address: std::net::SocketAddr,
+    health: S,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>>
+where
+    S: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let listener = TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving plaintext health");
+    let server = tonic::transport::Server::builder().add_service(health).serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        },
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "the health listener failed");
+        }
+    }))
+}
+
+/// Secure by default: without caller credentials every call is allowed, so
+/// the listener must be loopback unless the operator says otherwise.
+fn secure_by_default(callers: &Callers, local: std::net::SocketAddr, insecure: bool) -> anyhow::Result<()> {
+    if !callers.is_empty() {
+        return Ok(());
+    }
+    if local.ip().is_loopback() {
+        tracing::warn!(
+            address = %local,
+            "no caller credentials configured (--caller-tokens, --client-identities): every call is allowed; \
+             listening on loopback only"
+        );
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(
+            address = %local,
+            "no caller credentials configured and --insecure-allow-unauthenticated: anyone who reaches this \
+             address may call every RPC"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {local} without caller credentials: configure --caller-tokens or \
+         --client-identities, listen on loopback, or pass --insecure-allow-unauthenticated"
+    )
+}
+
+/// Moves codes and stored answers onto the current secret in the background
+/// (plaintext rows from before they were sealed, rows under previous
+/// secrets), retrying while the database is away.
+async fn rekey_until_done(pool: sqlx::PgPool, vault: Arc<Vault>) {
+    loop {
+        match rekey::run(&pool, &vault).await {
+            Ok(report) => {
+                rekey::log_report(&report);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "rekeying stored codes failed; retrying in 5s"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 fn reservation_settings(args: &ServeArgs) -> anyhow::Result<ReservationSettings> {

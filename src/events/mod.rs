@@ -241,6 +241,8 @@ mod tests {
         Invitation {
             id: Uuid::now_v7(),
             code: "ABCDEFGHJKMNPQR2".into(),
+            code_ciphertext: None,
+            code_key_id: None,
             inviter_id: inviter.map(str::to_owned),
             last_invitee_id: None,
             uses: 0,
@@ -257,6 +259,7 @@ mod tests {
             revoked_by: None,
             binding: None,
             binding_digest: None,
+            abuse_flags: Vec::new(),
         }
     }
 

@@ -66,6 +66,7 @@ impl View {
             revoked_by: inv.revoked_by.clone().unwrap_or_default(),
             minted_by: inv.minted_by.clone(),
             binding: binding_pb(inv.binding) as i32,
+            abuse_flags: inv.abuse_flags.clone(),
         }
     }
 
@@ -94,6 +95,7 @@ impl View {
         let mut invitation = self.invitation(&r.invitation, OffsetDateTime::now_utc());
         invitation.invitee_id = r.invitee_id.clone();
         invitation.redeem_time = Some(timestamp(r.redeem_time));
+        invitation.abuse_flags = r.flags.clone();
         pb::RedeemResponse { invitation: Some(invitation) }
     }
 
@@ -254,7 +256,7 @@ impl View {
         let mut v = Violations::default();
         let invitee = v.check("invitee_id", UserId::parse(&r.invitee_id));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
-        v.check("client_ip", domain::parse_client_ip(&r.client_ip));
+        let client_ip = v.check("client_ip", domain::parse_client_ip(&r.client_ip)).flatten();
         let email = v.check("email", domain::parse_email(&r.email)).flatten();
         let reservation = match (r.code.is_empty(), r.reservation_id.is_empty()) {
             (true, true) => {
@@ -274,7 +276,7 @@ impl View {
             None => RedeemTarget::Code(self.parse_code("code", &r.code)?),
         };
         match invitee {
-            Some(invitee) => Ok(RedeemCommand { target, invitee, email }),
+            Some(invitee) => Ok(RedeemCommand { target, invitee, email, client_ip, over_attempt_limit: false }),
             None => Err(Error::invalid("invitee_id", "is required")),
         }
     }

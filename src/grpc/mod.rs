@@ -3,6 +3,7 @@
 //! `tonic::Status`.
 
 pub mod convert;
+pub mod overload;
 mod reservation;
 pub mod status;
 
@@ -12,10 +13,14 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use crate::domain::RequestId;
+use crate::auth::{Caller, recorded_actor};
+use crate::domain::{RequestId, UserId};
+use crate::error::Error;
 use crate::pb;
 use crate::pb::invitation_service_server::InvitationService;
+use crate::service::abuse::is_guess_failure;
 use crate::service::{Answer, CodeCheck, Idempotency, Invitations};
+use crate::service::{Attempt, MintCommand, RevokeCommand};
 use convert::View;
 use status::to_status;
 
@@ -38,6 +43,39 @@ fn request_id(value: &str) -> Result<Option<RequestId>, Status> {
     RequestId::parse_optional(value).map_err(|d| to_status(crate::Error::invalid("request_id", d)))
 }
 
+/// The authenticated caller, if authentication is on.
+fn caller<T>(request: &Request<T>) -> Option<Caller> {
+    request.extensions().get::<Caller>().cloned()
+}
+
+/// Who is attempting, as far as the request says (malformed fields are
+/// reported by the call's own validation, not here).
+fn attempt(client_ip: &str, invitee: Option<&str>) -> Attempt {
+    Attempt {
+        ip: crate::domain::parse_client_ip(client_ip).ok().flatten(),
+        invitee: invitee.and_then(|i| UserId::parse(i).ok()),
+    }
+}
+
+impl InvitationApi {
+    /// Runs a Redeem, CheckCode or Reserve under the failed-attempt limit:
+    /// refused while over it (`block`), and a guess-like failure is counted.
+    /// `call` gets whether to flag the attempt.
+    async fn limited<T, F>(&self, attempt: Attempt, call: impl FnOnce(bool) -> F) -> Result<T, Status>
+    where
+        F: std::future::Future<Output = Result<T, Error>>,
+    {
+        let over_limit = self.service.admit_attempt(&attempt).await.map_err(to_status)?;
+        let result = call(over_limit).await;
+        if let Err(e) = &result
+            && is_guess_failure(e)
+        {
+            self.service.count_failed_attempt(&attempt).await;
+        }
+        result.map_err(to_status)
+    }
+}
+
 /// A fresh answer converted, or a stored one decoded.
 fn respond<T, M: Message + Default>(answer: Answer<T>, convert: impl FnOnce(&T) -> M) -> Result<Response<M>, Status> {
     match answer {
@@ -51,10 +89,12 @@ fn respond<T, M: Message + Default>(answer: Answer<T>, convert: impl FnOnce(&T) 
 #[tonic::async_trait]
 impl InvitationService for InvitationApi {
     async fn mint(&self, request: Request<pb::MintRequest>) -> Result<Response<pb::MintResponse>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let hash = request_hash(&request);
         let request_id = request_id(&request.request_id)?;
-        let command = request.try_into().map_err(to_status)?;
+        let mut command: MintCommand = request.try_into().map_err(to_status)?;
+        command.minted_by = recorded_actor(caller.as_ref(), &command.minted_by);
         let encode = |o: &_| self.view.mint_response(o).encode_to_vec();
         let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
         let answer = self.service.mint(command, idem).await.map_err(to_status)?;
@@ -73,11 +113,18 @@ impl InvitationService for InvitationApi {
     async fn redeem(&self, request: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
         let request = request.into_inner();
         let hash = request_hash(&request);
-        let command = self.view.redeem_command(&request).map_err(to_status)?;
-        let request_id = request_id(&request.request_id)?;
         let encode = |r: &_| self.view.redeem_response(r).encode_to_vec();
-        let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-        let answer = self.service.redeem(command, idem).await.map_err(to_status)?;
+        let who = attempt(&request.client_ip, Some(&request.invitee_id));
+        let answer = self
+            .limited(who, |over_limit| async move {
+                let mut command = self.view.redeem_command(&request)?;
+                command.over_attempt_limit = over_limit;
+                let request_id =
+                    RequestId::parse_optional(&request.request_id).map_err(|d| Error::invalid("request_id", d))?;
+                let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
+                self.service.redeem(command, idem).await
+            })
+            .await?;
         respond(answer, |r| self.view.redeem_response(r))
     }
 
@@ -91,6 +138,8 @@ impl InvitationService for InvitationApi {
         if request.code.is_empty() {
             return Err(to_status(crate::Error::invalid("code", "is required")));
         }
+        let who = attempt(&request.client_ip, None);
+        self.service.admit_attempt(&who).await.map_err(to_status)?;
         // A malformed or mistyped code is an answer here, not an error: the
         // sign-up form wants to say "check for a typo" without a round trip.
         let code = match self.view.parse_code("code", &request.code) {
@@ -100,6 +149,10 @@ impl InvitationService for InvitationApi {
             }
         };
         let CodeCheck { invitation, refusal, reserved_uses } = self.service.check(&code).await.map_err(to_status)?;
+        // An unknown code is an answer too, but counts against the limit.
+        if refusal.as_ref().is_some_and(is_guess_failure) {
+            self.service.count_failed_attempt(&who).await;
+        }
         let mut response = pb::CheckCodeResponse {
             redeemable: refusal.is_none(),
             reserved: matches!(refusal, Some(crate::Error::Reserved)),
@@ -118,10 +171,12 @@ impl InvitationService for InvitationApi {
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let hash = request_hash(&request);
         let request_id = request_id(&request.request_id)?;
-        let command = request.try_into().map_err(to_status)?;
+        let mut command: RevokeCommand = request.try_into().map_err(to_status)?;
+        command.revoked_by = recorded_actor(caller.as_ref(), &command.revoked_by);
         let encode = |o: &_| self.view.revoke_response(o).encode_to_vec();
         let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
         let answer = self.service.revoke(command, idem).await.map_err(to_status)?;
@@ -140,11 +195,16 @@ impl InvitationService for InvitationApi {
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveResponse>, Status> {
         let request = request.into_inner();
         let hash = request_hash(&request);
-        let command = self.view.reserve_command(&request).map_err(to_status)?;
-        let request_id = request_id(&request.request_id)?;
         let encode = |r: &_| reservation::reserve_response(r).encode_to_vec();
-        let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-        let answer = self.service.reserve(command, idem).await.map_err(to_status)?;
+        let answer = self
+            .limited(attempt(&request.client_ip, None), |_| async {
+                let command = self.view.reserve_command(&request)?;
+                let request_id =
+                    RequestId::parse_optional(&request.request_id).map_err(|d| Error::invalid("request_id", d))?;
+                let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
+                self.service.reserve(command, idem).await
+            })
+            .await?;
         respond(answer, reservation::reserve_response)
     }
 

@@ -23,7 +23,7 @@ impl View {
     pub fn reserve_command(&self, r: &pb::ReserveRequest) -> Result<ReserveCommand, Error> {
         let mut v = Violations::default();
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
-        v.check("client_ip", domain::parse_client_ip(&r.client_ip));
+        let client_ip = v.check("client_ip", domain::parse_client_ip(&r.client_ip)).flatten();
         let email = v.check("email", domain::parse_email(&r.email)).flatten();
         // Zero or negative is an error; longer than the maximum is clamped
         // by the service (the response's expire_time tells the real lease).
@@ -36,7 +36,7 @@ impl View {
         }
         v.into_result()?;
         let code = self.parse_code("code", &r.code)?;
-        Ok(ReserveCommand { code, ttl, email })
+        Ok(ReserveCommand { code, ttl, email, client_ip })
     }
 }
 

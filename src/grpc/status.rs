@@ -44,7 +44,15 @@ pub fn to_status(error: Error) -> Status {
         | Error::ReservationExpired
         | Error::ReservationReleased
         | Error::ReservationCompleted
-        | Error::EmailMismatch => Code::FailedPrecondition,
+        | Error::EmailMismatch
+        | Error::IpAlreadyUsed
+        | Error::SameIpAsInviter
+        | Error::DisposableEmail => Code::FailedPrecondition,
+        Error::TooManyAttempts { retry_after } => {
+            let secs = retry_after.whole_seconds().max(1) as u64;
+            details.set_retry_info(Some(std::time::Duration::from_secs(secs)));
+            Code::ResourceExhausted
+        }
         Error::Unavailable(cause) => {
             tracing::warn!(error = ?cause, "database unavailable");
             return Status::with_error_details(Code::Unavailable, error.to_string(), details);

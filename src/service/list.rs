@@ -14,8 +14,9 @@ impl Invitations {
         };
         let mut conn = self.pool.acquire().await?;
         let owner = query.owner.as_ref().map(UserId::as_str);
-        let mut rows =
-            invitations::page_for_owner(&mut conn, owner, query.state, after, i64::from(query.page_size) + 1).await?;
+        let mut rows = self.reveal(
+            invitations::page_for_owner(&mut conn, owner, query.state, after, i64::from(query.page_size) + 1).await?,
+        );
         let next_page_token = if rows.len() > query.page_size as usize {
             rows.truncate(query.page_size as usize);
             rows.last().map(|r| self.page_tokens.encode(&scope, r.id.as_bytes())).unwrap_or_default()
@@ -32,7 +33,7 @@ impl Invitations {
     #[tracing::instrument(name = "db.check", skip_all, fields(db.system = "postgresql"))]
     pub async fn check(&self, code: &InvitationCode) -> Result<CodeCheck, Error> {
         let mut conn = self.pool.acquire().await?;
-        let Some(invitation) = invitations::by_code(&mut conn, code.as_str()).await? else {
+        let Some(invitation) = invitations::by_code_hash(&mut conn, &self.code_hashes(code)).await? else {
             return Ok(CodeCheck { invitation: None, refusal: Some(Error::CodeNotFound), reserved_uses: 0 });
         };
         let (refusal, reserved_uses) = reservation::availability(&mut conn, &invitation).await?;

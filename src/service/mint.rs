@@ -30,6 +30,7 @@ impl Invitations {
             minted_by: &cmd.minted_by,
             max_uses: cmd.max_uses as i32,
             expire_time,
+            key_id: self.vault.current_key_id(),
             binding,
         };
         let owners: Vec<String> = cmd.owners.iter().map(|u| u.as_str().to_owned()).collect();
@@ -56,13 +57,13 @@ impl Invitations {
             }
             pending.retain(|r| collided.contains(&r.id));
             for row in &mut pending {
-                row.code = self.generate_code()?;
+                *row = self.new_row(row.inviter_id.take())?;
             }
         }
         if !pending.is_empty() {
             return Err(Error::Internal(anyhow::anyhow!("code collisions did not resolve")));
         }
-        let minted = invitations::by_batch(&mut tx, batch.id).await?;
+        let minted = self.reveal(invitations::by_batch(&mut tx, batch.id).await?);
         outbox::append(&mut tx, &events::minted(&minted, self.code_disclosure.as_ref())).await?;
         let outcome = MintOutcome { invitations: minted, batch_id: Some(batch.id), count, dry_run: false };
         let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
@@ -73,12 +74,17 @@ impl Invitations {
         Ok(answer)
     }
 
-    fn generate_code(&self) -> Result<String, Error> {
-        let code = self.codes.generate().map_err(|e| Error::Internal(anyhow::anyhow!("OS random source: {e}")))?;
-        Ok(code.as_str().to_owned())
-    }
-
+    /// A fresh code, kept only as its lookup hash and sealed under the
+    /// invitation's id (docs/design.md, "Codes at rest").
     fn new_row(&self, inviter_id: Option<String>) -> Result<invitations::NewInvitation, Error> {
-        Ok(invitations::NewInvitation { id: Uuid::now_v7(), code: self.generate_code()?, inviter_id })
+        let code = self.codes.generate().map_err(|e| Error::Internal(anyhow::anyhow!("OS random source: {e}")))?;
+        let id = Uuid::now_v7();
+        let sealed = self.vault.seal(id.as_bytes(), code.as_str().as_bytes()).map_err(internal)?;
+        Ok(invitations::NewInvitation {
+            id,
+            code_hash: self.vault.hash(Purpose::Code, code.as_str().as_bytes()),
+            code_ciphertext: sealed.bytes,
+            inviter_id,
+        })
     }
 }

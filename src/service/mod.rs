@@ -5,16 +5,21 @@
 //! Every state change appends its events (`events`) to the outbox in that
 //! same transaction (`store::outbox::append`), after the change itself.
 
+pub mod abuse;
 mod expiry;
 mod invite_graph;
 mod list;
 mod mint;
 mod redeem;
+pub mod rekey;
 mod reservation;
 mod revoke;
 
+pub use abuse::{Attempt, sweep_abuse_records};
 pub use expiry::sweep_expired_invitations;
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
+
+use std::sync::Arc;
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -29,6 +34,7 @@ use crate::outbox::Waker;
 use crate::page_token::PageTokens;
 use crate::store::{self, graph, idempotency, invitations, outbox};
 use crate::telemetry::DomainMetrics;
+use crate::vault::{Purpose, Vault};
 
 /// Attempts for a transaction that lost a deadlock or a unique-key race.
 pub(crate) const MAX_ATTEMPTS: usize = 5;
@@ -92,12 +98,17 @@ pub struct RedeemCommand {
     pub target: RedeemTarget,
     pub invitee: UserId,
     pub email: Option<Email>,
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The attempt limit was passed in `flag` mode: record it.
+    pub over_attempt_limit: bool,
 }
 
 pub struct Redemption {
     pub invitation: Invitation,
     pub invitee_id: String,
     pub redeem_time: OffsetDateTime,
+    /// Abuse signals recorded on this redemption.
+    pub flags: Vec<String>,
 }
 
 /// CheckCode's answer: the invitation when the code exists, and why it
@@ -148,10 +159,12 @@ pub struct Invitations {
     pub(crate) code_disclosure: Option<CodeDisclosure>,
     /// Told after every commit that appended events.
     pub(crate) waker: Waker,
+    pub(crate) vault: Arc<Vault>,
+    pub(crate) abuse: Arc<crate::abuse::AbuseSettings>,
 }
 
 impl Invitations {
-    pub fn new(pool: PgPool, codes: CodeGenerator, page_tokens: PageTokens) -> Self {
+    pub fn new(pool: PgPool, codes: CodeGenerator, page_tokens: PageTokens, vault: Arc<Vault>) -> Self {
         Self {
             pool,
             codes,
@@ -160,6 +173,8 @@ impl Invitations {
             reservations: ReservationSettings::default(),
             code_disclosure: None,
             waker: Waker::default(),
+            vault,
+            abuse: Arc::default(),
         }
     }
 
@@ -191,7 +206,14 @@ impl Invitations {
         let Some(request_id) = &idem.request_id else { return Ok(None) };
         let mut conn = self.pool.acquire().await?;
         match idempotency::find(&mut conn, method, request_id.as_str()).await? {
-            Some(record) if record.request_hash == idem.request_hash => Ok(Some(record.response)),
+            Some(record) if record.request_hash == idem.request_hash => match record.response_key_id {
+                None => Ok(Some(record.response)),
+                Some(key_id) => self
+                    .vault
+                    .open(key_id, &answer_aad(method, request_id.as_str()), &record.response)
+                    .map(Some)
+                    .ok_or_else(|| Error::Internal(anyhow::anyhow!("stored answer sealed under an unknown secret"))),
+            },
             Some(_) => Err(Error::RequestIdReused),
             None => Ok(None),
         }
@@ -209,7 +231,17 @@ impl Invitations {
     ) -> Result<Answer<T>, Error> {
         if let Some(request_id) = &idem.request_id {
             let bytes = (idem.encode)(&answer);
-            if !idempotency::insert(&mut tx, method, request_id.as_str(), &idem.request_hash, &bytes).await? {
+            let sealed = self.vault.seal(&answer_aad(method, request_id.as_str()), &bytes).map_err(internal)?;
+            let stored = idempotency::insert(
+                &mut tx,
+                method,
+                request_id.as_str(),
+                &idem.request_hash,
+                &sealed.bytes,
+                sealed.key_id,
+            )
+            .await?;
+            if !stored {
                 tx.rollback().await?;
                 return self.replay(method, idem).await?.map(Answer::Replayed).ok_or_else(lost_record);
             }
@@ -218,6 +250,40 @@ impl Invitations {
         self.waker.committed();
         Ok(Answer::Fresh(answer))
     }
+
+    /// The lookup hashes of a code, one per configured secret.
+    pub(crate) fn code_hashes(&self, code: &InvitationCode) -> Vec<Vec<u8>> {
+        self.vault.hashes(Purpose::Code, code.as_str().as_bytes())
+    }
+
+    /// Opens the sealed codes of invitations read from the store. A code
+    /// sealed under a secret that is no longer configured stays empty (and
+    /// is logged): the rest of the invitation is still worth showing.
+    pub(crate) fn reveal(&self, mut invitations: Vec<Invitation>) -> Vec<Invitation> {
+        for inv in &mut invitations {
+            self.reveal_one(inv);
+        }
+        invitations
+    }
+
+    pub(crate) fn reveal_one(&self, inv: &mut Invitation) {
+        let (Some(key_id), Some(sealed)) = (inv.code_key_id, inv.code_ciphertext.as_deref()) else { return };
+        match self.vault.open(key_id, inv.id.as_bytes(), sealed).and_then(|b| String::from_utf8(b).ok()) {
+            Some(code) => inv.code = code,
+            None => {
+                tracing::warn!(invitation_id = %inv.id, key_id, "code sealed under a secret that is not configured")
+            }
+        }
+    }
+}
+
+/// Associated data of a stored answer: it opens only for its own key.
+fn answer_aad(method: &str, request_id: &str) -> Vec<u8> {
+    [method.as_bytes(), b"\0", request_id.as_bytes()].concat()
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(anyhow::anyhow!("{e}"))
 }
 
 pub(crate) fn bad_page_token() -> Error {

@@ -12,12 +12,16 @@ impl Invitations {
         if let Some(bytes) = self.replay("Redeem", &idem).await? {
             return Ok(Answer::Replayed(bytes));
         }
+        let code_hashes = match &cmd.target {
+            RedeemTarget::Code(code) => self.code_hashes(code),
+            RedeemTarget::Reservation(_) => Vec::new(),
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut tx = self.pool.begin().await?;
-            let result = redeem_in(&mut tx, &cmd).await;
-            let (redemption, spent_now) = match result {
+            let result = self.redeem_in(&mut tx, &cmd, &code_hashes).await;
+            let (mut redemption, spent_now) = match result {
                 Ok(r) => r,
                 Err(RedeemFailure::Sql(e)) if attempt < MAX_ATTEMPTS && retryable_redeem_error(&e) => {
                     tx.rollback().await?;
@@ -26,6 +30,7 @@ impl Invitations {
                 Err(RedeemFailure::Sql(e)) => return Err(e.into()),
                 Err(RedeemFailure::Refused(e)) => return Err(e),
             };
+            self.reveal_one(&mut redemption.invitation);
             let answer = self.commit_answer(tx, "Redeem", &idem, redemption).await?;
             if spent_now && matches!(answer, Answer::Fresh(_)) {
                 self.metrics.redeemed();
@@ -52,42 +57,66 @@ fn retryable_redeem_error(e: &sqlx::Error) -> bool {
     store::is_retryable(e) || store::is_constraint_violation(e, "redemptions_invitee_id_key")
 }
 
-/// One redeem attempt inside a transaction, and whether it spent a use (not
-/// a retry). See docs/design.md ("Redeem") for why the locks below rule out
-/// double spends and cycles.
-async fn redeem_in(tx: &mut store::Tx<'_>, cmd: &RedeemCommand) -> Result<(Redemption, bool), RedeemFailure> {
-    let invitee = cmd.invitee.as_str();
-    let invitation = reservation::target_invitation(tx, &cmd.target, invitee).await?;
-    if invitation.inviter_id.as_deref() == Some(invitee) {
-        return Err(RedeemFailure::Refused(Error::SelfInvite));
-    }
-    graph::lock_member(tx, invitee).await?;
-    if let Some((joined_through, redeem_time)) = graph::joined_through(tx, invitee).await? {
-        if joined_through == invitation.id {
-            // A retry of a redeem that already succeeded: same answer.
-            return Ok((Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time }, false));
+impl Invitations {
+    /// One redeem attempt inside a transaction, and whether it spent a use (not
+    /// a retry). See docs/design.md ("Redeem") for why the locks below rule out
+    /// double spends and cycles.
+    async fn redeem_in(
+        &self,
+        tx: &mut store::Tx<'_>,
+        cmd: &RedeemCommand,
+        code_hashes: &[Vec<u8>],
+    ) -> Result<(Redemption, bool), RedeemFailure> {
+        let invitee = cmd.invitee.as_str();
+        let invitation = reservation::target_invitation(tx, &cmd.target, code_hashes, invitee).await?;
+        if invitation.inviter_id.as_deref() == Some(invitee) {
+            return Err(RedeemFailure::Refused(Error::SelfInvite));
         }
-        return Err(RedeemFailure::Refused(Error::AlreadyInvited));
-    }
-    if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
-        return Err(RedeemFailure::Refused(reason));
-    }
-    reservation::check_email(&invitation, cmd)?;
-    if let Some(inviter) = invitation.inviter_id.as_deref() {
-        if graph::has_invitees(tx, invitee).await? {
-            graph::lock_tree_merges(tx).await?;
+        graph::lock_member(tx, invitee).await?;
+        if let Some((joined_through, redeem_time)) = graph::joined_through(tx, invitee).await? {
+            if joined_through == invitation.id {
+                // A retry of a redeem that already succeeded: same answer.
+                let flags = abuse::flags_of(tx, invitee).await?;
+                return Ok((Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time, flags }, false));
+            }
+            return Err(RedeemFailure::Refused(Error::AlreadyInvited));
         }
-        if graph::is_self_or_ancestor(tx, invitee, inviter).await? {
-            return Err(RedeemFailure::Refused(Error::InviteCycle));
+        if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
+            return Err(RedeemFailure::Refused(reason));
         }
+        reservation::check_email(&invitation, cmd)?;
+        let inviter = invitation.inviter_id.as_deref();
+        let mut screening = abuse::screen(tx, &self.abuse, &self.vault, cmd.client_ip, cmd.email.as_ref(), inviter)
+            .await
+            .map_err(RedeemFailure::Refused)?;
+        if cmd.over_attempt_limit {
+            screening.flags.push(crate::abuse::Flag::AttemptLimit);
+        }
+        if let Some(inviter) = invitation.inviter_id.as_deref() {
+            if graph::has_invitees(tx, invitee).await? {
+                graph::lock_tree_merges(tx).await?;
+            }
+            if graph::is_self_or_ancestor(tx, invitee, inviter).await? {
+                return Err(RedeemFailure::Refused(Error::InviteCycle));
+            }
+        }
+        let (mut spent, completed) = reservation::take_use(tx, &cmd.target, invitation.id, invitee).await?;
+        let redeem_time = graph::insert_redemption(tx, spent.id, spent.inviter_id.as_deref(), invitee).await?;
+        abuse::record(tx, &self.abuse, &self.vault, cmd.client_ip, invitee, &screening.flags).await?;
+        let mut emitted = vec![Event::redeemed(&spent, invitee, completed.is_some())];
+        if let Some(reservation) = &completed {
+            emitted.push(Event::reservation(reservation, &(&spent).into()));
+        }
+        outbox::append(tx, &emitted).await?;
+        if !screening.flags.is_empty() {
+            let mut all: Vec<String> = spent.abuse_flags.clone();
+            all.extend(screening.flags.iter().map(|f| f.name().to_owned()));
+            all.sort();
+            all.dedup();
+            spent.abuse_flags = all;
+        }
+        tracing::info!(invitation_id = %spent.id, flags = screening.flags.len(), "redeemed invitation");
+        let flags = screening.flags.iter().map(|f| f.name().to_owned()).collect();
+        Ok((Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time, flags }, true))
     }
-    let (spent, completed) = reservation::take_use(tx, &cmd.target, invitation.id, invitee).await?;
-    let redeem_time = graph::insert_redemption(tx, spent.id, spent.inviter_id.as_deref(), invitee).await?;
-    let mut emitted = vec![Event::redeemed(&spent, invitee, completed.is_some())];
-    if let Some(reservation) = &completed {
-        emitted.push(Event::reservation(reservation, &(&spent).into()));
-    }
-    outbox::append(tx, &emitted).await?;
-    tracing::info!(invitation_id = %spent.id, "redeemed invitation");
-    Ok((Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time }, true))
 }

@@ -41,6 +41,7 @@ pub struct ReserveCommand {
     /// Positive when set (the transport checks).
     pub ttl: Option<time::Duration>,
     pub email: Option<Email>,
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// A reservation, with the inviter of the invitation it holds a use of.
@@ -61,7 +62,7 @@ impl Invitations {
         }
         let ttl = self.reservations.lease(cmd.ttl);
         let mut tx = self.pool.begin().await?;
-        let Some(invitation) = invitations::by_code(&mut tx, cmd.code.as_str()).await? else {
+        let Some(invitation) = invitations::by_code_hash(&mut tx, &self.code_hashes(&cmd.code)).await? else {
             return Err(Error::CodeNotFound);
         };
         if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
@@ -70,6 +71,10 @@ impl Invitations {
         if !invitation.admits(cmd.email.as_ref()) {
             return Err(Error::EmailMismatch);
         }
+        // Blocking checks refuse the sign-up at the form already; flags are
+        // recorded when Redeem completes it (a reservation records nothing).
+        let inviter = invitation.inviter_id.as_deref();
+        super::abuse::screen(&mut tx, &self.abuse, &self.vault, cmd.client_ip, cmd.email.as_ref(), inviter).await?;
         reservations::lock_invitation(&mut tx, invitation.id).await?;
         let micros = i64::try_from(ttl.whole_microseconds()).unwrap_or(i64::MAX);
         let Some(reservation) = reservations::insert_if_free(&mut tx, Uuid::new_v4(), invitation.id, micros).await?
@@ -161,11 +166,14 @@ pub(super) async fn availability(
 pub(super) async fn target_invitation(
     tx: &mut store::Tx<'_>,
     target: &RedeemTarget,
+    code_hashes: &[Vec<u8>],
     invitee: &str,
 ) -> Result<Invitation, RedeemFailure> {
     let id = match target {
-        RedeemTarget::Code(code) => {
-            return invitations::by_code(tx, code.as_str()).await?.ok_or(RedeemFailure::Refused(Error::CodeNotFound));
+        RedeemTarget::Code(_) => {
+            return invitations::by_code_hash(tx, code_hashes)
+                .await?
+                .ok_or(RedeemFailure::Refused(Error::CodeNotFound));
         }
         RedeemTarget::Reservation(id) => *id,
     };

@@ -20,12 +20,13 @@ impl Invitations {
                     return Err(Error::NotFound { what: "invitation", field: "invitation_ids" });
                 }
                 let changed = invitations::revoke_ids(&mut tx, ids, &cmd.reason, &cmd.revoked_by).await?;
-                let invitations = invitations::by_ids(&mut tx, ids).await?;
+                let invitations = self.reveal(invitations::by_ids(&mut tx, ids).await?);
                 (RevokeOutcome { invitations, revoked_count: changed.len() as u32 }, changed)
             }
             RevokeTarget::UnspentOf(user) => {
-                let invitations =
-                    invitations::revoke_unspent_of(&mut tx, user.as_str(), &cmd.reason, &cmd.revoked_by).await?;
+                let invitations = self.reveal(
+                    invitations::revoke_unspent_of(&mut tx, user.as_str(), &cmd.reason, &cmd.revoked_by).await?,
+                );
                 let revoked_count = invitations.len() as u32;
                 let changed = invitations.clone();
                 (RevokeOutcome { invitations, revoked_count }, changed)

@@ -2,19 +2,23 @@
 
 use sqlx::PgConnection;
 
+/// A stored answer, sealed under `response_key_id` (None: plaintext, from
+/// before answers were sealed; converted at start).
 pub struct Record {
     pub request_hash: Vec<u8>,
     pub response: Vec<u8>,
+    pub response_key_id: Option<i32>,
 }
 
 pub async fn find(conn: &mut PgConnection, method: &str, request_id: &str) -> Result<Option<Record>, sqlx::Error> {
-    let row: Option<(Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE method = $1 AND request_id = $2")
-            .bind(method)
-            .bind(request_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.map(|(request_hash, response)| Record { request_hash, response }))
+    let row: Option<(Vec<u8>, Vec<u8>, Option<i32>)> = sqlx::query_as(
+        "SELECT request_hash, response, response_key_id FROM idempotency_keys WHERE method = $1 AND request_id = $2",
+    )
+    .bind(method)
+    .bind(request_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(request_hash, response, response_key_id)| Record { request_hash, response, response_key_id }))
 }
 
 /// Stores the answer; false when a concurrent call with the same id stored
@@ -25,15 +29,17 @@ pub async fn insert(
     request_id: &str,
     request_hash: &[u8],
     response: &[u8],
+    response_key_id: i32,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "INSERT INTO idempotency_keys (method, request_id, request_hash, response) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (method, request_id) DO NOTHING",
+        "INSERT INTO idempotency_keys (method, request_id, request_hash, response, response_key_id) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (method, request_id) DO NOTHING",
     )
     .bind(method)
     .bind(request_id)
     .bind(request_hash)
     .bind(response)
+    .bind(response_key_id)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -7,14 +7,16 @@ use uuid::Uuid;
 use crate::domain::{Invitation, State};
 use crate::email::BindingKind;
 
-pub(crate) const COLUMNS: &str = "id, code, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, \
+pub(crate) const COLUMNS: &str = "id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, \
      last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, \
-     binding, binding_digest";
+     binding, binding_digest, abuse_flags";
 
-/// A new invitation, before it is stored.
+/// A new invitation, before it is stored: its code only as the lookup hash
+/// and the sealed form (see `vault`), both under `BatchAttributes::key_id`.
 pub struct NewInvitation {
     pub id: Uuid,
-    pub code: String,
+    pub code_hash: Vec<u8>,
+    pub code_ciphertext: Vec<u8>,
     pub inviter_id: Option<String>,
 }
 
@@ -26,6 +28,8 @@ pub struct BatchAttributes<'a> {
     pub minted_by: &'a str,
     pub max_uses: i32,
     pub expire_time: Option<OffsetDateTime>,
+    /// The secret the codes' hashes and ciphertexts were made with.
+    pub key_id: i32,
     /// Bound invitations: the kind and the salted digest (see `email`).
     pub binding: Option<(BindingKind, Vec<u8>)>,
 }
@@ -59,17 +63,19 @@ pub async fn insert_invitations(
     rows: &[NewInvitation],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let codes: Vec<&str> = rows.iter().map(|r| r.code.as_str()).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|r| r.code_hash.as_slice()).collect();
+    let sealed: Vec<&[u8]> = rows.iter().map(|r| r.code_ciphertext.as_slice()).collect();
     let inviters: Vec<Option<&str>> = rows.iter().map(|r| r.inviter_id.as_deref()).collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO invitations (id, code, inviter_id, batch_id, label, note, minted_by, max_uses, expire_time, \
-             binding, binding_digest) \
-         SELECT t.id, t.code, t.inviter_id, $4, $5, $6, $7, $8, $9, $10, $11 \
-         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, code, inviter_id) \
-         ON CONFLICT (code) DO NOTHING RETURNING id",
+        "INSERT INTO invitations (id, code_hash, code_ciphertext, inviter_id, batch_id, label, note, minted_by, \
+             max_uses, expire_time, binding, binding_digest, code_key_id) \
+         SELECT t.id, t.code_hash, t.code_ciphertext, t.inviter_id, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+         FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::text[]) AS t(id, code_hash, code_ciphertext, inviter_id) \
+         ON CONFLICT (code_hash) DO NOTHING RETURNING id",
     )
     .bind(&ids)
-    .bind(&codes)
+    .bind(&hashes)
+    .bind(&sealed)
     .bind(&inviters)
     .bind(batch.id)
     .bind(batch.label)
@@ -79,6 +85,7 @@ pub async fn insert_invitations(
     .bind(batch.expire_time)
     .bind(batch.binding.as_ref().map(|(kind, _)| *kind))
     .bind(batch.binding.as_ref().map(|(_, digest)| digest.as_slice()))
+    .bind(batch.key_id)
     .fetch_all(conn)
     .await?;
     let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
@@ -92,8 +99,13 @@ pub async fn by_batch(conn: &mut PgConnection, batch_id: Uuid) -> Result<Vec<Inv
         .await
 }
 
-pub async fn by_code(conn: &mut PgConnection, code: &str) -> Result<Option<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE code = $1")).bind(code).fetch_optional(conn).await
+/// The invitation whose code has one of these lookup hashes (one per
+/// configured secret): one probe of the unique `code_hash` index.
+pub async fn by_code_hash(conn: &mut PgConnection, hashes: &[Vec<u8>]) -> Result<Option<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE code_hash = ANY($1) LIMIT 1"))
+        .bind(hashes)
+        .fetch_optional(conn)
+        .await
 }
 
 pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<Invitation>, sqlx::Error> {

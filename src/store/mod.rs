@@ -2,10 +2,12 @@
 //! statement (or one small, named sequence) on a connection or transaction the
 //! caller owns; transactions are opened and committed by `service`.
 
+pub mod abuse;
 pub mod graph;
 pub mod idempotency;
 pub mod invitations;
 pub mod outbox;
+pub mod rekey;
 pub mod reservations;
 
 use std::time::Duration;

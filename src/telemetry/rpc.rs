@@ -49,7 +49,8 @@ impl CallerSlot {
         let _ = self.0.set(sanitize_caller(name));
     }
 
-    fn get(&self) -> Option<&str> {
+    /// The authenticated caller name, once set.
+    pub fn get(&self) -> Option<&str> {
         self.0.get().map(String::as_str)
     }
 }

@@ -20,6 +20,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
+/// The server secret test servers use (codes are sealed under it).
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef-0123456789abcdef";
+
 /// The Postgres server tests run against: DATABASE_URL, or the local default.
 pub fn server_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -123,11 +126,24 @@ impl TestApp {
     }
 
     pub async fn spawn_opts(options: Options) -> Self {
+        Self::spawn_over(options, None).await
+    }
+
+    /// A server whose gRPC listener speaks TLS; the client uses `tls`.
+    pub async fn spawn_tls(extra: &[&str], tls: tonic::transport::ClientTlsConfig) -> Self {
+        let extra_args = extra.iter().map(|s| s.to_string()).collect();
+        Self::spawn_over(Options { extra_args, database_url: None }, Some(tls)).await
+    }
+
+    async fn spawn_over(options: Options, tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
         init_logging();
         let db = TestDb::create().await;
         let url = options.database_url.clone().unwrap_or_else(|| db.url.clone());
         let (addr, admin_addr, shutdown, server) = start_server(&url, &options.extra_args).await;
-        let channel = connect(addr).await;
+        let channel = match tls {
+            Some(tls) => connect_tls(addr, tls).await,
+            None => connect(addr).await,
+        };
         let app = Self {
             addr,
             admin_addr,
@@ -260,10 +276,13 @@ async fn start_server(
     if !extra.iter().any(|a| a.starts_with("--nats-url")) {
         argv.extend(["--nats-url".into(), String::new()]);
     }
+    if !extra.iter().any(|a| a == "--secret") {
+        argv.extend(["--secret".into(), TEST_SECRET.into()]);
+    }
     argv.extend(extra.iter().cloned());
     let args: ServeArgs = match Cli::try_parse_from(argv).expect("valid test arguments").command {
         Command::Serve(args) => args,
-        Command::Migrate(_) | Command::Outbox(_) => unreachable!("serve was asked for"),
+        _ => unreachable!("serve was asked for"),
     };
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
@@ -284,6 +303,26 @@ pub async fn connect(addr: SocketAddr) -> Channel {
     })
     .await;
     endpoint.connect().await.expect("connect")
+}
+
+/// A TLS channel to `addr` (the config names the server, e.g. `domain_name("localhost")`).
+pub async fn connect_tls(addr: SocketAddr, tls: tonic::transport::ClientTlsConfig) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("client TLS config");
+    wait_until(Duration::from_secs(10), "the server to accept TLS connections", || async {
+        endpoint.connect().await.is_ok()
+    })
+    .await;
+    endpoint.connect().await.expect("connect")
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    request
 }
 
 /// Polls `condition` until it holds, failing the test after `deadline`.

@@ -1,11 +1,15 @@
 //! Integration tests: the real server over real gRPC against real Postgres,
 //! one database per test. One binary (one link) for all of them.
 
+mod abuse;
+mod at_rest;
+mod auth;
 mod bound;
 mod checks;
 mod concurrency;
 mod events;
 mod graph;
+mod hardening;
 mod health;
 mod helpers;
 mod metrics;
@@ -19,4 +23,5 @@ mod relays;
 mod reservations;
 mod revoke;
 mod shutdown;
+mod tls;
 mod validation;

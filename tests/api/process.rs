@@ -27,6 +27,7 @@ impl Process {
         command
             .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--database-url", &db.url, "--health-interval", "100ms", "--db-max-connections", "8"])
+            .args(["--secret", crate::helpers::TEST_SECRET])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -55,7 +56,7 @@ impl Process {
         process
     }
 
-    async fn address_logged(&mut self, message: &str) -> SocketAddr {
+    pub async fn address_logged(&mut self, message: &str) -> SocketAddr {
         let start = tokio::time::Instant::now();
         let line = loop {
             if let Some(line) = self.log_line(message) {

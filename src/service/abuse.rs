@@ -1,0 +1,176 @@
+//! The abuse checks of Redeem and Reserve (docs/design.md, "Abuse
+//! controls"): the failed-attempt limit around a call, and, inside its
+//! transaction, the IP and disposable-e-mail checks and what a redemption
+//! records (its hashed IP prefix, its flags). Each check is `block`, `flag`
+//! or `off` (`AbuseSettings`).
+
+use std::net::IpAddr;
+
+use super::*;
+use crate::abuse::{AbuseSettings, Flag};
+use crate::config::CheckMode;
+use crate::store::abuse;
+
+/// Who is attempting: the client's IP and, on Redeem, the invitee.
+#[derive(Debug, Clone, Default)]
+pub struct Attempt {
+    pub ip: Option<IpAddr>,
+    pub invitee: Option<UserId>,
+}
+
+/// What a refused or flagged check says about the request, for the
+/// transaction that redeems or reserves.
+pub struct Screening {
+    pub flags: Vec<Flag>,
+}
+
+impl Invitations {
+    pub fn with_abuse(self, abuse: AbuseSettings) -> Self {
+        Self { abuse: Arc::new(abuse), ..self }
+    }
+
+    fn attempt_keys(&self, attempt: &Attempt) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        if let Some(ip) = attempt.ip {
+            let prefix = self.abuse.ip_prefix(ip);
+            keys.push(self.vault.hash(Purpose::Attempts, &[b"ip\0".as_slice(), &prefix].concat()));
+        }
+        if let Some(invitee) = &attempt.invitee {
+            keys.push(
+                self.vault.hash(Purpose::Attempts, &[b"invitee\0".as_slice(), invitee.as_str().as_bytes()].concat()),
+            );
+        }
+        keys
+    }
+
+    /// Before a Redeem, CheckCode or Reserve: refuses it when the client IP
+    /// or the invitee is over the failed-attempt limit (`block`), or says to
+    /// flag it (`flag`). Shared by every replica (the counters are in Postgres).
+    pub async fn admit_attempt(&self, attempt: &Attempt) -> Result<bool, Error> {
+        let keys = self.attempt_keys(attempt);
+        if self.abuse.attempts == CheckMode::Off || keys.is_empty() {
+            return Ok(false);
+        }
+        let now = OffsetDateTime::now_utc();
+        let (start, end) = self.abuse.attempt_window_at(now);
+        let mut conn = self.pool.acquire().await?;
+        let failures = abuse::most_failures(&mut conn, &keys, start).await?;
+        if failures < self.abuse.attempt_limit as i32 {
+            return Ok(false);
+        }
+        match self.abuse.attempts {
+            CheckMode::Block => Err(Error::TooManyAttempts { retry_after: (end - now).max(time::Duration::SECOND) }),
+            CheckMode::Flag | CheckMode::Off => Ok(true),
+        }
+    }
+
+    /// After a call failed the way guessing fails (unknown or malformed
+    /// code, unknown reservation): counts it. Never fails the call itself.
+    pub async fn count_failed_attempt(&self, attempt: &Attempt) {
+        let keys = self.attempt_keys(attempt);
+        if self.abuse.attempts == CheckMode::Off || keys.is_empty() {
+            return;
+        }
+        let (start, _) = self.abuse.attempt_window_at(OffsetDateTime::now_utc());
+        let counted = async {
+            let mut conn = self.pool.acquire().await?;
+            abuse::add_failure(&mut conn, &keys, start).await
+        };
+        if let Err(e) = counted.await {
+            tracing::warn!(error = %e, "could not count a failed attempt");
+        }
+    }
+}
+
+/// Whether an error is a guess that could have hit: a well-formed code (or
+/// reservation id) that does not exist. Malformed and mistyped codes are
+/// not counted: the check symbol refuses them without a lookup, so they tell
+/// a guesser nothing, and honest typos must not lock people out. A flood of
+/// random codes still stops: one in 31 passes the check symbol and counts.
+pub fn is_guess_failure(error: &Error) -> bool {
+    matches!(error, Error::CodeNotFound | Error::NotFound { what: "reservation", .. })
+}
+
+fn apply(mode: CheckMode, fired: bool, flag: Flag, refusal: Error, flags: &mut Vec<Flag>) -> Result<(), Error> {
+    match (mode, fired) {
+        (CheckMode::Block, true) => Err(refusal),
+        (CheckMode::Flag, true) => {
+            flags.push(flag);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The IP and e-mail checks, inside the transaction: refuses (`block`) or
+/// collects flags.
+pub(super) async fn screen(
+    tx: &mut store::Tx<'_>,
+    settings: &AbuseSettings,
+    vault: &Vault,
+    ip: Option<IpAddr>,
+    email: Option<&Email>,
+    inviter: Option<&str>,
+) -> Result<Screening, Error> {
+    let mut flags = Vec::new();
+    let disposable = email.is_some_and(|e| settings.disposable_domains.contains(e.domain()));
+    apply(settings.disposable_email, disposable, Flag::DisposableEmail, Error::DisposableEmail, &mut flags)?;
+    let ip_checks = settings.ip_reuse != CheckMode::Off || (settings.same_ip != CheckMode::Off && inviter.is_some());
+    if let (Some(ip), true) = (ip, ip_checks) {
+        let hashes = vault.hashes(Purpose::IpPrefix, &settings.ip_prefix(ip));
+        let since = OffsetDateTime::now_utc() - settings.ip_window;
+        let seen = abuse::ip_seen(tx, &hashes, inviter, since).await?;
+        apply(settings.same_ip, seen.inviter, Flag::SameIpAsInviter, Error::SameIpAsInviter, &mut flags)?;
+        apply(settings.ip_reuse, seen.reused, Flag::IpReuse, Error::IpAlreadyUsed, &mut flags)?;
+    }
+    Ok(Screening { flags })
+}
+
+/// What a redemption leaves behind for later checks and for admins: its
+/// hashed IP prefix (while any IP check is on) and its flags.
+pub(super) async fn record(
+    tx: &mut store::Tx<'_>,
+    settings: &AbuseSettings,
+    vault: &Vault,
+    ip: Option<IpAddr>,
+    invitee: &str,
+    flags: &[Flag],
+) -> Result<(), sqlx::Error> {
+    let ip_checks = settings.ip_reuse != CheckMode::Off || settings.same_ip != CheckMode::Off;
+    if let (Some(ip), true) = (ip, ip_checks) {
+        let hash = vault.hash(Purpose::IpPrefix, &settings.ip_prefix(ip));
+        abuse::insert_redemption_ip(tx, invitee, &hash, vault.current_key_id()).await?;
+    }
+    if !flags.is_empty() {
+        let mut names: Vec<&str> = flags.iter().map(|f| f.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        abuse::record_flags(tx, invitee, &names).await?;
+    }
+    Ok(())
+}
+
+/// Deletes hashed IPs past the IP window and counters past theirs, every
+/// `interval`, until shutdown. The checks never read past their windows, so
+/// this only keeps the promise that IPs are not kept longer than needed.
+pub async fn sweep_abuse_records(pool: sqlx::PgPool, settings: Arc<AbuseSettings>, interval: std::time::Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let now = OffsetDateTime::now_utc();
+        let (window_start, _) = settings.attempt_window_at(now);
+        let swept = async {
+            let mut conn = pool.acquire().await?;
+            abuse::sweep(&mut conn, now - settings.ip_window, window_start).await
+        };
+        match swept.await {
+            Ok((0, 0)) => {}
+            Ok((ips, counters)) => tracing::info!(ips, counters, "deleted expired IP hashes and attempt counters"),
+            Err(e) => tracing::warn!(error = %e, "sweeping abuse records failed; retrying next interval"),
+        }
+    }
+}
+
+/// The flags recorded on an invitee's redemption (for a retried Redeem).
+pub(super) async fn flags_of(tx: &mut store::Tx<'_>, invitee: &str) -> Result<Vec<String>, sqlx::Error> {
+    abuse::redemption_flags(tx, invitee).await
+}
