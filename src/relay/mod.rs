@@ -244,7 +244,14 @@ mod tests {
 
     fn args() -> EventArgs {
         use clap::Parser;
-        let cli = crate::config::Cli::parse_from(["invitations", "serve", "--database-url", "postgres://x/y"]);
+        let cli = crate::config::Cli::parse_from([
+            "invitations",
+            "serve",
+            "--database-url",
+            "postgres://x/y",
+            "--secret",
+            "a-test-secret-that-is-long-enough-0123",
+        ]);
         match cli.command {
             crate::config::Command::Serve(serve) => serve.events,
             _ => unreachable!(),
