@@ -20,6 +20,10 @@ pub const MAX_NOTE_LEN: usize = 1024;
 pub const MAX_TTL: time::Duration = time::Duration::days(3650);
 /// Most invitation ids in one Revoke call.
 pub const MAX_REVOKE_IDS: usize = 1_000;
+/// Most members one RegisterMembers call may name (about 1.5 MB at most).
+pub const MAX_REGISTER_PER_CALL: usize = 10_000;
+/// How far ahead of the server's clock a join time may be (clock skew).
+pub const MAX_JOIN_TIME_SKEW: time::Duration = time::Duration::minutes(5);
 /// Page size when the request says 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Larger page sizes are clamped to this.

@@ -3,6 +3,7 @@
 //! `tonic::Status`.
 
 pub mod convert;
+mod members;
 pub mod overload;
 mod reservation;
 pub mod status;
@@ -212,5 +213,21 @@ impl InvitationService for InvitationApi {
         let id = reservation::release_id(request.get_ref()).map_err(to_status)?;
         let released = self.service.release(id).await.map_err(to_status)?;
         Ok(Response::new(reservation::release_response(&released)))
+    }
+
+    async fn register_members(
+        &self,
+        request: Request<pb::RegisterMembersRequest>,
+    ) -> Result<Response<pb::RegisterMembersResponse>, Status> {
+        let command = request.into_inner().try_into().map_err(to_status)?;
+        let outcome = self.service.register_members(command).await.map_err(to_status)?;
+        Ok(Response::new(members::register_response(&outcome)))
+    }
+
+    async fn set_invite_privileges(
+        &self,
+        _request: Request<pb::SetInvitePrivilegesRequest>,
+    ) -> Result<Response<pb::SetInvitePrivilegesResponse>, Status> {
+        Err(Status::unimplemented("SetInvitePrivileges is declared; it lands with the invite graph (issue 3)"))
     }
 }

@@ -45,7 +45,7 @@ impl Invitations {
         }
 
         let mut tx = self.pool.begin().await?;
-        invitations::ensure_members(&mut tx, &owners).await?;
+        members::ensure(&mut tx, &owners).await?;
         invitations::insert_batch(&mut tx, &batch, count as i32).await?;
         let mut pending = rows;
         // A code collision (about 2^-74 per pair) only redraws that code.

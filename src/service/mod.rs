@@ -1,5 +1,6 @@
-//! The domain operations: mint, list, redeem, check, revoke, graph. Each opens
-//! and commits its own transaction through `store`; none knows about gRPC.
+//! The domain operations: mint, list, redeem, check, revoke, graph, members.
+//! Each opens and commits its own transaction through `store`; none knows
+//! about gRPC.
 //! Idempotent operations store the caller's encoded answer in the same
 //! transaction as the change (AIP-155), so a replay returns it byte for byte.
 //! Every state change appends its events (`events`) to the outbox in that
@@ -11,12 +12,14 @@ mod invite_graph;
 mod list;
 mod mint;
 mod redeem;
+mod registration;
 pub mod rekey;
 mod reservation;
 mod revoke;
 
 pub use abuse::{Attempt, sweep_abuse_records};
 pub use expiry::sweep_expired_invitations;
+pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
 
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use crate::error::Error;
 use crate::events::{self, CodeDisclosure, Event};
 use crate::outbox::Waker;
 use crate::page_token::PageTokens;
-use crate::store::{self, graph, idempotency, invitations, outbox};
+use crate::store::{self, graph, idempotency, invitations, members, outbox};
 use crate::telemetry::DomainMetrics;
 use crate::vault::{Purpose, Vault};
 

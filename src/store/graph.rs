@@ -74,7 +74,8 @@ pub async fn is_self_or_ancestor(conn: &mut PgConnection, candidate: &str, user_
     .await
 }
 
-/// Records the edge and the member's place in the graph.
+/// Records the edge and the member's place in the graph. The invitee's join
+/// time becomes the redeem time unless it was registered with one before.
 pub async fn insert_redemption(
     conn: &mut PgConnection,
     invitation_id: Uuid,
@@ -89,13 +90,16 @@ pub async fn insert_redemption(
     .bind(invitee_id)
     .fetch_one(&mut *conn)
     .await?;
-    sqlx::query("UPDATE members SET inviter_id = $2, invitation_id = $3, join_time = $4 WHERE user_id = $1")
-        .bind(invitee_id)
-        .bind(inviter_id)
-        .bind(invitation_id)
-        .bind(redeem_time)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE members SET inviter_id = $2, invitation_id = $3, join_time = coalesce(join_time, $4) \
+         WHERE user_id = $1",
+    )
+    .bind(invitee_id)
+    .bind(inviter_id)
+    .bind(invitation_id)
+    .bind(redeem_time)
+    .execute(conn)
+    .await?;
     Ok(redeem_time)
 }
 

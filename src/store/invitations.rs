@@ -1,4 +1,4 @@
-//! SQL for invitations, batches and the members they name.
+//! SQL for invitations and batches.
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -32,15 +32,6 @@ pub struct BatchAttributes<'a> {
     pub key_id: i32,
     /// Bound invitations: the kind and the salted digest (see `email`).
     pub binding: Option<(BindingKind, Vec<u8>)>,
-}
-
-/// Registers users the service has not seen yet (idempotent).
-pub async fn ensure_members(conn: &mut PgConnection, user_ids: &[String]) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO members (user_id) SELECT unnest($1::text[]) ON CONFLICT (user_id) DO NOTHING")
-        .bind(user_ids)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 pub async fn insert_batch(conn: &mut PgConnection, batch: &BatchAttributes<'_>, count: i32) -> Result<(), sqlx::Error> {

@@ -6,6 +6,7 @@ pub mod abuse;
 pub mod graph;
 pub mod idempotency;
 pub mod invitations;
+pub mod members;
 pub mod outbox;
 pub mod rekey;
 pub mod reservations;

@@ -237,6 +237,13 @@ impl TestApp {
         self.client.clone().get_invite_graph(request).await.map(|r| r.into_inner())
     }
 
+    pub async fn register(
+        &self,
+        members: Vec<pb::MemberRegistration>,
+    ) -> Result<pb::RegisterMembersResponse, tonic::Status> {
+        self.client.clone().register_members(pb::RegisterMembersRequest { members }).await.map(|r| r.into_inner())
+    }
+
     /// Rows in a table of the test database (to prove a bad call changed nothing).
     pub async fn count(&self, table: &str) -> i64 {
         let pool = self.pool().await;
@@ -395,5 +402,14 @@ impl DbProxy {
 impl Drop for DbProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A registration for RegisterMembers.
+pub fn member(user_id: &str, join_time: Option<i64>, hidden: Option<bool>) -> pb::MemberRegistration {
+    pb::MemberRegistration {
+        user_id: user_id.into(),
+        join_time: join_time.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+        hidden,
     }
 }

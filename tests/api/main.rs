@@ -12,6 +12,7 @@ mod graph;
 mod hardening;
 mod health;
 mod helpers;
+mod members;
 mod metrics;
 mod mint_list;
 mod nats;
