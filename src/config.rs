@@ -225,6 +225,13 @@ pub struct ServeArgs {
     #[arg(long, env = "INVITATIONS_EXPIRY_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub expiry_sweep_interval: Duration,
 
+    /// How often the invite graph's count deltas (appended by every redeem)
+    /// are folded into per-member counters. Counts are exact either way;
+    /// folding keeps reading them cheap. `0s` turns it off (tests only: the
+    /// deltas then grow without bound).
+    #[arg(long, env = "INVITATIONS_GRAPH_FOLD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub graph_fold_interval: Duration,
+
     #[command(flatten)]
     pub events: EventArgs,
 }

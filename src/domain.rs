@@ -24,6 +24,9 @@ pub const MAX_REVOKE_IDS: usize = 1_000;
 pub const MAX_REGISTER_PER_CALL: usize = 10_000;
 /// How far ahead of the server's clock a join time may be (clock skew).
 pub const MAX_JOIN_TIME_SKEW: time::Duration = time::Duration::minutes(5);
+/// Graph depths (GetInviteGraph and the forest walk) are clamped to this,
+/// which stands for "the whole subtree".
+pub const MAX_GRAPH_DEPTH: u32 = 10_000;
 /// Page size when the request says 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Larger page sizes are clamped to this.
@@ -191,13 +194,53 @@ impl Invitation {
     }
 }
 
-/// A member node of the invite graph.
+/// A member node of the invite graph, as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Member {
+    /// The internal numeric id (never shown); `path` is made of these.
+    pub id: i64,
     pub user_id: String,
     pub inviter_id: Option<String>,
+    /// Unset: known only as the owner of minted invitations.
     pub join_time: Option<OffsetDateTime>,
     pub invitation_id: Option<Uuid>,
+    /// Ids from the root down to this member (itself last).
+    pub path: Vec<i64>,
+    /// Opted out of the public invite tree.
+    pub hidden: bool,
+    /// Whether the inviter is hidden (false for roots).
+    pub parent_hidden: bool,
+    #[sqlx(flatten)]
+    pub privileges: InvitePrivileges,
+}
+
+impl Member {
+    /// Levels below the member's root (a root is at depth 0).
+    pub fn depth(&self) -> u32 {
+        self.path.len().saturating_sub(1) as u32
+    }
+
+    /// The inviter's numeric id, if the member has an inviter.
+    pub fn parent_id(&self) -> Option<i64> {
+        self.path.len().checked_sub(2).map(|i| self.path[i])
+    }
+
+    pub fn root_id(&self) -> i64 {
+        self.path.first().copied().unwrap_or(self.id)
+    }
+}
+
+/// Whether a member may hand out invitations, and the last change.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InvitePrivileges {
+    #[sqlx(rename = "invite_enabled")]
+    pub enabled: bool,
+    #[sqlx(rename = "invite_reason")]
+    pub reason: String,
+    #[sqlx(rename = "invite_update_time")]
+    pub update_time: Option<OffsetDateTime>,
+    #[sqlx(rename = "invite_updated_by")]
+    pub updated_by: String,
 }
 
 /// Where a reservation is in its life, as stored. A `Held` row past its

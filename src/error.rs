@@ -40,6 +40,12 @@ pub enum Error {
     AlreadyInvited,
     #[error("the invitee is the inviter's own ancestor in the invite graph")]
     InviteCycle,
+    /// The invitation's owner has their invite privileges disabled.
+    #[error("the inviter's invite privileges are disabled")]
+    InviterDisabled,
+    /// A member named to receive invitations has invite privileges disabled.
+    #[error("invite privileges of `{user_id}` are disabled: it cannot receive invitations")]
+    InvitePrivilegesDisabled { user_id: String },
     /// Every remaining use is held by someone else's live reservation.
     #[error("every remaining use of the invitation is reserved by a sign-up in progress")]
     Reserved,
@@ -98,6 +104,8 @@ impl Error {
             Error::SelfInvite => "SELF_INVITE",
             Error::AlreadyInvited => "ALREADY_INVITED",
             Error::InviteCycle => "INVITE_CYCLE",
+            Error::InviterDisabled => "INVITER_DISABLED",
+            Error::InvitePrivilegesDisabled { .. } => "INVITE_PRIVILEGES_DISABLED",
             Error::Reserved => "RESERVED",
             Error::ReservationExpired => "RESERVATION_EXPIRED",
             Error::ReservationReleased => "RESERVATION_RELEASED",

@@ -27,7 +27,8 @@ use crate::pb;
 use crate::relay::RelaySettings;
 use crate::secret::Secrets;
 use crate::service::{
-    Invitations, ReservationSettings, rekey, sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
+    Invitations, Placeholders, ReservationSettings, fold_graph_counts, rekey, sweep_abuse_records,
+    sweep_expired_invitations, sweep_lapsed_reservations,
 };
 use crate::telemetry::{self, Metrics, RpcLayer};
 use crate::vault::Vault;
@@ -108,6 +109,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     let waker = outbox::Waker::default();
     let service = Arc::new(
         Invitations::new(pool.clone(), codes, PageTokens::new(&secrets), vault.clone())
+            .with_placeholders(Placeholders::new(&secrets.current))
             .with_metrics(metrics.domain.clone())
             .with_reservations(reservations)
             .with_abuse(AbuseSettings::clone(&abuse))
@@ -131,6 +133,9 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     };
     background.spawn(outbox::maintain(pool.clone(), maintenance, metrics.outbox.clone()));
     background.spawn(outbox::broadcast(pool.clone(), waker.clone()));
+    if !args.graph_fold_interval.is_zero() {
+        background.spawn(fold_graph_counts(pool.clone(), args.graph_fold_interval));
+    }
     let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
     let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view))
         .max_decoding_message_size(args.limits.max_request_bytes);

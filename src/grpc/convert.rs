@@ -4,13 +4,13 @@
 use time::OffsetDateTime;
 
 use crate::code::{CodeError, InvitationCode, display_form};
-use crate::domain::{self, Invitation, Member, State, UserId};
+use crate::domain::{self, Invitation, State, UserId};
 use crate::email::{self, Binding, BindingKind, Email};
 use crate::error::{Error, Violations};
 use crate::pb;
 use crate::service::{
-    GraphQuery, GraphView, ListPage, ListQuery, MintCommand, MintOutcome, RedeemCommand, RedeemTarget, Redemption,
-    RevokeCommand, RevokeOutcome, RevokeTarget,
+    ListPage, ListQuery, MintCommand, MintOutcome, RedeemCommand, RedeemTarget, Redemption, RevokeCommand,
+    RevokeOutcome, RevokeTarget,
 };
 
 /// How codes are shown and parsed, and how links are built.
@@ -105,24 +105,6 @@ impl View {
             invitations: outcome.invitations.iter().map(|i| self.invitation(i, now)).collect(),
             revoked_count: outcome.revoked_count,
         }
-    }
-}
-
-pub fn member_pb(m: Member) -> pb::MemberNode {
-    pb::MemberNode {
-        user_id: m.user_id,
-        inviter_id: m.inviter_id.unwrap_or_default(),
-        join_time: m.join_time.map(timestamp),
-        invitation_id: m.invitation_id.map(|i| i.to_string()).unwrap_or_default(),
-    }
-}
-
-pub fn graph_response(view: GraphView) -> pb::GetInviteGraphResponse {
-    pb::GetInviteGraphResponse {
-        member: Some(member_pb(view.member)),
-        ancestors: view.ancestors.into_iter().map(member_pb).collect(),
-        descendants: view.descendants.into_iter().map(member_pb).collect(),
-        next_page_token: view.next_page_token,
     }
 }
 
@@ -324,21 +306,6 @@ impl TryFrom<pb::RevokeRequest> for RevokeCommand {
                 revoked_by: revoked_by.unwrap_or_default(),
             }),
             None => Err(Error::invalid("invitation_ids", "set invitation_ids or user_id")),
-        }
-    }
-}
-
-impl TryFrom<pb::GetInviteGraphRequest> for GraphQuery {
-    type Error = Error;
-
-    fn try_from(r: pb::GetInviteGraphRequest) -> Result<Self, Error> {
-        let mut v = Violations::default();
-        let user = v.check("user_id", UserId::parse(&r.user_id));
-        let page_size = v.check("page_size", domain::parse_page_size(r.page_size));
-        v.into_result()?;
-        match (user, page_size) {
-            (Some(user), Some(page_size)) => Ok(GraphQuery { user, page_size, page_token: r.page_token }),
-            _ => Err(Error::invalid("user_id", "is required")),
         }
     }
 }

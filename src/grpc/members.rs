@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::domain::{self, UserId};
 use crate::error::{Error, Violations};
 use crate::pb;
-use crate::service::{RegisterCommand, RegisterOutcome};
+use crate::service::{PrivilegesCommand, PrivilegesOutcome, RegisterCommand, RegisterOutcome};
 use crate::store::members::Registration;
 
 /// A protobuf timestamp as a time no earlier than the Unix epoch.
@@ -69,4 +69,37 @@ impl TryFrom<pb::RegisterMembersRequest> for RegisterCommand {
 
 pub fn register_response(o: &RegisterOutcome) -> pb::RegisterMembersResponse {
     pb::RegisterMembersResponse { created_count: o.created, updated_count: o.updated }
+}
+
+impl TryFrom<pb::SetInvitePrivilegesRequest> for PrivilegesCommand {
+    type Error = Error;
+
+    fn try_from(r: pb::SetInvitePrivilegesRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let user = v.check("user_id", UserId::parse(&r.user_id));
+        let reason = v.check("reason", domain::parse_text(&r.reason, domain::MAX_NOTE_LEN));
+        let updated_by = v.check("updated_by", domain::parse_text(&r.updated_by, domain::MAX_ID_LEN));
+        if r.revoke_subtree && r.enabled {
+            v.push("revoke_subtree", "only when disabling (enabled = false)");
+        }
+        v.into_result()?;
+        match user {
+            Some(user) => Ok(PrivilegesCommand {
+                user,
+                enabled: r.enabled,
+                reason: reason.unwrap_or_default(),
+                revoke_subtree: r.revoke_subtree,
+                updated_by: updated_by.unwrap_or_default(),
+            }),
+            None => Err(Error::invalid("user_id", "is required")),
+        }
+    }
+}
+
+pub fn privileges_response(o: &PrivilegesOutcome) -> pb::SetInvitePrivilegesResponse {
+    pb::SetInvitePrivilegesResponse {
+        privileges: Some(super::graph::privileges_pb(&o.privileges)),
+        changed: o.changed,
+        revoked_count: o.revoked,
+    }
 }

@@ -3,15 +3,19 @@
 //! `tonic::Status`.
 
 pub mod convert;
+mod graph;
 mod members;
 pub mod overload;
 mod reservation;
 pub mod status;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use prost::Message;
 use sha2::{Digest, Sha256};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, recorded_actor};
@@ -190,7 +194,7 @@ impl InvitationService for InvitationApi {
     ) -> Result<Response<pb::GetInviteGraphResponse>, Status> {
         let query = request.into_inner().try_into().map_err(to_status)?;
         let view = self.service.graph(query).await.map_err(to_status)?;
-        Ok(Response::new(convert::graph_response(view)))
+        Ok(Response::new(graph::graph_response(view)))
     }
 
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveResponse>, Status> {
@@ -226,8 +230,27 @@ impl InvitationService for InvitationApi {
 
     async fn set_invite_privileges(
         &self,
-        _request: Request<pb::SetInvitePrivilegesRequest>,
+        request: Request<pb::SetInvitePrivilegesRequest>,
     ) -> Result<Response<pb::SetInvitePrivilegesResponse>, Status> {
-        Err(Status::unimplemented("SetInvitePrivileges is declared; it lands with the invite graph (issue 3)"))
+        let command = request.into_inner().try_into().map_err(to_status)?;
+        let outcome = self.service.set_invite_privileges(command).await.map_err(to_status)?;
+        Ok(Response::new(members::privileges_response(&outcome)))
+    }
+
+    type WalkInviteForestStream = Pin<Box<dyn Stream<Item = Result<pb::MemberNode, Status>> + Send>>;
+
+    async fn walk_invite_forest(
+        &self,
+        request: Request<pb::WalkInviteForestRequest>,
+    ) -> Result<Response<Self::WalkInviteForestStream>, Status> {
+        let members = self.service.walk_forest(request.into_inner().into());
+        let stream = ReceiverStream::new(members).map(|m| m.map(graph::member_pb).map_err(to_status));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn reparent(&self, request: Request<pb::ReparentRequest>) -> Result<Response<pb::ReparentResponse>, Status> {
+        let command = request.into_inner().try_into().map_err(to_status)?;
+        let outcome = self.service.reparent(command).await.map_err(to_status)?;
+        Ok(Response::new(graph::reparent_response(outcome)))
     }
 }

@@ -40,6 +40,7 @@ pub fn to_status(error: Error) -> Status {
         | Error::SelfInvite
         | Error::AlreadyInvited
         | Error::InviteCycle
+        | Error::InviterDisabled
         | Error::Reserved
         | Error::ReservationExpired
         | Error::ReservationReleased
@@ -52,6 +53,10 @@ pub fn to_status(error: Error) -> Status {
             let secs = retry_after.whole_seconds().max(1) as u64;
             details.set_retry_info(Some(std::time::Duration::from_secs(secs)));
             Code::ResourceExhausted
+        }
+        Error::InvitePrivilegesDisabled { user_id } => {
+            details.add_precondition_failure_violation(error.reason(), user_id.clone(), error.to_string());
+            Code::FailedPrecondition
         }
         Error::Unavailable(cause) => {
             tracing::warn!(error = ?cause, "database unavailable");

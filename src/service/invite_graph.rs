@@ -1,12 +1,36 @@
-//! GetInviteGraph: a member, its ancestors and its direct invitees.
+//! GetInviteGraph (a member, its ancestors, a page of its subtree in
+//! depth-first order, its counts) and the forest walk. Reads only; the paths
+//! make each one a few index probes (docs/design.md, "Graph storage").
+
+use tokio::sync::mpsc;
 
 use super::*;
+use crate::domain::MAX_GRAPH_DEPTH;
+
+/// Members per query while walking the forest.
+const WALK_CHUNK: i64 = 1000;
+
+pub struct WalkQuery {
+    /// Levels below each root; `None`: whole trees.
+    pub max_depth: Option<u32>,
+    pub public_view: bool,
+    /// Leave out roots that have invited nobody.
+    pub omit_singletons: bool,
+}
+
+/// The longest path to include `depth` levels below a member whose path has
+/// `len` ids; `None` when that is the whole subtree.
+fn max_len(len: usize, depth: u32) -> Option<usize> {
+    (depth < MAX_GRAPH_DEPTH).then(|| len + depth as usize)
+}
 
 impl Invitations {
     #[tracing::instrument(name = "db.graph", skip_all, fields(db.system = "postgresql"))]
     pub async fn graph(&self, query: GraphQuery) -> Result<GraphView, Error> {
-        let scope = [b"graph\0".as_slice(), query.user.as_str().as_bytes()].concat();
-        let after = if query.page_token.is_empty() {
+        let mut scope = [b"graph\0".as_slice(), query.user.as_str().as_bytes(), b"\0"].concat();
+        scope.extend_from_slice(&query.max_depth.to_be_bytes());
+        scope.push(u8::from(query.public_view));
+        let cursor = if query.page_token.is_empty() {
             None
         } else {
             let cursor = self.page_tokens.decode(&query.page_token, &scope).ok_or_else(bad_page_token)?;
@@ -14,19 +38,153 @@ impl Invitations {
             Some(i64::from_be_bytes(bytes))
         };
         let mut conn = self.pool.acquire().await?;
-        let Some(member) = graph::member(&mut conn, query.user.as_str()).await? else {
-            return Err(Error::NotFound { what: "member", field: "user_id" });
+        let member = match graph::member(&mut conn, query.user.as_str()).await? {
+            // The public view does not even confirm that a hidden member exists.
+            Some(m) if !(query.public_view && m.hidden) => m,
+            _ => return Err(Error::NotFound { what: "member", field: "user_id" }),
         };
-        let ancestors = graph::ancestors(&mut conn, query.user.as_str()).await?;
-        let mut page =
-            graph::invitees_page(&mut conn, query.user.as_str(), after, i64::from(query.page_size) + 1).await?;
-        let next_page_token = if page.len() > query.page_size as usize {
-            page.truncate(query.page_size as usize);
-            page.last().map(|(id, _)| self.page_tokens.encode(&scope, &id.to_be_bytes())).unwrap_or_default()
+        let ancestors = graph::members_by_ids(&mut conn, &member.path[..member.path.len() - 1]).await?;
+        let (descendant_count, invitee_count) = graph::counts(&mut conn, member.id).await?;
+
+        let max_len = max_len(member.path.len(), query.max_depth);
+        let first = tree::after(&member.path, None);
+        let from = match cursor {
+            None => first,
+            Some(id) => {
+                let path = graph::path_of(&mut conn, id).await?.ok_or_else(bad_page_token)?;
+                // A member moved away since the last page must not pull the
+                // range out of this subtree.
+                tree::after(&path, max_len).max(first)
+            }
+        };
+        let to = tree::subtree_end(&member.path);
+        let limit = i64::from(query.page_size) + 1;
+        let max_len_sql = max_len.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
+        let mut descendants = graph::page(&mut conn, &from, &to, max_len_sql, limit).await?;
+        let next_page_token = if descendants.len() > query.page_size as usize {
+            descendants.truncate(query.page_size as usize);
+            descendants.last().map(|m| self.page_tokens.encode(&scope, &m.id.to_be_bytes())).unwrap_or_default()
         } else {
             String::new()
         };
-        let descendants = page.into_iter().map(|(_, m)| m).collect();
-        Ok(GraphView { member, ancestors, descendants, next_page_token })
+        let mut view = GraphView {
+            member,
+            ancestors,
+            descendants,
+            next_page_token,
+            descendant_count,
+            invitee_count,
+            public_view: query.public_view,
+        };
+        if query.public_view {
+            let all = std::iter::once(&mut view.member).chain(&mut view.ancestors).chain(&mut view.descendants);
+            all.for_each(|m| self.placeholders.publish(m));
+        }
+        Ok(view)
+    }
+
+    /// Every member, tree by tree (roots by id), each tree depth-first:
+    /// streamed in chunks, each chunk its own snapshot (no transaction is
+    /// held open while a slow client reads). A subtree moved by Reparent
+    /// during the walk can appear twice or not at all.
+    pub fn walk_forest(&self, query: WalkQuery) -> mpsc::Receiver<Result<Member, Error>> {
+        let (tx, rx) = mpsc::channel(WALK_CHUNK as usize);
+        let pool = self.pool.clone();
+        let placeholders = self.placeholders.clone();
+        tokio::spawn(async move {
+            if let Err(e) = walk(pool, placeholders, query, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+}
+
+async fn walk(
+    pool: PgPool,
+    placeholders: public_view::Placeholders,
+    query: WalkQuery,
+    out: &mpsc::Sender<Result<Member, Error>>,
+) -> Result<(), Error> {
+    let wanted_len = query.max_depth.and_then(|d| max_len(1, d));
+    // Telling a singleton root from one with invitees needs the next row, so
+    // a roots-only walk that omits singletons also reads the first level.
+    let read_len = match wanted_len {
+        Some(1) if query.omit_singletons => Some(2),
+        l => l,
+    };
+    let to = tree::subtree_end(&[]);
+    let mut from = Vec::new();
+    let mut pending_root: Option<Member> = None;
+    loop {
+        let mut conn = pool.acquire().await?;
+        let len_sql = read_len.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
+        let rows = graph::page(&mut conn, &from, &to, len_sql, WALK_CHUNK).await?;
+        drop(conn);
+        let done = (rows.len() as i64) < WALK_CHUNK;
+        if let Some(last) = rows.last() {
+            from = tree::after(&last.path, read_len);
+        }
+        for m in rows {
+            if query.omit_singletons {
+                if m.path.len() == 1 {
+                    pending_root = Some(m);
+                    continue;
+                }
+                if let Some(root) = pending_root.take()
+                    && !emit(out, &placeholders, query.public_view, root).await
+                {
+                    return Ok(());
+                }
+            }
+            if wanted_len.is_some_and(|l| m.path.len() > l) {
+                continue;
+            }
+            if !emit(out, &placeholders, query.public_view, m).await {
+                return Ok(());
+            }
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends one member (as the public sees it, if asked); false when the
+/// client went away.
+async fn emit(
+    out: &mpsc::Sender<Result<Member, Error>>,
+    placeholders: &public_view::Placeholders,
+    public_view: bool,
+    mut m: Member,
+) -> bool {
+    if public_view {
+        placeholders.publish(&mut m);
+    }
+    out.send(Ok(m)).await.is_ok()
+}
+
+/// Folds the graph's count deltas into the counters every `interval` until
+/// shutdown (docs/design.md, "Graph storage"). Only keeps reads cheap:
+/// counts are exact whether or not it runs, and every replica may run it.
+pub async fn fold_graph_counts(pool: PgPool, interval: std::time::Duration) {
+    const BATCH: i64 = 10_000;
+    loop {
+        tokio::time::sleep(interval).await;
+        let folded = async {
+            let mut conn = pool.acquire().await?;
+            let mut total = 0;
+            loop {
+                let n = tree::fold_counts(&mut conn, BATCH).await?;
+                total += n;
+                if n < BATCH {
+                    return Ok::<_, sqlx::Error>(total);
+                }
+            }
+        };
+        match folded.await {
+            Ok(n) => tracing::debug!(deltas = n, "folded graph counts"),
+            Err(e) => tracing::warn!(error = %e, "folding graph counts failed; retrying next interval"),
+        }
     }
 }

@@ -10,16 +10,24 @@ pub mod abuse;
 mod expiry;
 mod invite_graph;
 mod list;
+mod locking;
 mod mint;
+mod privileges;
+mod public_view;
 mod redeem;
 mod registration;
 pub mod rekey;
+mod reparent;
 mod reservation;
 mod revoke;
 
 pub use abuse::{Attempt, sweep_abuse_records};
 pub use expiry::sweep_expired_invitations;
+pub use invite_graph::{WalkQuery, fold_graph_counts};
+pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
+pub use public_view::Placeholders;
 pub use registration::{RegisterCommand, RegisterOutcome};
+pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
 
 use std::sync::Arc;
@@ -35,7 +43,7 @@ use crate::error::Error;
 use crate::events::{self, CodeDisclosure, Event};
 use crate::outbox::Waker;
 use crate::page_token::PageTokens;
-use crate::store::{self, graph, idempotency, invitations, members, outbox};
+use crate::store::{self, graph, idempotency, invitations, members, outbox, tree};
 use crate::telemetry::DomainMetrics;
 use crate::vault::{Purpose, Vault};
 
@@ -143,13 +151,25 @@ pub struct GraphQuery {
     pub user: UserId,
     pub page_size: u32,
     pub page_token: String,
+    /// Levels of the subtree to include, at least 1 (clamped to
+    /// `MAX_GRAPH_DEPTH`, which means all of them).
+    pub max_depth: u32,
+    /// Hidden members as anonymous placeholders.
+    pub public_view: bool,
 }
 
 pub struct GraphView {
     pub member: Member,
+    /// Root first.
     pub ancestors: Vec<Member>,
+    /// One page of the subtree, depth-first.
     pub descendants: Vec<Member>,
     pub next_page_token: String,
+    /// Members below `member`, all depths.
+    pub descendant_count: i64,
+    /// Direct invitees of `member`.
+    pub invitee_count: i64,
+    pub public_view: bool,
 }
 
 pub struct Invitations {
@@ -164,6 +184,8 @@ pub struct Invitations {
     pub(crate) waker: Waker,
     pub(crate) vault: Arc<Vault>,
     pub(crate) abuse: Arc<crate::abuse::AbuseSettings>,
+    /// Names hidden members in the public view of the graph.
+    pub(crate) placeholders: Placeholders,
 }
 
 impl Invitations {
@@ -178,7 +200,14 @@ impl Invitations {
             waker: Waker::default(),
             vault,
             abuse: Arc::default(),
+            placeholders: Placeholders::unkeyed(),
         }
+    }
+
+    /// Names hidden members in the public view by keyed placeholders (the
+    /// default names them all just `hidden`).
+    pub fn with_placeholders(self, placeholders: Placeholders) -> Self {
+        Self { placeholders, ..self }
     }
 
     /// Wakes relays through `waker` after commits that appended events.

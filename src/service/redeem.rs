@@ -59,8 +59,8 @@ fn retryable_redeem_error(e: &sqlx::Error) -> bool {
 
 impl Invitations {
     /// One redeem attempt inside a transaction, and whether it spent a use (not
-    /// a retry). See docs/design.md ("Redeem") for why the locks below rule out
-    /// double spends and cycles.
+    /// a retry). See docs/design.md ("Redeem" and "Graph storage") for why the
+    /// locks below rule out double spends, cycles and stale paths.
     async fn redeem_in(
         &self,
         tx: &mut store::Tx<'_>,
@@ -69,39 +69,49 @@ impl Invitations {
     ) -> Result<(Redemption, bool), RedeemFailure> {
         let invitee = cmd.invitee.as_str();
         let invitation = reservation::target_invitation(tx, &cmd.target, code_hashes, invitee).await?;
-        if invitation.inviter_id.as_deref() == Some(invitee) {
+        let inviter = invitation.inviter_id.clone();
+        if inviter.as_deref() == Some(invitee) {
             return Err(RedeemFailure::Refused(Error::SelfInvite));
         }
-        graph::lock_member(tx, invitee).await?;
-        if let Some((joined_through, redeem_time)) = graph::joined_through(tx, invitee).await? {
-            if joined_through == invitation.id {
-                // A retry of a redeem that already succeeded: same answer.
-                let flags = abuse::flags_of(tx, invitee).await?;
-                return Ok((Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time, flags }, false));
-            }
-            return Err(RedeemFailure::Refused(Error::AlreadyInvited));
+        members::ensure_one(tx, invitee).await?;
+        // A retry of a finished redeem is answered before taking any lock.
+        if let Some(answer) = joined_before(tx, invitee, &invitation, None).await? {
+            return answer;
+        }
+        let (member, parent) = match inviter.as_deref() {
+            Some(inviter) => match super::locking::lock_move(tx, invitee, Some(inviter)).await? {
+                Some(locked) => (locked.mover, locked.parent),
+                None => return Err(RedeemFailure::Sql(sqlx::Error::RowNotFound)),
+            },
+            None => (graph::lock_member(tx, invitee).await?.ok_or(sqlx::Error::RowNotFound)?, None),
+        };
+        if let Some(answer) = joined_before(tx, invitee, &invitation, member.inviter_id.as_deref()).await? {
+            return answer;
         }
         if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
             return Err(RedeemFailure::Refused(reason));
         }
         reservation::check_email(&invitation, cmd)?;
-        let inviter = invitation.inviter_id.as_deref();
-        let mut screening = abuse::screen(tx, &self.abuse, &self.vault, cmd.client_ip, cmd.email.as_ref(), inviter)
-            .await
-            .map_err(RedeemFailure::Refused)?;
+        let mut screening =
+            abuse::screen(tx, &self.abuse, &self.vault, cmd.client_ip, cmd.email.as_ref(), inviter.as_deref())
+                .await
+                .map_err(RedeemFailure::Refused)?;
         if cmd.over_attempt_limit {
             screening.flags.push(crate::abuse::Flag::AttemptLimit);
         }
-        if let Some(inviter) = invitation.inviter_id.as_deref() {
-            if graph::has_invitees(tx, invitee).await? {
-                graph::lock_tree_merges(tx).await?;
+        if let Some(parent) = &parent {
+            if !parent.privileges.enabled {
+                return Err(RedeemFailure::Refused(Error::InviterDisabled));
             }
-            if graph::is_self_or_ancestor(tx, invitee, inviter).await? {
+            if parent.path.contains(&member.id) {
                 return Err(RedeemFailure::Refused(Error::InviteCycle));
             }
         }
         let (mut spent, completed) = reservation::take_use(tx, &cmd.target, invitation.id, invitee).await?;
         let redeem_time = graph::insert_redemption(tx, spent.id, spent.inviter_id.as_deref(), invitee).await?;
+        if let Some(parent) = &parent {
+            tree::graft(tx, &member, Some(parent)).await?;
+        }
         abuse::record(tx, &self.abuse, &self.vault, cmd.client_ip, invitee, &screening.flags).await?;
         let mut emitted = vec![Event::redeemed(&spent, invitee, completed.is_some())];
         if let Some(reservation) = &completed {
@@ -119,4 +129,27 @@ impl Invitations {
         let flags = screening.flags.iter().map(|f| f.name().to_owned()).collect();
         Ok((Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time, flags }, true))
     }
+}
+
+type Outcome = Result<(Redemption, bool), RedeemFailure>;
+
+/// Whether the invitee already joined: through this invitation, a retry
+/// (the same success); through another, or placed under an inviter by
+/// Reparent, `ALREADY_INVITED`.
+async fn joined_before(
+    tx: &mut store::Tx<'_>,
+    invitee: &str,
+    invitation: &Invitation,
+    inviter: Option<&str>,
+) -> Result<Option<Outcome>, sqlx::Error> {
+    Ok(match graph::joined_through(tx, invitee).await? {
+        Some((through, redeem_time)) if through == invitation.id => {
+            let flags = abuse::flags_of(tx, invitee).await?;
+            let invitation = invitation.clone();
+            Some(Ok((Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time, flags }, false)))
+        }
+        Some(_) => Some(Err(RedeemFailure::Refused(Error::AlreadyInvited))),
+        None if inviter.is_some() => Some(Err(RedeemFailure::Refused(Error::AlreadyInvited))),
+        None => None,
+    })
 }

@@ -68,6 +68,9 @@ impl Invitations {
         if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
             return Err(reason);
         }
+        if inviter_disabled(&mut tx, &invitation).await? {
+            return Err(Error::InviterDisabled);
+        }
         if !invitation.admits(cmd.email.as_ref()) {
             return Err(Error::EmailMismatch);
         }
@@ -155,10 +158,20 @@ pub(super) async fn availability(
     let held = reservations::live_count(conn, invitation.id).await?;
     let refusal = match invitation.unavailable_reason(OffsetDateTime::now_utc()) {
         Some(reason) => Some(reason),
+        None if inviter_disabled(conn, invitation).await? => Some(Error::InviterDisabled),
         None if i64::from(invitation.uses) + held >= i64::from(invitation.max_uses) => Some(Error::Reserved),
         None => None,
     };
     Ok((refusal, u32::try_from(held).unwrap_or(u32::MAX)))
+}
+
+/// Whether the invitation's owner has invite privileges disabled (Redeem
+/// checks this itself, under a lock; see `privileges`).
+async fn inviter_disabled(conn: &mut sqlx::PgConnection, invitation: &Invitation) -> Result<bool, sqlx::Error> {
+    match &invitation.inviter_id {
+        Some(inviter) => Ok(!members::invite_enabled(conn, inviter).await?),
+        None => Ok(false),
+    }
 }
 
 /// The invitation a Redeem names. A reservation that already ended is refused

@@ -1,33 +1,110 @@
-//! SQL for the invite graph: members and redemption edges.
+//! SQL that reads the invite graph: member nodes, ancestors, pages of the
+//! depth-first order, counts, and the redemption edges. The structure is the
+//! materialized path `members.path` (docs/design.md, "Graph storage"): the
+//! ids from the root down to the member, so ancestors are one lookup by id
+//! and a subtree is one range of the path index. What changes the structure
+//! (locks, moves, counts) is in `tree`.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::Member;
 
-/// Deepest chain the ancestor walk follows; a guard, not a product limit.
-const MAX_CHAIN: i32 = 100_000;
-
-/// Registers the invitee if new and locks its row until the transaction ends.
-/// Concurrent redeems by one invitee serialize here, and the lock also holds
-/// off anyone adding an invitee *under* this user (their foreign key check
-/// takes a KEY SHARE lock on it), which the cycle check relies on.
-pub async fn lock_member(conn: &mut PgConnection, user_id: &str) -> Result<Member, sqlx::Error> {
-    sqlx::query("INSERT INTO members (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query_as("SELECT user_id, inviter_id, join_time, invitation_id FROM members WHERE user_id = $1 FOR UPDATE")
-        .bind(user_id)
-        .fetch_one(conn)
-        .await
-}
+/// A member node with whether its inviter is hidden (for the public view).
+const NODE: &str = "SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden, \
+     coalesce(p.hidden, false) AS parent_hidden, \
+     m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by \
+     FROM members m LEFT JOIN members p ON p.id = m.path[cardinality(m.path) - 1]";
 
 pub async fn member(conn: &mut PgConnection, user_id: &str) -> Result<Option<Member>, sqlx::Error> {
-    sqlx::query_as("SELECT user_id, inviter_id, join_time, invitation_id FROM members WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(&format!("{NODE} WHERE m.user_id = $1")).bind(user_id).fetch_optional(conn).await
+}
+
+pub async fn member_by_id(conn: &mut PgConnection, id: i64) -> Result<Option<Member>, sqlx::Error> {
+    sqlx::query_as(&format!("{NODE} WHERE m.id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// Locks the member's row (`FOR UPDATE`) until the transaction ends.
+pub async fn lock_member(conn: &mut PgConnection, user_id: &str) -> Result<Option<Member>, sqlx::Error> {
+    sqlx::query_as(&format!("{NODE} WHERE m.user_id = $1 FOR UPDATE OF m")).bind(user_id).fetch_optional(conn).await
+}
+
+/// Reads the member under a `FOR SHARE` lock: its path and privileges cannot
+/// change until the transaction ends.
+pub async fn share_member(conn: &mut PgConnection, user_id: &str) -> Result<Option<Member>, sqlx::Error> {
+    sqlx::query_as(&format!("{NODE} WHERE m.user_id = $1 FOR SHARE OF m")).bind(user_id).fetch_optional(conn).await
+}
+
+/// The members with these ids, shallowest first (for ancestors: root first).
+pub async fn members_by_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Member>, sqlx::Error> {
+    sqlx::query_as(&format!("{NODE} WHERE m.id = ANY($1) ORDER BY cardinality(m.path)")).bind(ids).fetch_all(conn).await
+}
+
+/// The root of a member's tree (its path's first id), read without a lock.
+pub async fn root_of(conn: &mut PgConnection, user_id: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT path[1] FROM members WHERE user_id = $1").bind(user_id).fetch_optional(conn).await
+}
+
+pub async fn path_of(conn: &mut PgConnection, id: i64) -> Result<Option<Vec<i64>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT path FROM members WHERE id = $1").bind(id).fetch_optional(conn).await
+}
+
+/// Up to `limit` members in depth-first order (siblings by id) with paths in
+/// `[from, to)`, leaving out every member whose path is longer than
+/// `max_len` without scanning their subtrees: a member at `max_len` makes the
+/// next probe jump past its subtree (one index probe per row returned).
+/// `from` must not point into the subtree of a member at `max_len` (the
+/// bounds from `tree::after` never do).
+pub async fn page(
+    conn: &mut PgConnection,
+    from: &[i64],
+    to: &[i64],
+    max_len: Option<i32>,
+    limit: i64,
+) -> Result<Vec<Member>, sqlx::Error> {
+    let Some(max_len) = max_len else {
+        return sqlx::query_as(&format!("{NODE} WHERE m.path >= $1 AND m.path < $2 ORDER BY m.path LIMIT $3"))
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(conn)
+            .await;
+    };
+    sqlx::query_as(&format!(
+        "WITH RECURSIVE walk (n, id, path) AS ( \
+             (SELECT 1, id, path FROM members WHERE path >= $1 AND path < $2 ORDER BY path LIMIT 1) \
+             UNION ALL \
+             SELECT w.n + 1, next.id, next.path FROM walk w CROSS JOIN LATERAL ( \
+                 SELECT id, path FROM members \
+                 WHERE path >= CASE WHEN cardinality(w.path) >= $3 \
+                                    THEN w.path[1:cardinality(w.path) - 1] || (w.path[cardinality(w.path)] + 1) \
+                                    ELSE w.path || 0::bigint END \
+                   AND path < $2 \
+                 ORDER BY path LIMIT 1) next \
+             WHERE w.n < $4) \
+         {NODE} JOIN walk ON walk.id = m.id ORDER BY walk.n"
+    ))
+    .bind(from)
+    .bind(to)
+    .bind(max_len)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Members below a member (all depths) and its direct invitees: the folded
+/// counter plus the deltas not folded yet, in one snapshot.
+pub async fn counts(conn: &mut PgConnection, id: i64) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(c.descendants, 0) + coalesce(d.descendants, 0), coalesce(c.invitees, 0) + coalesce(d.invitees, 0) \
+         FROM (SELECT $1::bigint AS id) k \
+         LEFT JOIN member_counts c ON c.member_id = k.id \
+         LEFT JOIN (SELECT sum(descendants)::bigint AS descendants, sum(invitees)::bigint AS invitees \
+                    FROM member_count_deltas WHERE member_id = $1) d ON true",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
 }
 
 /// The invitation a user redeemed to join, and when, if any.
@@ -41,41 +118,9 @@ pub async fn joined_through(
         .await
 }
 
-pub async fn has_invitees(conn: &mut PgConnection, user_id: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM redemptions WHERE inviter_id = $1)")
-        .bind(user_id)
-        .fetch_one(conn)
-        .await
-}
-
-/// Serializes the rare redeems that join two existing trees (the invitee
-/// already has invitees of its own), so two of them cannot close a cycle
-/// between each other unseen. Ordinary sign-ups never take it.
-pub async fn lock_tree_merges(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    // Arbitrary constant key: "invitations/tree-merge".
-    sqlx::query("SELECT pg_advisory_xact_lock(7208163470019245107)").execute(conn).await?;
-    Ok(())
-}
-
-/// Whether `candidate` is `user_id` or one of its ancestors.
-pub async fn is_self_or_ancestor(conn: &mut PgConnection, candidate: &str, user_id: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH RECURSIVE chain (user_id, inviter_id, depth) AS ( \
-             SELECT user_id, inviter_id, 1 FROM members WHERE user_id = $2 \
-             UNION ALL \
-             SELECT m.user_id, m.inviter_id, c.depth + 1 FROM members m \
-             JOIN chain c ON m.user_id = c.inviter_id WHERE c.depth < $3) \
-         SELECT EXISTS (SELECT 1 FROM chain WHERE user_id = $1)",
-    )
-    .bind(candidate)
-    .bind(user_id)
-    .bind(MAX_CHAIN)
-    .fetch_one(conn)
-    .await
-}
-
-/// Records the edge and the member's place in the graph. The invitee's join
-/// time becomes the redeem time unless it was registered with one before.
+/// Records the edge and who invited the invitee. The invitee's join time
+/// becomes the redeem time unless it was registered with one before. Its
+/// place in the tree (`path`) is moved by `tree::graft`.
 pub async fn insert_redemption(
     conn: &mut PgConnection,
     invitation_id: Uuid,
@@ -103,50 +148,7 @@ pub async fn insert_redemption(
     Ok(redeem_time)
 }
 
-/// The chain from the root down to the user's inviter.
-pub async fn ancestors(conn: &mut PgConnection, user_id: &str) -> Result<Vec<Member>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH RECURSIVE chain (user_id, inviter_id, join_time, invitation_id, depth) AS ( \
-             SELECT p.user_id, p.inviter_id, p.join_time, p.invitation_id, 1 FROM members p \
-             JOIN members m ON p.user_id = m.inviter_id WHERE m.user_id = $1 \
-             UNION ALL \
-             SELECT p.user_id, p.inviter_id, p.join_time, p.invitation_id, c.depth + 1 FROM members p \
-             JOIN chain c ON p.user_id = c.inviter_id WHERE c.depth < $2) \
-         SELECT user_id, inviter_id, join_time, invitation_id FROM chain ORDER BY depth DESC",
-    )
-    .bind(user_id)
-    .bind(MAX_CHAIN)
-    .fetch_all(conn)
-    .await
-}
-
-/// One page of a user's direct invitees, oldest first, keyed by redemption id.
-pub async fn invitees_page(
-    conn: &mut PgConnection,
-    user_id: &str,
-    after: Option<i64>,
-    limit: i64,
-) -> Result<Vec<(i64, Member)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        edge_id: i64,
-        #[sqlx(flatten)]
-        member: Member,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.id AS edge_id, m.user_id, m.inviter_id, m.join_time, m.invitation_id \
-         FROM redemptions r JOIN members m ON m.user_id = r.invitee_id \
-         WHERE r.inviter_id = $1 AND ($2::bigint IS NULL OR r.id > $2) ORDER BY r.id LIMIT $3",
-    )
-    .bind(user_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.edge_id, r.member)).collect())
-}
-
-/// The inviter of a user, if the user came in through an owned invitation.
+/// The inviter of a user, if the user has one.
 pub async fn inviter_of(conn: &mut PgConnection, user_id: &str) -> Result<Option<String>, sqlx::Error> {
     let inviter: Option<Option<String>> = sqlx::query_scalar("SELECT inviter_id FROM members WHERE user_id = $1")
         .bind(user_id)

@@ -6,14 +6,36 @@
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
+/// New members get a fresh numeric id and a path of just that id: a new
+/// member is the root of its own tree until it redeems (docs/design.md,
+/// "Graph storage"). `nextval` sits in a subquery that is evaluated once per
+/// row, so `id` and `path` get the same value.
+fn insert_new_members(source: &str, columns: &str, values: &str) -> String {
+    format!(
+        "INSERT INTO members (id, path, user_id{columns}) \
+         SELECT n.id, ARRAY[n.id], n.user_id{values} \
+         FROM (SELECT nextval('members_id_seq') AS id, t.* FROM {source}) n \
+         ON CONFLICT (user_id) DO NOTHING"
+    )
+}
+
 /// Registers users the service has not seen yet, without a join time (the
 /// owners of minted invitations). Idempotent.
 pub async fn ensure(conn: &mut PgConnection, user_ids: &[String]) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO members (user_id) SELECT unnest($1::text[]) ON CONFLICT (user_id) DO NOTHING")
-        .bind(user_ids)
-        .execute(conn)
-        .await?;
+    sqlx::query(&insert_new_members("unnest($1::text[]) AS t(user_id)", "", "")).bind(user_ids).execute(conn).await?;
     Ok(())
+}
+
+/// Registers the user if new (without a join time); returns its numeric id.
+/// Takes no lock on an existing row; a new row stays invisible to others
+/// until the transaction commits.
+pub async fn ensure_one(conn: &mut PgConnection, user_id: &str) -> Result<i64, sqlx::Error> {
+    let sql = insert_new_members("(SELECT $1::text AS user_id) t", "", "") + " RETURNING id";
+    let inserted: Option<i64> = sqlx::query_scalar(&sql).bind(user_id).fetch_optional(&mut *conn).await?;
+    match inserted {
+        Some(id) => Ok(id),
+        None => sqlx::query_scalar("SELECT id FROM members WHERE user_id = $1").bind(user_id).fetch_one(conn).await,
+    }
 }
 
 /// One member as RegisterMembers names it; `None` fields leave a known
@@ -43,17 +65,12 @@ fn columns(registrations: &[Registration]) -> Columns {
 /// so after it every named user exists and is visible to the next statement.
 pub async fn insert_new(conn: &mut PgConnection, registrations: &[Registration]) -> Result<Vec<String>, sqlx::Error> {
     let c = columns(registrations);
-    sqlx::query_scalar(
-        "INSERT INTO members (user_id, join_time, hidden) \
-         SELECT t.user_id, coalesce(t.join_time, now()), coalesce(t.hidden, false) \
-         FROM unnest($1::text[], $2::timestamptz[], $3::bool[]) AS t(user_id, join_time, hidden) \
-         ON CONFLICT (user_id) DO NOTHING RETURNING user_id",
-    )
-    .bind(&c.user_ids)
-    .bind(&c.join_times)
-    .bind(&c.hidden)
-    .fetch_all(conn)
-    .await
+    let sql = insert_new_members(
+        "unnest($1::text[], $2::timestamptz[], $3::bool[]) AS t(user_id, join_time, hidden)",
+        ", join_time, hidden",
+        ", coalesce(n.join_time, now()), coalesce(n.hidden, false)",
+    ) + " RETURNING user_id";
+    sqlx::query_scalar(&sql).bind(&c.user_ids).bind(&c.join_times).bind(&c.hidden).fetch_all(conn).await
 }
 
 /// Applies the given join times and visibility to members that already
@@ -88,4 +105,45 @@ pub async fn update_known(
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// The first of these users (by id) whose invite privileges are disabled.
+pub async fn first_disabled(conn: &mut PgConnection, user_ids: &[String]) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT user_id FROM members WHERE user_id = ANY($1) AND NOT invite_enabled ORDER BY user_id LIMIT 1",
+    )
+    .bind(user_ids)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Whether the user may hand out invitations (unknown users may: nothing
+/// disabled them).
+pub async fn invite_enabled(conn: &mut PgConnection, user_id: &str) -> Result<bool, sqlx::Error> {
+    let enabled: Option<bool> = sqlx::query_scalar("SELECT invite_enabled FROM members WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(enabled.unwrap_or(true))
+}
+
+/// Records a change of invite privileges (the caller checked it is one).
+pub async fn set_privileges(
+    conn: &mut PgConnection,
+    id: i64,
+    enabled: bool,
+    reason: &str,
+    updated_by: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE members SET invite_enabled = $2, invite_reason = $3, invite_update_time = now(), \
+             invite_updated_by = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(enabled)
+    .bind(reason)
+    .bind(updated_by)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

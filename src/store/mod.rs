@@ -10,6 +10,7 @@ pub mod members;
 pub mod outbox;
 pub mod rekey;
 pub mod reservations;
+pub mod tree;
 
 use std::time::Duration;
 

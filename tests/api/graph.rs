@@ -34,7 +34,12 @@ async fn graph_shows_inviter_ancestors_and_direct_invitees() {
     let mut token = String::new();
     loop {
         let page = app
-            .graph(pb::GetInviteGraphRequest { user_id: "alice".into(), page_size: 2, page_token: token })
+            .graph(pb::GetInviteGraphRequest {
+                user_id: "alice".into(),
+                page_size: 2,
+                page_token: token,
+                ..Default::default()
+            })
             .await
             .expect("page");
         all.extend(page.descendants.into_iter().map(|m| m.user_id));
