@@ -46,21 +46,26 @@ impl Invitations {
         let ancestors = graph::members_by_ids(&mut conn, &member.path[..member.path.len() - 1]).await?;
         let (descendant_count, invitee_count) = graph::counts(&mut conn, member.id).await?;
 
-        let max_len = max_len(member.path.len(), query.max_depth);
-        let first = tree::after(&member.path, None);
-        let from = match cursor {
-            None => first,
-            Some(id) => {
-                let path = graph::path_of(&mut conn, id).await?.ok_or_else(bad_page_token)?;
-                // A member moved away since the last page must not pull the
-                // range out of this subtree.
-                tree::after(&path, max_len).max(first)
-            }
-        };
-        let to = tree::subtree_end(&member.path);
         let limit = i64::from(query.page_size) + 1;
-        let max_len_sql = max_len.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
-        let mut descendants = graph::page(&mut conn, &from, &to, max_len_sql, limit).await?;
+        let mut descendants = if query.max_depth == 1 {
+            // Direct invitees only: one range of the inviter index.
+            graph::invitees_page(&mut conn, &member.user_id, cursor.unwrap_or(0), limit).await?
+        } else {
+            let max_len = max_len(member.path.len(), query.max_depth);
+            let first = tree::after(&member.path, None);
+            let from = match cursor {
+                None => first,
+                Some(id) => {
+                    let path = graph::path_of(&mut conn, id).await?.ok_or_else(bad_page_token)?;
+                    // A member moved away since the last page must not pull
+                    // the range out of this subtree.
+                    tree::after(&path, max_len).max(first)
+                }
+            };
+            let to = tree::subtree_end(&member.path);
+            let max_len = max_len.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
+            graph::page(&mut conn, &from, &to, max_len, limit).await?
+        };
         let next_page_token = if descendants.len() > query.page_size as usize {
             descendants.truncate(query.page_size as usize);
             descendants.last().map(|m| self.page_tokens.encode(&scope, &m.id.to_be_bytes())).unwrap_or_default()

@@ -49,6 +49,22 @@ pub async fn path_of(conn: &mut PgConnection, id: i64) -> Result<Option<Vec<i64>
     sqlx::query_scalar("SELECT path FROM members WHERE id = $1").bind(id).fetch_optional(conn).await
 }
 
+/// Up to `limit` direct invitees of a user with ids above `after`, in id
+/// order (the sibling order of `page`), from the `(inviter_id, id)` index.
+pub async fn invitees_page(
+    conn: &mut PgConnection,
+    inviter_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Member>, sqlx::Error> {
+    sqlx::query_as(&format!("{NODE} WHERE m.inviter_id = $1 AND m.id > $2 ORDER BY m.id LIMIT $3"))
+        .bind(inviter_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
 /// Up to `limit` members in depth-first order (siblings by id) with paths in
 /// `[from, to)`, leaving out every member whose path is longer than
 /// `max_len` without scanning their subtrees: a member at `max_len` makes the
