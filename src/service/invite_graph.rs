@@ -38,18 +38,18 @@ impl Invitations {
             Some(i64::from_be_bytes(bytes))
         };
         let mut conn = self.pool.acquire().await?;
-        let member = match graph::member(&mut conn, query.user.as_str()).await? {
+        let mut ancestors = graph::lineage(&mut conn, query.user.as_str()).await?;
+        let member = match ancestors.pop() {
             // The public view does not even confirm that a hidden member exists.
             Some(m) if !(query.public_view && m.hidden) => m,
             _ => return Err(Error::NotFound { what: "member", field: "user_id" }),
         };
-        let ancestors = graph::members_by_ids(&mut conn, &member.path[..member.path.len() - 1]).await?;
         let (descendant_count, invitee_count) = graph::counts(&mut conn, member.id).await?;
 
         let limit = i64::from(query.page_size) + 1;
         let mut descendants = if query.max_depth == 1 {
             // Direct invitees only: one range of the inviter index.
-            graph::invitees_page(&mut conn, &member.user_id, cursor.unwrap_or(0), limit).await?
+            graph::invitees_page(&mut conn, &member, cursor.unwrap_or(0), limit).await?
         } else {
             let max_len = max_len(member.path.len(), query.max_depth);
             let first = tree::after(&member.path, None);

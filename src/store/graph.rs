@@ -20,10 +20,6 @@ pub async fn member(conn: &mut PgConnection, user_id: &str) -> Result<Option<Mem
     sqlx::query_as(&format!("{NODE} WHERE m.user_id = $1")).bind(user_id).fetch_optional(conn).await
 }
 
-pub async fn member_by_id(conn: &mut PgConnection, id: i64) -> Result<Option<Member>, sqlx::Error> {
-    sqlx::query_as(&format!("{NODE} WHERE m.id = $1")).bind(id).fetch_optional(conn).await
-}
-
 /// Locks the member's row (`FOR UPDATE`) until the transaction ends.
 pub async fn lock_member(conn: &mut PgConnection, user_id: &str) -> Result<Option<Member>, sqlx::Error> {
     sqlx::query_as(&format!("{NODE} WHERE m.user_id = $1 FOR UPDATE OF m")).bind(user_id).fetch_optional(conn).await
@@ -35,9 +31,15 @@ pub async fn share_member(conn: &mut PgConnection, user_id: &str) -> Result<Opti
     sqlx::query_as(&format!("{NODE} WHERE m.user_id = $1 FOR SHARE OF m")).bind(user_id).fetch_optional(conn).await
 }
 
-/// The members with these ids, shallowest first (for ancestors: root first).
-pub async fn members_by_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Member>, sqlx::Error> {
-    sqlx::query_as(&format!("{NODE} WHERE m.id = ANY($1) ORDER BY cardinality(m.path)")).bind(ids).fetch_all(conn).await
+/// The member and its ancestors, root first (the member itself last), in
+/// one statement; empty for an unknown user.
+pub async fn lineage(conn: &mut PgConnection, user_id: &str) -> Result<Vec<Member>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{NODE} WHERE m.id = ANY((SELECT path FROM members WHERE user_id = $1)::bigint[]) ORDER BY cardinality(m.path)"
+    ))
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
 }
 
 /// The root of a member's tree (its path's first id), read without a lock.
@@ -51,18 +53,25 @@ pub async fn path_of(conn: &mut PgConnection, id: i64) -> Result<Option<Vec<i64>
 
 /// Up to `limit` direct invitees of a user with ids above `after`, in id
 /// order (the sibling order of `page`), from the `(inviter_id, id)` index.
+/// They share one parent, so its visibility comes from the caller instead
+/// of a join per row.
 pub async fn invitees_page(
     conn: &mut PgConnection,
-    inviter_id: &str,
+    inviter: &Member,
     after: i64,
     limit: i64,
 ) -> Result<Vec<Member>, sqlx::Error> {
-    sqlx::query_as(&format!("{NODE} WHERE m.inviter_id = $1 AND m.id > $2 ORDER BY m.id LIMIT $3"))
-        .bind(inviter_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(conn)
-        .await
+    sqlx::query_as(
+        "SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden, \
+             $2 AS parent_hidden, m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by \
+         FROM members m WHERE m.inviter_id = $1 AND m.id > $3 ORDER BY m.id LIMIT $4",
+    )
+    .bind(&inviter.user_id)
+    .bind(inviter.hidden)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
 }
 
 /// Up to `limit` members in depth-first order (siblings by id) with paths in

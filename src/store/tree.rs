@@ -132,14 +132,11 @@ pub struct ReparentRecord<'a> {
     pub reparented_by: &'a str,
 }
 
-/// Stores the record; returns its time.
-pub async fn record_reparent(
-    conn: &mut PgConnection,
-    r: &ReparentRecord<'_>,
-) -> Result<time::OffsetDateTime, sqlx::Error> {
-    sqlx::query_scalar(
+/// Stores the record (its time is the transaction's).
+pub async fn record_reparent(conn: &mut PgConnection, r: &ReparentRecord<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "INSERT INTO reparents (user_id, old_inviter_id, new_inviter_id, moved_count, reason, reparented_by) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING create_time",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(r.user_id)
     .bind(r.old_inviter_id)
@@ -147,8 +144,9 @@ pub async fn record_reparent(
     .bind(r.moved_count)
     .bind(r.reason)
     .bind(r.reparented_by)
-    .fetch_one(conn)
-    .await
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Moves up to `limit` count deltas into `member_counts` in one statement
