@@ -16,16 +16,16 @@
 //! expired) only groups invitations of one partition, so it never has to be
 //! split across two ordered queues.
 //!
-//! **Adding an event** (e.g. for privileges, issue 3): add its message to
+//! **Adding an event**: add its message to
 //! events.proto, a variant to [`EventType`], a builder here that returns
 //! [`Event`]s through [`Event::new`] with the owner's partition, and call
 //! `store::outbox::append(&mut tx, &events)` in the service's transaction,
 //! after the change and under the lock it holds. `commit_answer` wakes the
 //! relays after the commit; a transaction committed by hand calls
-//! `self.waker.committed()` after it. [`Event::privileges_changed`] is ready
-//! for `SetInvitePrivileges` (partitioned by the member, so it is ordered
-//! with their invitations' events); policy mints go through `Invitations::mint`
-//! or call [`minted`] with the batch's rows.
+//! `self.waker.committed()` after it (as `SetInvitePrivileges` does with
+//! [`Event::privileges_changed`], partitioned by the member so it is ordered
+//! with their invitations' events); policy mints go through
+//! `Invitations::mint` or call [`minted`] with the batch's rows.
 
 mod grouped;
 

@@ -224,26 +224,23 @@ pub async fn sweep_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<In
     .await
 }
 
-/// Revokes every invitation that could still be redeemed and is owned by a
-/// member strictly below the member at `path` (a range of the path index).
-/// Returns how many changed.
-pub async fn revoke_unspent_below(
+/// Revokes every invitation of these owners that could still be redeemed;
+/// returns the ones it changed.
+pub async fn revoke_unspent_of_all(
     conn: &mut PgConnection,
-    path: &[i64],
+    owners: &[String],
     reason: &str,
     revoked_by: &str,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE invitations SET revoke_time = now(), revoke_reason = $3, revoked_by = $4 \
-         WHERE inviter_id IN (SELECT user_id FROM members WHERE path > $1 AND path < $2) \
-           AND revoke_time IS NULL AND uses < max_uses \
-           AND (expire_time IS NULL OR expire_time > now())",
-    )
-    .bind(path)
-    .bind(super::tree::subtree_end(path))
+) -> Result<Vec<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
+         WHERE inviter_id = ANY($1) AND revoke_time IS NULL AND uses < max_uses \
+           AND (expire_time IS NULL OR expire_time > now()) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(owners)
     .bind(reason)
     .bind(revoked_by)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(conn)
+    .await
 }

@@ -6,6 +6,9 @@ use invitations::pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+use invitations::pb::invitation_event::Event as Payload;
+use prost::Message;
+
 use crate::helpers::{TestApp, assert_error};
 use crate::reservations::{reserve, reserve_req};
 
@@ -105,6 +108,23 @@ async fn revoke_subtree_revokes_the_unspent_invitations_of_everyone_below() {
         .expect("disable and revoke");
     // mid 3 + low 1 left (+ spent-one has none) + side 1; top's own are not revoked.
     assert_eq!(r.revoked_count, 5);
+    // In the outbox, from the same transaction: the change and the revocations.
+    let events = outbox_events(&app, &["privileges_changed", "revoked"]).await;
+    let mut revoked_ids = Vec::new();
+    let mut changes = Vec::new();
+    for event in events {
+        match event.event {
+            Some(Payload::PrivilegesChanged(c)) => changes.push((c.user_id, c.enabled, c.reason, c.changed_by)),
+            Some(Payload::Revoked(r)) => {
+                assert_eq!((r.reason.as_str(), r.revoked_by.as_str()), ("brought in spammers", "mod-kim"));
+                revoked_ids.extend(r.invitations.into_iter().map(|i| i.invitation_id));
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    let want = ("top".to_owned(), false, "brought in spammers".to_owned(), "mod-kim".to_owned());
+    assert_eq!(changes, [want]);
+    assert_eq!(revoked_ids.len(), 5);
     for user in ["mid", "low", "side"] {
         let listed = app.list(pb::ListForUserRequest { user_id: user.into(), ..Default::default() }).await;
         for inv in listed.expect("list").invitations {
@@ -122,8 +142,11 @@ async fn revoke_subtree_revokes_the_unspent_invitations_of_everyone_below() {
     assert_eq!(top.invitations.iter().filter(|i| i.state == unspent).count(), top_own.len());
     assert!(app.check(&other[0].code).await.redeemable, "other trees untouched");
 
-    // Re-enabled: top's own work again; the revoked ones stay revoked.
+    // Re-enabled: top's own work again; the revoked ones stay revoked. A
+    // repeated setting changes nothing and says nothing.
     app.privileges(set("top", true)).await.expect("enable");
+    app.privileges(set("top", true)).await.expect("enable again");
+    assert_eq!(outbox_events(&app, &["privileges_changed"]).await.len(), 2);
     app.redeem(&top_own[0].code, "fresh").await.expect("top's own invitation works");
     let err = app.redeem(&low[1].code, "fresh-2").await.expect_err("revoked");
     assert_error(&err, Code::FailedPrecondition, "REVOKED", None);
@@ -149,4 +172,18 @@ async fn bad_privilege_requests_are_refused_and_change_nothing() {
     let g = app.graph(pb::GetInviteGraphRequest { user_id: "ivy".into(), ..Default::default() }).await.expect("graph");
     let p = g.member.expect("member").invite_privileges.expect("privileges");
     assert!(p.enabled && p.reason.is_empty() && p.update_time.is_none(), "never changed: {p:?}");
+}
+
+/// The decoded events of these types in the outbox, in order.
+async fn outbox_events(app: &TestApp, types: &[&str]) -> Vec<pb::InvitationEvent> {
+    let pool = app.pool().await;
+    let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+    let payloads: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = ANY($1) ORDER BY seq")
+            .bind(&types)
+            .fetch_all(&pool)
+            .await
+            .expect("outbox");
+    pool.close().await;
+    payloads.iter().map(|p| pb::InvitationEvent::decode(p.as_slice()).expect("an InvitationEvent")).collect()
 }
