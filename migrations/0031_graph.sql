@@ -27,9 +27,11 @@ ALTER TABLE members
     ADD CONSTRAINT members_id_key UNIQUE (id),
     ADD CONSTRAINT members_path_check CHECK (path[cardinality(path)] = id);
 CREATE INDEX members_path_idx ON members (path);
--- Direct invitees in sibling order (a member's first page, and its count
--- when the counters are rebuilt).
-CREATE INDEX members_inviter_id_idx ON members (inviter_id, id);
+-- Direct invitees in sibling order: a member's pages of direct invitees.
+-- Keyed on path, not id, so that no plan can prefer walking the id index
+-- and filtering on inviter_id (slow for an inviter whose invitees all have
+-- high ids).
+CREATE INDEX members_inviter_id_idx ON members (inviter_id, path);
 
 -- Descendant and direct-invitee counts. Redeems never update a counter row
 -- (that would serialize every redeem under a big root on its row): they

@@ -47,21 +47,20 @@ impl Invitations {
         let (descendant_count, invitee_count) = graph::counts(&mut conn, member.id).await?;
 
         let limit = i64::from(query.page_size) + 1;
+        let resume_at = match cursor {
+            Some(id) => Some(graph::path_of(&mut conn, id).await?.ok_or_else(bad_page_token)?),
+            None => None,
+        };
         let mut descendants = if query.max_depth == 1 {
             // Direct invitees only: one range of the inviter index.
-            graph::invitees_page(&mut conn, &member, cursor.unwrap_or(0), limit).await?
+            let after = resume_at.unwrap_or_else(|| member.path.clone());
+            graph::invitees_page(&mut conn, &member, &after, limit).await?
         } else {
             let max_len = max_len(member.path.len(), query.max_depth);
             let first = tree::after(&member.path, None);
-            let from = match cursor {
-                None => first,
-                Some(id) => {
-                    let path = graph::path_of(&mut conn, id).await?.ok_or_else(bad_page_token)?;
-                    // A member moved away since the last page must not pull
-                    // the range out of this subtree.
-                    tree::after(&path, max_len).max(first)
-                }
-            };
+            // A member moved away since the last page must not pull the range
+            // out of this subtree.
+            let from = resume_at.map_or(first.clone(), |path| tree::after(&path, max_len).max(first));
             let to = tree::subtree_end(&member.path);
             let max_len = max_len.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
             graph::page(&mut conn, &from, &to, max_len, limit).await?

@@ -51,20 +51,20 @@ pub async fn path_of(conn: &mut PgConnection, id: i64) -> Result<Option<Vec<i64>
     sqlx::query_scalar("SELECT path FROM members WHERE id = $1").bind(id).fetch_optional(conn).await
 }
 
-/// Up to `limit` direct invitees of a user with ids above `after`, in id
-/// order (the sibling order of `page`), from the `(inviter_id, id)` index.
+/// Up to `limit` direct invitees of a user whose paths sort after `after`,
+/// in sibling order (as in `page`), from the `(inviter_id, path)` index.
 /// They share one parent, so its visibility comes from the caller instead
 /// of a join per row.
 pub async fn invitees_page(
     conn: &mut PgConnection,
     inviter: &Member,
-    after: i64,
+    after: &[i64],
     limit: i64,
 ) -> Result<Vec<Member>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden, \
              $2 AS parent_hidden, m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by \
-         FROM members m WHERE m.inviter_id = $1 AND m.id > $3 ORDER BY m.id LIMIT $4",
+         FROM members m WHERE m.inviter_id = $1 AND m.path > $3 ORDER BY m.path LIMIT $4",
     )
     .bind(&inviter.user_id)
     .bind(inviter.hidden)
