@@ -32,14 +32,22 @@ pub async fn share_member(conn: &mut PgConnection, user_id: &str) -> Result<Opti
 }
 
 /// The member and its ancestors, root first (the member itself last), in
-/// one statement; empty for an unknown user.
+/// one statement; empty for an unknown user. Each one's inviter is the one
+/// before it, so `parent_hidden` is filled from the chain, not by a join.
 pub async fn lineage(conn: &mut PgConnection, user_id: &str) -> Result<Vec<Member>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{NODE} WHERE m.id = ANY((SELECT path FROM members WHERE user_id = $1)::bigint[]) ORDER BY cardinality(m.path)"
-    ))
+    let mut chain: Vec<Member> = sqlx::query_as(
+        "SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden, \
+             false AS parent_hidden, m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by \
+         FROM members m WHERE m.id = ANY((SELECT path FROM members WHERE user_id = $1)::bigint[]) \
+         ORDER BY cardinality(m.path)",
+    )
     .bind(user_id)
     .fetch_all(conn)
-    .await
+    .await?;
+    for i in 1..chain.len() {
+        chain[i].parent_hidden = chain[i - 1].hidden;
+    }
+    Ok(chain)
 }
 
 /// The root of a member's tree (its path's first id), read without a lock.
