@@ -7,11 +7,12 @@
 /// What a caller may do. `admin` may call everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// Operators: Mint, Revoke, member and privilege management, stats.
+    /// Operators: Mint, Revoke, RegisterMembers, SetInvitePrivileges,
+    /// Reparent, stats.
     Admin,
     /// The sign-up flow: Redeem, CheckCode, Reserve, Release.
     Signup,
-    /// Reading: ListForUser, GetInviteGraph.
+    /// Reading: ListForUser, GetInviteGraph, WalkInviteForest.
     Read,
 }
 
@@ -47,6 +48,10 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("Release", Scope::Signup),
     ("ListForUser", Scope::Read),
     ("GetInviteGraph", Scope::Read),
+    ("WalkInviteForest", Scope::Read),
+    ("RegisterMembers", Scope::Admin),
+    ("SetInvitePrivileges", Scope::Admin),
+    ("Reparent", Scope::Admin),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.

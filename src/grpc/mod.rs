@@ -25,7 +25,7 @@ use crate::pb;
 use crate::pb::invitation_service_server::InvitationService;
 use crate::service::abuse::is_guess_failure;
 use crate::service::{Answer, CodeCheck, Idempotency, Invitations};
-use crate::service::{Attempt, MintCommand, RevokeCommand};
+use crate::service::{Attempt, MintCommand, PrivilegesCommand, ReparentCommand, RevokeCommand};
 use convert::View;
 use status::to_status;
 
@@ -232,7 +232,9 @@ impl InvitationService for InvitationApi {
         &self,
         request: Request<pb::SetInvitePrivilegesRequest>,
     ) -> Result<Response<pb::SetInvitePrivilegesResponse>, Status> {
-        let command = request.into_inner().try_into().map_err(to_status)?;
+        let caller = caller(&request);
+        let mut command: PrivilegesCommand = request.into_inner().try_into().map_err(to_status)?;
+        command.updated_by = recorded_actor(caller.as_ref(), &command.updated_by);
         let outcome = self.service.set_invite_privileges(command).await.map_err(to_status)?;
         Ok(Response::new(members::privileges_response(&outcome)))
     }
@@ -249,7 +251,9 @@ impl InvitationService for InvitationApi {
     }
 
     async fn reparent(&self, request: Request<pb::ReparentRequest>) -> Result<Response<pb::ReparentResponse>, Status> {
-        let command = request.into_inner().try_into().map_err(to_status)?;
+        let caller = caller(&request);
+        let mut command: ReparentCommand = request.into_inner().try_into().map_err(to_status)?;
+        command.reparented_by = recorded_actor(caller.as_ref(), &command.reparented_by);
         let outcome = self.service.reparent(command).await.map_err(to_status)?;
         Ok(Response::new(graph::reparent_response(outcome)))
     }

@@ -9,6 +9,7 @@ mod checks;
 mod concurrency;
 mod events;
 mod graph;
+mod graph_auth;
 mod graph_check;
 mod graph_model;
 mod graph_races;
