@@ -207,6 +207,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
+
     /// Lease of a Reserve call that names no ttl.
     #[arg(long, env = "INVITATIONS_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
@@ -411,4 +414,35 @@ pub struct LimitArgs {
     /// the decoder). The default fits a Mint of 10,000 ids of 128 bytes.
     #[arg(long, env = "INVITATIONS_MAX_REQUEST_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_request_bytes: usize,
+}
+
+/// Quota policies: invitations the service grants by itself, all off by
+/// default (docs/design.md, "Quotas").
+#[derive(Debug, Clone, Args)]
+pub struct QuotaArgs {
+    /// Welcome grant: invitations a member receives on joining (RegisterMembers
+    /// or Redeem, in that call's transaction). `0` turns it off.
+    #[arg(long, env = "INVITATIONS_WELCOME_GRANT", default_value_t = 0)]
+    pub welcome_grant: u32,
+
+    /// Refill: when one of a member's invitations is redeemed, top their
+    /// unspent ones up to this many (in the Redeem). `0` turns it off.
+    #[arg(long, env = "INVITATIONS_REFILL_TO", default_value_t = 0)]
+    pub refill_to: u32,
+
+    /// Earn: a member earns one invitation per this interval since joining
+    /// (while below --earn-cap unspent). `0s` turns it off.
+    #[arg(long, env = "INVITATIONS_EARN_INTERVAL", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub earn_interval: Duration,
+
+    /// Earn: a member never earns while holding this many unspent
+    /// invitations (a tick at the cap grants nothing). Required (at least 1)
+    /// with --earn-interval.
+    #[arg(long, env = "INVITATIONS_EARN_CAP", default_value_t = 0)]
+    pub earn_cap: u32,
+
+    /// How often the earn granter looks for members whose next invitation is
+    /// due (replicas share the work). Grants arrive up to this late.
+    #[arg(long, env = "INVITATIONS_EARN_GRANT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub earn_grant_interval: Duration,
 }

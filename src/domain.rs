@@ -12,6 +12,10 @@ pub const MAX_ID_LEN: usize = 128;
 pub const MAX_MINT_PER_CALL: u32 = 10_000;
 /// Most uses one invitation may have.
 pub const MAX_USES: u32 = 1_000_000;
+/// Most invitations one wave (Mint by selector) mints.
+pub const MAX_WAVE: u32 = 10_000_000;
+/// Most invitations and recipients a wave's answer lists.
+pub const MAX_WAVE_LISTED: usize = 1_000;
 /// Longest label, in bytes.
 pub const MAX_LABEL_LEN: usize = 128;
 /// Longest note or revoke reason, in bytes.

@@ -27,8 +27,8 @@ use crate::pb;
 use crate::relay::RelaySettings;
 use crate::secret::Secrets;
 use crate::service::{
-    Invitations, Placeholders, ReservationSettings, fold_graph_counts, rekey, sweep_abuse_records,
-    sweep_expired_invitations, sweep_lapsed_reservations,
+    Invitations, Placeholders, Quotas, ReservationSettings, fold_graph_counts, grant_earned_invitations, rekey,
+    sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
 };
 use crate::telemetry::{self, Metrics, RpcLayer};
 use crate::vault::Vault;
@@ -101,6 +101,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     tracing::info!(address = %admin_address, "serving metrics");
 
     let reservations = reservation_settings(&args)?;
+    let quotas = Quotas::from_args(&args.quotas).map_err(anyhow::Error::msg)?;
     let relay_settings = RelaySettings::from_args(&args.events)?;
     let code_disclosure = args
         .events
@@ -114,7 +115,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
             .with_reservations(reservations)
             .with_abuse(AbuseSettings::clone(&abuse))
             .with_code_disclosure(code_disclosure)
-            .with_waker(waker.clone()),
+            .with_waker(waker.clone())
+            .with_quotas(quotas),
     );
     // Background work, aborted at exit. Any of it may die with the process at
     // any point: each step is one transaction, redone by the next run.
@@ -133,6 +135,10 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     };
     background.spawn(outbox::maintain(pool.clone(), maintenance, metrics.outbox.clone()));
     background.spawn(outbox::broadcast(pool.clone(), waker.clone()));
+    if quotas.earn.is_some() {
+        let every = args.quotas.earn_grant_interval.max(Duration::from_millis(10));
+        background.spawn(grant_earned_invitations(service.clone(), every));
+    }
     if !args.graph_fold_interval.is_zero() {
         background.spawn(fold_graph_counts(pool.clone(), args.graph_fold_interval));
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Violations};
 use crate::pb;
 use crate::service::{
     ListPage, ListQuery, MintCommand, MintOutcome, RedeemCommand, RedeemTarget, Redemption, RevokeCommand,
-    RevokeOutcome, RevokeTarget,
+    RevokeOutcome, RevokeTarget, Selector, Wave,
 };
 
 /// How codes are shown and parsed, and how links are built.
@@ -77,6 +77,9 @@ impl View {
             batch_id: outcome.batch_id.map(|b| b.to_string()).unwrap_or_default(),
             minted_count: outcome.count,
             dry_run: outcome.dry_run,
+            matched_count: outcome.matched,
+            recipient_ids: outcome.recipients.clone(),
+            invitations_truncated: outcome.truncated,
         }
     }
 
@@ -86,6 +89,7 @@ impl View {
             invitations: page.invitations.iter().map(|i| self.invitation(i, now)).collect(),
             next_page_token: page.next_page_token,
             inviter_id: page.inviter_id.unwrap_or_default(),
+            next_grant_time: page.next_grant_time.map(timestamp),
         }
     }
 
@@ -162,6 +166,15 @@ impl TryFrom<pb::MintRequest> for MintCommand {
 
     fn try_from(r: pb::MintRequest) -> Result<Self, Error> {
         let mut v = Violations::default();
+        let wave = match &r.selector {
+            Some(selector) => parse_wave(&mut v, &r, selector),
+            None => {
+                if r.count != 0 {
+                    v.push("count", "is only for a wave (set selector, or use user_ids/unowned_count)");
+                }
+                None
+            }
+        };
         let mut owners = Vec::with_capacity(r.user_ids.len().min(domain::MAX_MINT_PER_CALL as usize));
         if r.user_ids.len() > domain::MAX_MINT_PER_CALL as usize {
             v.push("user_ids", format!("at most {} users per call", domain::MAX_MINT_PER_CALL));
@@ -182,7 +195,9 @@ impl TryFrom<pb::MintRequest> for MintCommand {
             v.push("max_uses", format!("must be at most {}", domain::MAX_USES));
         }
         let total = (r.user_ids.len() as u64) * u64::from(per_user) + u64::from(r.unowned_count);
-        if total == 0 {
+        if wave.is_some() || r.selector.is_some() {
+            // A wave's own checks are in parse_wave.
+        } else if total == 0 {
             v.push("user_ids", "name at least one user, or set unowned_count");
         } else if total > u64::from(domain::MAX_MINT_PER_CALL) {
             let field = if r.unowned_count > domain::MAX_MINT_PER_CALL { "unowned_count" } else { "per_user" };
@@ -209,8 +224,59 @@ impl TryFrom<pb::MintRequest> for MintCommand {
             minted_by: minted_by.unwrap_or_default(),
             dry_run: r.dry_run,
             binding,
+            wave,
         })
     }
+}
+
+/// A wave: a selector with one criterion and a count, and neither named
+/// users nor unowned invitations.
+fn parse_wave(v: &mut Violations, r: &pb::MintRequest, selector: &pb::Selector) -> Option<Wave> {
+    use pb::selector::Criterion;
+    if !r.user_ids.is_empty() {
+        v.push("user_ids", "must be empty with a selector (a wave chooses its members)");
+    }
+    if r.unowned_count != 0 {
+        v.push("unowned_count", "must be 0 with a selector (a wave mints for members)");
+    }
+    if r.per_user > 1 {
+        v.push("per_user", "must be 0 or 1 with a selector (a wave gives one invitation per member)");
+    }
+    if r.count == 0 {
+        v.push("count", "is required with a selector (how many invitations the wave mints)");
+    } else if r.count > domain::MAX_WAVE {
+        v.push("count", format!("must be at most {}", domain::MAX_WAVE));
+    }
+    let selector = match &selector.criterion {
+        None => {
+            v.push("selector", "set one criterion: no_unspent_invitation, never_issued or last_redeemed");
+            None
+        }
+        Some(Criterion::NoUnspentInvitation(_)) => Some(Selector::NoUnspentInvitation),
+        Some(Criterion::NeverIssued(c)) => v
+            .check("selector.never_issued.joined_at_least", parse_age(c.joined_at_least.as_ref()))
+            .map(|joined_at_least| Selector::NeverIssued { joined_at_least }),
+        Some(Criterion::LastRedeemed(c)) => v
+            .check("selector.last_redeemed.at_least", parse_age(c.at_least.as_ref()))
+            .map(|at_least| Selector::LastRedeemed { at_least }),
+    };
+    Some(Wave { selector: selector?, count: r.count })
+}
+
+/// A selector's age: zero or more (unset is zero), at most `MAX_TTL`.
+fn parse_age(age: Option<&prost_types::Duration>) -> Result<time::Duration, String> {
+    let Some(age) = age else { return Ok(time::Duration::ZERO) };
+    if !(0..1_000_000_000).contains(&age.nanos) {
+        return Err("nanos must be between 0 and 999,999,999".into());
+    }
+    let d = time::Duration::new(age.seconds, age.nanos);
+    if d < time::Duration::ZERO {
+        return Err("must not be negative".into());
+    }
+    if d > domain::MAX_TTL {
+        return Err("must be at most 3650 days".into());
+    }
+    Ok(d)
 }
 
 impl TryFrom<pb::ListForUserRequest> for ListQuery {

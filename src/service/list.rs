@@ -23,11 +23,11 @@ impl Invitations {
         } else {
             String::new()
         };
-        let inviter_id = match owner {
-            Some(user) => graph::inviter_of(&mut conn, user).await?,
-            None => None,
+        let (inviter_id, next_grant_time) = match owner {
+            Some(user) => (graph::inviter_of(&mut conn, user).await?, self.next_grant_time(&mut conn, user).await?),
+            None => (None, None),
         };
-        Ok(ListPage { invitations: rows, next_page_token, inviter_id })
+        Ok(ListPage { invitations: rows, next_page_token, inviter_id, next_grant_time })
     }
 
     #[tracing::instrument(name = "db.check", skip_all, fields(db.system = "postgresql"))]

@@ -1,6 +1,42 @@
-//! Mint: invitations for named users and unowned ones, in one batch.
+//! Mint, and the one insert path behind every invitation the service
+//! creates: Mint for named users and unowned ones, waves (Mint by selector,
+//! `wave`) and the quota policies' grants (`quotas`). Each call is one batch,
+//! inserted in chunks with its minted events in the caller's transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::PgConnection;
 
 use super::*;
+use crate::store::invitations::{BatchAttributes, NewInvitation, Owner};
+
+/// Invitations per insert statement (and per round of minted events): a
+/// wave of a million members is a hundred statements of bounded size.
+pub(crate) const CHUNK: usize = 10_000;
+
+/// Who the invitations of one batch are for, in order.
+pub(crate) enum Recipients<'a> {
+    /// One invitation per entry: that inviter, or unowned.
+    Listed(&'a [Option<String>]),
+    /// One invitation per slot 1..=n of the transaction's wave table.
+    Wave(usize),
+}
+
+impl Recipients<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Recipients::Listed(owners) => owners.len(),
+            Recipients::Wave(n) => *n,
+        }
+    }
+
+    fn owner(&self, i: usize) -> Owner {
+        match self {
+            Recipients::Listed(owners) => Owner::Named(owners[i].clone()),
+            Recipients::Wave(_) => Owner::WaveSlot(i as i64 + 1),
+        }
+    }
+}
 
 impl Invitations {
     #[tracing::instrument(name = "db.mint", skip_all, fields(db.system = "postgresql"))]
@@ -9,71 +45,108 @@ impl Invitations {
         cmd: MintCommand,
         idem: Idempotency<'_, MintOutcome>,
     ) -> Result<Answer<MintOutcome>, Error> {
+        if let Some(wave) = cmd.wave {
+            return self.mint_wave(&cmd, wave, idem).await;
+        }
         let count = cmd.owners.len() as u32 * cmd.per_user + cmd.unowned;
         let owners: Vec<String> = cmd.owners.iter().map(|u| u.as_str().to_owned()).collect();
         if cmd.dry_run {
             self.refuse_disabled_owners(&owners).await?;
-            return Ok(Answer::Fresh(MintOutcome { invitations: vec![], batch_id: None, count, dry_run: true }));
+            let outcome = MintOutcome { count, dry_run: true, ..MintOutcome::default() };
+            return Ok(Answer::Fresh(outcome));
         }
         if let Some(bytes) = self.replay("Mint", &idem).await? {
             return Ok(Answer::Replayed(bytes));
         }
         self.refuse_disabled_owners(&owners).await?;
-        let expire_time = cmd.ttl.map(|ttl| OffsetDateTime::now_utc() + ttl);
-        let binding = match &cmd.binding {
-            Some(b) => {
-                Some((b.kind(), b.digest().map_err(|e| Error::Internal(anyhow::anyhow!("OS random source: {e}")))?))
-            }
-            None => None,
-        };
-        let batch = invitations::BatchAttributes {
-            id: Uuid::now_v7(),
-            label: &cmd.label,
-            note: &cmd.note,
-            minted_by: &cmd.minted_by,
-            max_uses: cmd.max_uses as i32,
-            expire_time,
-            key_id: self.vault.current_key_id(),
-            binding,
-        };
-        let mut rows = Vec::with_capacity(count as usize);
+        let batch = self.batch_attributes(&cmd)?;
+        let mut listed: Vec<Option<String>> = Vec::with_capacity(count as usize);
         for owner in &owners {
-            for _ in 0..cmd.per_user {
-                rows.push(self.new_row(Some(owner.clone()))?);
-            }
+            listed.extend(std::iter::repeat_n(Some(owner.clone()), cmd.per_user as usize));
         }
-        for _ in 0..cmd.unowned {
-            rows.push(self.new_row(None)?);
-        }
+        listed.extend(std::iter::repeat_n(None, cmd.unowned as usize));
 
         let mut tx = self.pool.begin().await?;
         members::ensure(&mut tx, &owners).await?;
-        invitations::insert_batch(&mut tx, &batch, count as i32).await?;
-        let mut pending = rows;
-        // A code collision (about 2^-74 per pair) only redraws that code.
-        for _ in 0..MAX_ATTEMPTS {
-            let collided = invitations::insert_invitations(&mut tx, &batch, &pending).await?;
-            if collided.is_empty() {
-                pending.clear();
-                break;
-            }
-            pending.retain(|r| collided.contains(&r.id));
-            for row in &mut pending {
-                *row = self.new_row(row.inviter_id.take())?;
-            }
-        }
-        if !pending.is_empty() {
-            return Err(Error::Internal(anyhow::anyhow!("code collisions did not resolve")));
-        }
-        let minted = self.reveal(invitations::by_batch(&mut tx, batch.id).await?);
-        outbox::append(&mut tx, &events::minted(&minted, self.code_disclosure.as_ref())).await?;
-        let outcome = MintOutcome { invitations: minted, batch_id: Some(batch.id), count, dry_run: false };
+        let minted = self.mint_batch(&mut tx, &batch, Recipients::Listed(&listed), usize::MAX).await?;
+        let outcome = MintOutcome { invitations: minted, batch_id: Some(batch.id), count, ..MintOutcome::default() };
         let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
         if matches!(answer, Answer::Fresh(_)) {
             self.metrics.minted(u64::from(count));
         }
         tracing::info!(batch_id = %batch.id, count, label = %cmd.label, "minted invitations");
         Ok(answer)
+    }
+
+    /// What the invitations of a Mint call share.
+    pub(super) fn batch_attributes<'a>(&self, cmd: &'a MintCommand) -> Result<BatchAttributes<'a>, Error> {
+        let binding = match &cmd.binding {
+            Some(b) => {
+                Some((b.kind(), b.digest().map_err(|e| Error::Internal(anyhow::anyhow!("OS random source: {e}")))?))
+            }
+            None => None,
+        };
+        Ok(BatchAttributes {
+            id: Uuid::now_v7(),
+            label: &cmd.label,
+            note: &cmd.note,
+            minted_by: &cmd.minted_by,
+            max_uses: cmd.max_uses as i32,
+            expire_time: cmd.ttl.map(|ttl| OffsetDateTime::now_utc() + ttl),
+            key_id: self.vault.current_key_id(),
+            binding,
+        })
+    }
+
+    /// The one insert path: records the batch, inserts one invitation per
+    /// recipient in chunks of [`CHUNK`] with fresh codes, and appends their
+    /// minted events, all in the caller's transaction. Returns the first
+    /// `listed` invitations by id (codes revealed).
+    pub(crate) async fn mint_batch(
+        &self,
+        tx: &mut PgConnection,
+        batch: &BatchAttributes<'_>,
+        recipients: Recipients<'_>,
+        listed: usize,
+    ) -> Result<Vec<Invitation>, Error> {
+        let count = recipients.len();
+        invitations::insert_batch(&mut *tx, batch, count as i32).await?;
+        let mut first: Vec<Invitation> = Vec::new();
+        for start in (0..count).step_by(CHUNK) {
+            let mut codes: HashMap<Uuid, String> = HashMap::new();
+            let mut pending = Vec::with_capacity(CHUNK.min(count - start));
+            for i in start..(start + CHUNK).min(count) {
+                pending.push(self.new_row(recipients.owner(i), &mut codes)?);
+            }
+            let mut minted: Vec<Invitation> = Vec::with_capacity(pending.len());
+            // A code collision (about 2^-74 per pair) only redraws that code.
+            for _ in 0..MAX_ATTEMPTS {
+                let inserted = invitations::insert_invitations(&mut *tx, batch, &pending).await?;
+                let done: HashSet<Uuid> = inserted.iter().map(|inv| inv.id).collect();
+                for mut inv in inserted {
+                    inv.code = codes.remove(&inv.id).unwrap_or_default();
+                    minted.push(inv);
+                }
+                pending.retain(|r| !done.contains(&r.id));
+                if pending.is_empty() {
+                    break;
+                }
+                for row in &mut pending {
+                    *row = self.new_row(row.owner.clone(), &mut codes)?;
+                }
+            }
+            if !pending.is_empty() {
+                return Err(Error::Internal(anyhow::anyhow!("code collisions did not resolve")));
+            }
+            minted.sort_by_key(|inv| inv.id);
+            outbox::append(&mut *tx, &events::minted(&minted, self.code_disclosure.as_ref())).await?;
+            if first.len() < listed {
+                first.extend(minted);
+                first.sort_by_key(|inv| inv.id);
+                first.truncate(listed);
+            }
+        }
+        Ok(first)
     }
 
     /// A member whose invite privileges are disabled cannot receive
@@ -92,16 +165,19 @@ impl Invitations {
     }
 
     /// A fresh code, kept only as its lookup hash and sealed under the
-    /// invitation's id (docs/design.md, "Codes at rest").
-    fn new_row(&self, inviter_id: Option<String>) -> Result<invitations::NewInvitation, Error> {
+    /// invitation's id (docs/design.md, "Codes at rest"); the code itself
+    /// goes into `codes` for the answer and the events.
+    fn new_row(&self, owner: Owner, codes: &mut HashMap<Uuid, String>) -> Result<NewInvitation, Error> {
         let code = self.codes.generate().map_err(|e| Error::Internal(anyhow::anyhow!("OS random source: {e}")))?;
         let id = Uuid::now_v7();
         let sealed = self.vault.seal(id.as_bytes(), code.as_str().as_bytes()).map_err(internal)?;
-        Ok(invitations::NewInvitation {
+        let row = NewInvitation {
             id,
             code_hash: self.vault.hash(Purpose::Code, code.as_str().as_bytes()),
             code_ciphertext: sealed.bytes,
-            inviter_id,
-        })
+            owner,
+        };
+        codes.insert(id, code.as_str().to_owned());
+        Ok(row)
     }
 }

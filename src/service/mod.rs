@@ -14,18 +14,21 @@ mod locking;
 mod mint;
 mod privileges;
 mod public_view;
+mod quotas;
 mod redeem;
 mod registration;
 pub mod rekey;
 mod reparent;
 mod reservation;
 mod revoke;
+mod wave;
 
 pub use abuse::{Attempt, sweep_abuse_records};
 pub use expiry::sweep_expired_invitations;
 pub use invite_graph::{WalkQuery, fold_graph_counts};
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
 pub use public_view::Placeholders;
+pub use quotas::{Earn, Quotas, grant_earned_invitations};
 pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
@@ -37,7 +40,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::code::{CodeGenerator, InvitationCode};
-use crate::domain::{Invitation, Member, RequestId, State, UserId};
+use crate::domain::{self, Invitation, Member, RequestId, State, UserId};
 use crate::email::{Binding, Email};
 use crate::error::Error;
 use crate::events::{self, CodeDisclosure, Event};
@@ -76,13 +79,44 @@ pub struct MintCommand {
     pub dry_run: bool,
     /// Bind every minted invitation to one address or domain.
     pub binding: Option<Binding>,
+    /// Mint for members a selector chooses instead (then `owners` is empty
+    /// and `unowned` 0).
+    pub wave: Option<Wave>,
 }
 
+/// Which members a wave goes to (members with disabled invite privileges
+/// never match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector {
+    /// No unspent invitation right now.
+    NoUnspentInvitation,
+    /// Never issued any invitation, and joined at least this long ago.
+    NeverIssued { joined_at_least: time::Duration },
+    /// Their most recent redemption was at least this long ago.
+    LastRedeemed { at_least: time::Duration },
+}
+
+/// `count` invitations, one each for members drawn at random among those
+/// `selector` matches.
+#[derive(Debug, Clone, Copy)]
+pub struct Wave {
+    pub selector: Selector,
+    pub count: u32,
+}
+
+#[derive(Default)]
 pub struct MintOutcome {
+    /// All minted invitations, or for a wave the first `MAX_WAVE_LISTED`.
     pub invitations: Vec<Invitation>,
     pub batch_id: Option<Uuid>,
     pub count: u32,
     pub dry_run: bool,
+    /// Waves: members the selector matched.
+    pub matched: u32,
+    /// Waves: who gets one (at most `MAX_WAVE_LISTED`).
+    pub recipients: Vec<String>,
+    /// Waves: `invitations` lists only part of them.
+    pub truncated: bool,
 }
 
 pub struct ListQuery {
@@ -97,6 +131,8 @@ pub struct ListPage {
     pub invitations: Vec<Invitation>,
     pub next_page_token: String,
     pub inviter_id: Option<String>,
+    /// When the owner earns its next invitation (earn policy).
+    pub next_grant_time: Option<OffsetDateTime>,
 }
 
 /// What a Redeem names: a code, or a reservation to complete.
@@ -186,6 +222,8 @@ pub struct Invitations {
     pub(crate) abuse: Arc<crate::abuse::AbuseSettings>,
     /// Names hidden members in the public view of the graph.
     pub(crate) placeholders: Placeholders,
+    /// Invitations granted by policy (welcome, refill, earn).
+    pub(crate) quotas: Quotas,
 }
 
 impl Invitations {
@@ -201,6 +239,7 @@ impl Invitations {
             vault,
             abuse: Arc::default(),
             placeholders: Placeholders::unkeyed(),
+            quotas: Quotas::default(),
         }
     }
 
@@ -312,6 +351,12 @@ impl Invitations {
 /// Associated data of a stored answer: it opens only for its own key.
 fn answer_aad(method: &str, request_id: &str) -> Vec<u8> {
     [method.as_bytes(), b"\0", request_id.as_bytes()].concat()
+}
+
+/// A deadlock or serialization failure that reached the domain's error type
+/// (through `?` on a store call): worth retrying the transaction.
+pub(crate) fn retryable(e: &Error) -> bool {
+    matches!(e, Error::Internal(inner) if inner.downcast_ref::<sqlx::Error>().is_some_and(store::is_retryable))
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> Error {

@@ -32,8 +32,11 @@ impl Invitations {
             };
             self.reveal_one(&mut redemption.invitation);
             let answer = self.commit_answer(tx, "Redeem", &idem, redemption).await?;
-            if spent_now && matches!(answer, Answer::Fresh(_)) {
+            if let (Some(granted), Answer::Fresh(_)) = (spent_now, &answer) {
                 self.metrics.redeemed();
+                if granted > 0 {
+                    self.metrics.minted(granted);
+                }
             }
             return Ok(answer);
         }
@@ -51,6 +54,17 @@ impl From<sqlx::Error> for RedeemFailure {
     }
 }
 
+/// A policy grant's failure: database errors stay retryable.
+fn grant_failure(e: Error) -> RedeemFailure {
+    match e {
+        Error::Internal(inner) => match inner.downcast::<sqlx::Error>() {
+            Ok(sql) => RedeemFailure::Sql(sql),
+            Err(inner) => RedeemFailure::Refused(Error::Internal(inner)),
+        },
+        other => RedeemFailure::Refused(other),
+    }
+}
+
 /// Deadlocks between redeems joining trees, and the invitee's unique key when
 /// two of its redeems raced (the retry then sees the winner).
 fn retryable_redeem_error(e: &sqlx::Error) -> bool {
@@ -59,14 +73,9 @@ fn retryable_redeem_error(e: &sqlx::Error) -> bool {
 
 impl Invitations {
     /// One redeem attempt inside a transaction, and whether it spent a use (not
-    /// a retry). See docs/design.md ("Redeem" and "Graph storage") for why the
+    /// a retry): then how many invitations policies granted with it. See docs/design.md ("Redeem" and "Graph storage") for why the
     /// locks below rule out double spends, cycles and stale paths.
-    async fn redeem_in(
-        &self,
-        tx: &mut store::Tx<'_>,
-        cmd: &RedeemCommand,
-        code_hashes: &[Vec<u8>],
-    ) -> Result<(Redemption, bool), RedeemFailure> {
+    async fn redeem_in(&self, tx: &mut store::Tx<'_>, cmd: &RedeemCommand, code_hashes: &[Vec<u8>]) -> Outcome {
         let invitee = cmd.invitee.as_str();
         let invitation = reservation::target_invitation(tx, &cmd.target, code_hashes, invitee).await?;
         let inviter = invitation.inviter_id.clone();
@@ -112,6 +121,15 @@ impl Invitations {
         if let Some(parent) = &parent {
             tree::graft(tx, &member, Some(parent)).await?;
         }
+        // Quotas: the invitee joins now unless it had a join time (it was
+        // registered before); the inviter's spent use may be refilled.
+        let mut granted = 0;
+        if member.join_time.is_none() {
+            granted += self.on_join(tx, &[invitee.to_owned()]).await.map_err(grant_failure)?;
+        }
+        if let Some(parent) = &parent {
+            granted += self.refill(tx, parent).await.map_err(grant_failure)?;
+        }
         abuse::record(tx, &self.abuse, &self.vault, cmd.client_ip, invitee, &screening.flags).await?;
         let mut emitted = vec![Event::redeemed(&spent, invitee, completed.is_some())];
         if let Some(reservation) = &completed {
@@ -127,11 +145,11 @@ impl Invitations {
         }
         tracing::info!(invitation_id = %spent.id, flags = screening.flags.len(), "redeemed invitation");
         let flags = screening.flags.iter().map(|f| f.name().to_owned()).collect();
-        Ok((Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time, flags }, true))
+        Ok((Redemption { invitation: spent, invitee_id: invitee.to_owned(), redeem_time, flags }, Some(granted)))
     }
 }
 
-type Outcome = Result<(Redemption, bool), RedeemFailure>;
+type Outcome = Result<(Redemption, Option<u64>), RedeemFailure>;
 
 /// Whether the invitee already joined: through this invitation, a retry
 /// (the same success); through another, or placed under an inviter by
@@ -146,7 +164,7 @@ async fn joined_before(
         Some((through, redeem_time)) if through == invitation.id => {
             let flags = abuse::flags_of(tx, invitee).await?;
             let invitation = invitation.clone();
-            Some(Ok((Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time, flags }, false)))
+            Some(Ok((Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time, flags }, None)))
         }
         Some(_) => Some(Err(RedeemFailure::Refused(Error::AlreadyInvited))),
         None if inviter.is_some() => Some(Err(RedeemFailure::Refused(Error::AlreadyInvited))),

@@ -25,18 +25,26 @@ impl Invitations {
             let result = async {
                 let created = members::insert_new(&mut tx, &cmd.members).await?;
                 let updated = members::update_known(&mut tx, &cmd.members, &created).await?;
-                Ok::<_, sqlx::Error>((created.len() as u32, updated as u32))
+                // Joining: new members, and known ones given their first join time.
+                let mut joined = created.clone();
+                joined.extend(updated.iter().filter(|(_, joining)| *joining).map(|(user, _)| user.clone()));
+                let granted = self.on_join(&mut tx, &joined).await?;
+                Ok::<_, Error>((created.len() as u32, updated.len() as u32, granted))
             }
             .await;
             match result {
-                Ok((created, updated)) => {
+                Ok((created, updated, granted)) => {
                     tx.commit().await?;
-                    tracing::info!(created, updated, "registered members");
+                    if granted > 0 {
+                        self.waker.committed();
+                        self.metrics.minted(granted);
+                    }
+                    tracing::info!(created, updated, granted, "registered members");
                     return Ok(RegisterOutcome { created, updated });
                 }
                 // Two calls naming the same users in another order can deadlock.
-                Err(e) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => tx.rollback().await?,
-                Err(e) => return Err(e.into()),
+                Err(e) if attempt < MAX_ATTEMPTS && retryable(&e) => tx.rollback().await?,
+                Err(e) => return Err(e),
             }
         }
     }

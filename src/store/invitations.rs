@@ -17,7 +17,17 @@ pub struct NewInvitation {
     pub id: Uuid,
     pub code_hash: Vec<u8>,
     pub code_ciphertext: Vec<u8>,
-    pub inviter_id: Option<String>,
+    pub owner: Owner,
+}
+
+/// Who an invitation is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// This inviter, or nobody (unowned).
+    Named(Option<String>),
+    /// The member at this slot of the transaction's `wave_recipients` table
+    /// (`store::waves::draw`).
+    WaveSlot(i64),
 }
 
 /// What every invitation of one batch shares.
@@ -46,28 +56,53 @@ pub async fn insert_batch(conn: &mut PgConnection, batch: &BatchAttributes<'_>, 
     Ok(())
 }
 
-/// Inserts invitations in one statement; returns the ids whose code collided
-/// with an existing one (not inserted), so the caller can draw new codes.
+/// Inserts invitations in one statement (all `Named` or all `WaveSlot`);
+/// returns the rows inserted. A row whose code collided with an existing
+/// one is not inserted (absent from the answer), so the caller can draw a
+/// new code for it.
 pub async fn insert_invitations(
     conn: &mut PgConnection,
     batch: &BatchAttributes<'_>,
     rows: &[NewInvitation],
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<Invitation>, sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let hashes: Vec<&[u8]> = rows.iter().map(|r| r.code_hash.as_slice()).collect();
     let sealed: Vec<&[u8]> = rows.iter().map(|r| r.code_ciphertext.as_slice()).collect();
-    let inviters: Vec<Option<&str>> = rows.iter().map(|r| r.inviter_id.as_deref()).collect();
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+    let mut inviters: Vec<Option<&str>> = Vec::with_capacity(rows.len());
+    let mut slots: Vec<Option<i64>> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match &row.owner {
+            Owner::Named(inviter) => {
+                inviters.push(inviter.as_deref());
+                slots.push(None);
+            }
+            Owner::WaveSlot(slot) => {
+                inviters.push(None);
+                slots.push(Some(*slot));
+            }
+        }
+    }
+    // Wave members are joined in from the temporary table, so their ids
+    // never leave the database (the table exists only in a wave's
+    // transaction, hence the two forms).
+    let (inviter, wave_join) = if slots.iter().any(Option::is_some) {
+        ("w.user_id", "JOIN wave_recipients w ON w.slot = t.slot")
+    } else {
+        ("t.inviter_id", "")
+    };
+    sqlx::query_as(&format!(
         "INSERT INTO invitations (id, code_hash, code_ciphertext, inviter_id, batch_id, label, note, minted_by, \
              max_uses, expire_time, binding, binding_digest, code_key_id) \
-         SELECT t.id, t.code_hash, t.code_ciphertext, t.inviter_id, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
-         FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::text[]) AS t(id, code_hash, code_ciphertext, inviter_id) \
-         ON CONFLICT (code_hash) DO NOTHING RETURNING id",
-    )
+         SELECT t.id, t.code_hash, t.code_ciphertext, {inviter}, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+         FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::text[], $5::bigint[]) \
+             AS t(id, code_hash, code_ciphertext, inviter_id, slot) {wave_join} \
+         ON CONFLICT (code_hash) DO NOTHING RETURNING {COLUMNS}"
+    ))
     .bind(&ids)
     .bind(&hashes)
     .bind(&sealed)
     .bind(&inviters)
+    .bind(&slots)
     .bind(batch.id)
     .bind(batch.label)
     .bind(batch.note)
@@ -78,16 +113,7 @@ pub async fn insert_invitations(
     .bind(batch.binding.as_ref().map(|(_, digest)| digest.as_slice()))
     .bind(batch.key_id)
     .fetch_all(conn)
-    .await?;
-    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
-    Ok(ids.into_iter().filter(|id| !inserted.contains(id)).collect())
-}
-
-pub async fn by_batch(conn: &mut PgConnection, batch_id: Uuid) -> Result<Vec<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE batch_id = $1 ORDER BY id"))
-        .bind(batch_id)
-        .fetch_all(conn)
-        .await
+    .await
 }
 
 /// The invitation whose code has one of these lookup hashes (one per

@@ -75,14 +75,15 @@ pub async fn insert_new(conn: &mut PgConnection, registrations: &[Registration])
 
 /// Applies the given join times and visibility to members that already
 /// existed (not those in `created`); a member who joined through Redeem keeps
-/// its redeem time. Returns how many rows actually changed.
+/// its redeem time. Returns the members that actually changed, each with
+/// whether it joined just now (had no join time before).
 pub async fn update_known(
     conn: &mut PgConnection,
     registrations: &[Registration],
     created: &[String],
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<(String, bool)>, sqlx::Error> {
     let c = columns(registrations);
-    let done = sqlx::query(
+    sqlx::query_as(
         "WITH t AS ( \
              SELECT user_id, join_time, hidden \
              FROM unnest($1::text[], $2::timestamptz[], $3::bool[]) AS t(user_id, join_time, hidden) \
@@ -91,20 +92,21 @@ pub async fn update_known(
              SELECT m.user_id, \
                     CASE WHEN m.invitation_id IS NULL THEN coalesce(t.join_time, m.join_time) \
                          ELSE m.join_time END AS join_time, \
-                    coalesce(t.hidden, m.hidden) AS hidden \
+                    coalesce(t.hidden, m.hidden) AS hidden, \
+                    m.join_time IS NULL AS joining \
              FROM members m JOIN t ON t.user_id = m.user_id) \
          UPDATE members m SET join_time = target.join_time, hidden = target.hidden \
          FROM target \
          WHERE m.user_id = target.user_id \
-           AND (m.join_time IS DISTINCT FROM target.join_time OR m.hidden <> target.hidden)",
+           AND (m.join_time IS DISTINCT FROM target.join_time OR m.hidden <> target.hidden) \
+         RETURNING m.user_id, target.joining AND m.join_time IS NOT NULL",
     )
     .bind(&c.user_ids)
     .bind(&c.join_times)
     .bind(&c.hidden)
     .bind(created)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(conn)
+    .await
 }
 
 /// The first of these users (by id) whose invite privileges are disabled.

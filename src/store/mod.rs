@@ -8,9 +8,11 @@ pub mod idempotency;
 pub mod invitations;
 pub mod members;
 pub mod outbox;
+pub mod quotas;
 pub mod rekey;
 pub mod reservations;
 pub mod tree;
+pub mod waves;
 
 use std::time::Duration;
 

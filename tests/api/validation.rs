@@ -182,3 +182,50 @@ async fn internal_errors_do_not_leak_database_text() {
     assert_eq!(err.message(), "internal error");
     assert!(!format!("{err:?}").contains("redemptions"), "no SQL text in {err:?}");
 }
+
+fn wave(criterion: pb::selector::Criterion, count: u32) -> pb::MintRequest {
+    pb::MintRequest { selector: Some(pb::Selector { criterion: Some(criterion) }), count, ..Default::default() }
+}
+
+fn age(seconds: i64, nanos: i32) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds, nanos })
+}
+
+#[tokio::test]
+async fn bad_wave_requests_are_refused_and_change_nothing() {
+    use pb::selector::Criterion;
+    let app = TestApp::spawn().await;
+    app.register(vec![crate::helpers::member("m", Some(1_600_000_000), None)]).await.expect("register");
+    let none = || Criterion::NoUnspentInvitation(pb::NoUnspentInvitation {});
+    let cases: Vec<(pb::MintRequest, &str)> = vec![
+        (pb::MintRequest { user_ids: vec!["a".into()], ..wave(none(), 5) }, "user_ids"),
+        (pb::MintRequest { unowned_count: 3, ..wave(none(), 5) }, "unowned_count"),
+        (pb::MintRequest { per_user: 2, ..wave(none(), 5) }, "per_user"),
+        (wave(none(), 0), "count"),
+        (wave(none(), 10_000_001), "count"),
+        (
+            pb::MintRequest { selector: Some(pb::Selector { criterion: None }), count: 5, ..Default::default() },
+            "selector",
+        ),
+        (pb::MintRequest { count: 5, ..mint(&["a"]) }, "count"),
+        (
+            wave(Criterion::NeverIssued(pb::NeverIssued { joined_at_least: age(-1, 0) }), 5),
+            "selector.never_issued.joined_at_least",
+        ),
+        (
+            wave(Criterion::LastRedeemed(pb::LastRedeemed { at_least: age(1, 1_000_000_000) }), 5),
+            "selector.last_redeemed.at_least",
+        ),
+        (
+            wave(Criterion::LastRedeemed(pb::LastRedeemed { at_least: age(3651 * 86_400, 0) }), 5),
+            "selector.last_redeemed.at_least",
+        ),
+        (pb::MintRequest { label: "l".repeat(129), ..wave(none(), 5) }, "label"),
+    ];
+    for (request, field) in cases {
+        let err = app.mint(request).await.expect_err(field);
+        assert_error(&err, Code::InvalidArgument, "INVALID_ARGUMENT", Some(field));
+    }
+    assert_eq!(app.count("invitations").await, 0);
+    assert_eq!(app.count("batches").await, 0);
+}

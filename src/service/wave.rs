@@ -1,0 +1,53 @@
+//! Waves: Mint by selector. `count` invitations, one each for members drawn
+//! at random among those a selector matches, in one batch and one
+//! transaction; the draw stays in the database (`store::waves`), so a wave
+//! over a million members moves only the new codes, never the member list
+//! (docs/design.md, "Waves").
+
+use super::mint::Recipients;
+use super::*;
+use crate::domain::MAX_WAVE_LISTED;
+use crate::store::waves;
+
+impl Invitations {
+    pub(super) async fn mint_wave(
+        &self,
+        cmd: &MintCommand,
+        wave: Wave,
+        idem: Idempotency<'_, MintOutcome>,
+    ) -> Result<Answer<MintOutcome>, Error> {
+        let count = i64::from(wave.count);
+        if cmd.dry_run {
+            let mut conn = self.pool.acquire().await?;
+            let (matched, recipients) =
+                waves::sample(&mut conn, wave.selector, count.min(MAX_WAVE_LISTED as i64)).await?;
+            return Ok(Answer::Fresh(MintOutcome {
+                count: matched.min(count) as u32,
+                matched: matched as u32,
+                recipients,
+                dry_run: true,
+                ..MintOutcome::default()
+            }));
+        }
+        if let Some(bytes) = self.replay("Mint", &idem).await? {
+            return Ok(Answer::Replayed(bytes));
+        }
+        let batch = self.batch_attributes(cmd)?;
+        let mut tx = self.pool.begin().await?;
+        let (matched, drawn) = waves::draw(&mut tx, wave.selector, count).await?;
+        let mut outcome = MintOutcome { matched: matched as u32, count: drawn as u32, ..MintOutcome::default() };
+        if drawn > 0 {
+            let listed = MAX_WAVE_LISTED;
+            outcome.invitations = self.mint_batch(&mut tx, &batch, Recipients::Wave(drawn as usize), listed).await?;
+            outcome.recipients = waves::recipients(&mut tx, listed as i64).await?;
+            outcome.batch_id = Some(batch.id);
+            outcome.truncated = drawn as usize > listed;
+        }
+        let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
+        if matches!(answer, Answer::Fresh(_)) {
+            self.metrics.minted(drawn as u64);
+        }
+        tracing::info!(batch_id = %batch.id, matched, count = drawn, label = %cmd.label, "minted a wave");
+        Ok(answer)
+    }
+}
