@@ -160,9 +160,14 @@ def check_binary_contract(docs: dict[str, list[dict]]) -> None:
         for key in cm.get("data", {}):
             if key not in serve_env and key not in OTEL_ENV:
                 problem(path, f"ConfigMap key {key} is not a setting of `invitations serve`")
+    # Keys a CronJob (the admin CLI) reads through a secretKeyRef are checked
+    # against that CLI in check_cli_args, not against `serve`.
+    cli_secret_keys = {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                       for _, cron in by_kind(docs, "CronJob") for c in pod_spec(cron)["containers"]
+                       for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
     for path, secret in by_kind(docs, "Secret"):
         for key in {**secret.get("stringData", {}), **secret.get("data", {})}:
-            if key not in serve_env:
+            if key not in serve_env and (secret["metadata"]["name"], key) not in cli_secret_keys:
                 problem(path, f"Secret key {key} is not a setting of `invitations serve`")
     required = ("INVITATIONS_SHUTDOWN_DELAY", "INVITATIONS_DRAIN_TIMEOUT", "INVITATIONS_LISTEN",
                 "INVITATIONS_ADMIN_LISTEN")
@@ -240,10 +245,14 @@ def check_cli_args(path: str, cron: dict, container: dict) -> None:
         else:
             print(f"pending: `invitations {' '.join(words)}` is not in this binary yet; the CronJob stays suspended")
         return
-    accepted = {s.flag for s in settings.parse(run.stdout)}
+    cli = settings.parse(run.stdout)
+    accepted = {s.flag for s in cli}
     for flag in (a.split("=", 1)[0] for a in args if a.startswith("--")):
         if flag not in accepted:
             problem(path, f"`invitations {' '.join(words)}` has no flag {flag}")
+    # The admin CLI reads its bearer token from the environment only.
+    cli_env = settings.accepted_env(cli) | ({"INVITATIONS_TOKEN"} if words[:1] == ["admin"] else set())
+    check_env_names(path, container, cli_env, f"container {container['name']}")
 
 
 def check_dockerfile() -> None:

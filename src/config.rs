@@ -44,6 +44,10 @@ pub enum Command {
     /// Print the SHA-256 (hex) of a caller token read from standard input, for
     /// `--caller-tokens`; with `--generate`, make a new random token and print both.
     HashToken(HashTokenArgs),
+    /// Operator commands against a running service over gRPC: mint, revoke,
+    /// stats, privileges, plan-wave. The bearer token comes from
+    /// INVITATIONS_TOKEN.
+    Admin(crate::admin::AdminArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -77,7 +81,7 @@ pub enum OutboxAction {
     },
 }
 
-fn parse_rfc3339(value: &str) -> Result<time::OffsetDateTime, String> {
+pub(crate) fn parse_rfc3339(value: &str) -> Result<time::OffsetDateTime, String> {
     time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("not an RFC 3339 time ({e})"))
 }
@@ -228,9 +232,10 @@ pub struct ServeArgs {
     #[arg(long, env = "INVITATIONS_EXPIRY_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub expiry_sweep_interval: Duration,
 
-    /// How often the invite graph's count deltas (appended by every redeem)
-    /// are folded into per-member counters. Counts are exact either way;
-    /// folding keeps reading them cheap. `0s` turns it off (tests only: the
+    /// How often the count deltas appended by every redeem and revoke (the
+    /// invite graph's per-member counts, the stats' per-batch counts) are
+    /// folded into their counters. Counts are exact either way; folding
+    /// keeps reading them cheap. `0s` turns it off (tests only: the
     /// deltas then grow without bound).
     #[arg(long, env = "INVITATIONS_GRAPH_FOLD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub graph_fold_interval: Duration,

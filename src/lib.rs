@@ -10,6 +10,7 @@
 //! traces and metrics; `main.rs` only parses flags and sets up telemetry.
 
 pub mod abuse;
+pub mod admin;
 pub mod auth;
 pub mod code;
 pub mod config;

@@ -17,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Outbox(args) => invitations::outbox::command(args).await,
         Command::Rekey(args) => rekey(args).await,
         Command::HashToken(args) => hash_token(args),
+        Command::Admin(args) => invitations::admin::run(args).await,
     };
     if let Err(e) = &result {
         tracing::error!(error = ?e, "exiting with an error");

@@ -27,7 +27,7 @@ use crate::pb;
 use crate::relay::RelaySettings;
 use crate::secret::Secrets;
 use crate::service::{
-    Invitations, Placeholders, Quotas, ReservationSettings, fold_graph_counts, grant_earned_invitations, rekey,
+    Invitations, Placeholders, Quotas, ReservationSettings, fold_counts, grant_earned_invitations, rekey,
     sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
 };
 use crate::telemetry::{self, Metrics, RpcLayer};
@@ -140,7 +140,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         background.spawn(grant_earned_invitations(service.clone(), every));
     }
     if !args.graph_fold_interval.is_zero() {
-        background.spawn(fold_graph_counts(pool.clone(), args.graph_fold_interval));
+        background.spawn(fold_counts(pool.clone(), args.graph_fold_interval));
     }
     let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
     let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view))

@@ -8,7 +8,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Operators: Mint, Revoke, RegisterMembers, SetInvitePrivileges,
-    /// Reparent, stats.
+    /// Reparent, GetStats.
     Admin,
     /// The sign-up flow: Redeem, CheckCode, Reserve, Release.
     Signup,
@@ -52,6 +52,7 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("RegisterMembers", Scope::Admin),
     ("SetInvitePrivileges", Scope::Admin),
     ("Reparent", Scope::Admin),
+    ("GetStats", Scope::Admin),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.

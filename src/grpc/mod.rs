@@ -7,6 +7,7 @@ mod graph;
 mod members;
 pub mod overload;
 mod reservation;
+pub mod stats;
 pub mod status;
 
 use std::pin::Pin;
@@ -248,6 +249,12 @@ impl InvitationService for InvitationApi {
         let members = self.service.walk_forest(request.into_inner().into());
         let stream = ReceiverStream::new(members).map(|m| m.map(graph::member_pb).map_err(to_status));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let query = request.into_inner().try_into().map_err(to_status)?;
+        let stats = self.service.stats(query).await.map_err(to_status)?;
+        Ok(Response::new(stats::stats_response(&stats)))
     }
 
     async fn reparent(&self, request: Request<pb::ReparentRequest>) -> Result<Response<pb::ReparentResponse>, Status> {

@@ -167,28 +167,3 @@ async fn emit(
     }
     out.send(Ok(m)).await.is_ok()
 }
-
-/// Folds the graph's count deltas into the counters every `interval` until
-/// shutdown (docs/design.md, "Graph storage"). Only keeps reads cheap:
-/// counts are exact whether or not it runs, and every replica may run it.
-pub async fn fold_graph_counts(pool: PgPool, interval: std::time::Duration) {
-    const BATCH: i64 = 10_000;
-    loop {
-        tokio::time::sleep(interval).await;
-        let folded = async {
-            let mut conn = pool.acquire().await?;
-            let mut total = 0;
-            loop {
-                let n = tree::fold_counts(&mut conn, BATCH).await?;
-                total += n;
-                if n < BATCH {
-                    return Ok::<_, sqlx::Error>(total);
-                }
-            }
-        };
-        match folded.await {
-            Ok(n) => tracing::debug!(deltas = n, "folded graph counts"),
-            Err(e) => tracing::warn!(error = %e, "folding graph counts failed; retrying next interval"),
-        }
-    }
-}

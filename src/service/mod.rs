@@ -22,16 +22,18 @@ mod reparent;
 mod reservation;
 mod revoke;
 mod wave;
+mod stats;
 
 pub use abuse::{Attempt, sweep_abuse_records};
 pub use expiry::sweep_expired_invitations;
-pub use invite_graph::{WalkQuery, fold_graph_counts};
+pub use invite_graph::WalkQuery;
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
 pub use public_view::Placeholders;
 pub use quotas::{Earn, Quotas, grant_earned_invitations};
 pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
+pub use stats::{Period, Stats, StatsQuery, fold_counts};
 
 use std::sync::Arc;
 

@@ -117,7 +117,7 @@ impl Invitations {
             }
         }
         let (mut spent, completed) = reservation::take_use(tx, &cmd.target, invitation.id, invitee).await?;
-        let redeem_time = graph::insert_redemption(tx, spent.id, spent.inviter_id.as_deref(), invitee).await?;
+        let redeem_time = graph::insert_redemption(tx, &spent, invitee).await?;
         if let Some(parent) = &parent {
             tree::graft(tx, &member, Some(parent)).await?;
         }

@@ -117,9 +117,7 @@ pub async fn sweep(
 
 /// How often each flag was raised, over all redemptions (for stats).
 pub async fn flag_counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT f, count(*) FROM redemptions, unnest(abuse_flags) AS f GROUP BY f ORDER BY f")
-        .fetch_all(conn)
-        .await
+    super::stats::flag_counts(conn, &super::stats::Filter::all()).await
 }
 
 pub async fn redemption_flags(conn: &mut PgConnection, invitee_id: &str) -> Result<Vec<String>, sqlx::Error> {

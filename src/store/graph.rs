@@ -8,7 +8,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::Member;
+use crate::domain::{Invitation, Member};
 
 /// A member node with whether its inviter is hidden (for the public view).
 const NODE: &str = "SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden, \
@@ -151,30 +151,33 @@ pub async fn joined_through(
         .await
 }
 
-/// Records the edge and who invited the invitee. The invitee's join time
-/// becomes the redeem time unless it was registered with one before. Its
-/// place in the tree (`path`) is moved by `tree::graft`.
+/// Records the edge (with the invitation's batch, for stats), counts the use
+/// for stats (`stats::count_use`), and who invited the invitee. The
+/// invitee's join time becomes the redeem time unless it was registered
+/// with one before. Its place in the tree (`path`) is moved by `tree::graft`.
 pub async fn insert_redemption(
     conn: &mut PgConnection,
-    invitation_id: Uuid,
-    inviter_id: Option<&str>,
+    spent: &Invitation,
     invitee_id: &str,
 ) -> Result<time::OffsetDateTime, sqlx::Error> {
     let redeem_time = sqlx::query_scalar(
-        "INSERT INTO redemptions (invitation_id, inviter_id, invitee_id) VALUES ($1, $2, $3) RETURNING redeem_time",
+        "INSERT INTO redemptions (invitation_id, inviter_id, invitee_id, batch_id) VALUES ($1, $2, $3, $4) \
+         RETURNING redeem_time",
     )
-    .bind(invitation_id)
-    .bind(inviter_id)
+    .bind(spent.id)
+    .bind(&spent.inviter_id)
     .bind(invitee_id)
+    .bind(spent.batch_id)
     .fetch_one(&mut *conn)
     .await?;
+    super::stats::count_use(&mut *conn, spent).await?;
     sqlx::query(
         "UPDATE members SET inviter_id = $2, invitation_id = $3, join_time = coalesce(join_time, $4) \
          WHERE user_id = $1",
     )
     .bind(invitee_id)
-    .bind(inviter_id)
-    .bind(invitation_id)
+    .bind(&spent.inviter_id)
+    .bind(spent.id)
     .bind(redeem_time)
     .execute(conn)
     .await?;

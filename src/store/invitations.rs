@@ -45,14 +45,19 @@ pub struct BatchAttributes<'a> {
 }
 
 pub async fn insert_batch(conn: &mut PgConnection, batch: &BatchAttributes<'_>, count: i32) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO batches (id, label, note, minted_by, invitation_count) VALUES ($1, $2, $3, $4, $5)")
-        .bind(batch.id)
-        .bind(batch.label)
-        .bind(batch.note)
-        .bind(batch.minted_by)
-        .bind(count)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO batches (id, label, note, minted_by, invitation_count, expire_time, max_uses) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(batch.id)
+    .bind(batch.label)
+    .bind(batch.note)
+    .bind(batch.minted_by)
+    .bind(count)
+    .bind(batch.expire_time)
+    .bind(batch.max_uses)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -193,14 +198,15 @@ pub async fn take_use(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Re
 }
 
 /// Revokes the named invitations that still have uses left and are not
-/// revoked yet; returns the ones it changed.
+/// revoked yet; returns the ones it changed. Every revoke here also counts
+/// what it changed for stats (`stats::count_revoked`).
 pub async fn revoke_ids(
     conn: &mut PgConnection,
     ids: &[Uuid],
     reason: &str,
     revoked_by: &str,
 ) -> Result<Vec<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let revoked: Vec<Invitation> = sqlx::query_as(&format!(
         "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
          WHERE id = ANY($1) AND revoke_time IS NULL AND uses < max_uses \
          RETURNING {COLUMNS}"
@@ -208,8 +214,10 @@ pub async fn revoke_ids(
     .bind(ids)
     .bind(reason)
     .bind(revoked_by)
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    super::stats::count_revoked(conn, &revoked).await?;
+    Ok(revoked)
 }
 
 /// Revokes every invitation of a user that could still be redeemed.
@@ -219,7 +227,7 @@ pub async fn revoke_unspent_of(
     reason: &str,
     revoked_by: &str,
 ) -> Result<Vec<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let revoked: Vec<Invitation> = sqlx::query_as(&format!(
         "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
          WHERE inviter_id = $1 AND revoke_time IS NULL AND uses < max_uses \
            AND (expire_time IS NULL OR expire_time > now()) \
@@ -228,8 +236,10 @@ pub async fn revoke_unspent_of(
     .bind(owner)
     .bind(reason)
     .bind(revoked_by)
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    super::stats::count_revoked(conn, &revoked).await?;
+    Ok(revoked)
 }
 
 /// Marks up to `limit` invitations whose expiry passed and that were not
@@ -258,7 +268,7 @@ pub async fn revoke_unspent_of_all(
     reason: &str,
     revoked_by: &str,
 ) -> Result<Vec<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let revoked: Vec<Invitation> = sqlx::query_as(&format!(
         "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
          WHERE inviter_id = ANY($1) AND revoke_time IS NULL AND uses < max_uses \
            AND (expire_time IS NULL OR expire_time > now()) \
@@ -267,6 +277,8 @@ pub async fn revoke_unspent_of_all(
     .bind(owners)
     .bind(reason)
     .bind(revoked_by)
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    super::stats::count_revoked(conn, &revoked).await?;
+    Ok(revoked)
 }

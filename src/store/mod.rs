@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod quotas;
 pub mod rekey;
 pub mod reservations;
+pub mod stats;
 pub mod tree;
 pub mod waves;
 
@@ -33,6 +34,45 @@ pub fn connect_lazy(url: &str, max_connections: u32, acquire_timeout: Duration) 
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .connect_lazy_with(options))
+}
+
+/// Counters kept without hot rows (docs/design.md, "Counts without hot
+/// rows"): writers append rows to `deltas` and never update a counter; the
+/// background fold moves deltas into `counts`, keyed by `key`. A reader adds
+/// the counter and its pending deltas, so counts are exact either way.
+pub struct Counters {
+    pub counts: &'static str,
+    pub deltas: &'static str,
+    pub key: &'static str,
+    pub columns: &'static [&'static str],
+}
+
+/// Moves up to `limit` deltas of `c` into its counters in one statement (so
+/// a reader sees them either as deltas or as counts, never both or
+/// neither); returns how many it moved. Skips deltas another fold holds, and
+/// upserts counters in key order, so concurrent folds (one per replica) do
+/// not deadlock.
+pub async fn fold(conn: &mut sqlx::PgConnection, c: &Counters, limit: i64) -> Result<i64, sqlx::Error> {
+    let Counters { counts, deltas, key, columns } = c;
+    let cols = columns.join(", ");
+    let sums = columns.iter().map(|col| format!("sum({col})")).collect::<Vec<_>>().join(", ");
+    let adds =
+        columns.iter().map(|col| format!("{col} = {counts}.{col} + EXCLUDED.{col}")).collect::<Vec<_>>().join(", ");
+    sqlx::query_scalar(&format!(
+        "WITH batch AS ( \
+             DELETE FROM {deltas} WHERE ctid = ANY (ARRAY( \
+                 SELECT ctid FROM {deltas} LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+             RETURNING {key}, {cols}), \
+         folded AS ( \
+             INSERT INTO {counts} ({key}, {cols}) \
+             SELECT {key}, {sums} FROM batch GROUP BY {key} ORDER BY {key} \
+             ON CONFLICT ({key}) DO UPDATE SET {adds} \
+             RETURNING 1) \
+         SELECT count(*) FROM batch"
+    ))
+    .bind(limit)
+    .fetch_one(conn)
+    .await
 }
 
 /// Whether a database error is the violation of this named constraint.

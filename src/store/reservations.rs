@@ -168,15 +168,5 @@ pub struct ReservationCounts {
 }
 
 pub async fn reservation_counts(conn: &mut PgConnection) -> Result<ReservationCounts, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*) AS reserved, \
-           count(*) FILTER (WHERE status = 'held' AND expire_time > clock_timestamp()) AS held, \
-           count(*) FILTER (WHERE status = 'completed') AS completed, \
-           count(*) FILTER (WHERE status = 'released') AS released, \
-           count(*) FILTER (WHERE status = 'lapsed' OR (status = 'held' AND expire_time <= clock_timestamp())) \
-             AS lapsed \
-         FROM reservations",
-    )
-    .fetch_one(conn)
-    .await
+    super::stats::reservation_counts(conn, &super::stats::Filter::all()).await
 }

@@ -1,6 +1,6 @@
 //! SQL that changes the shape of the invite graph: tree locks, moving a
-//! subtree (`graft`) with its count deltas, folding count deltas, and the
-//! reparent record; and the path arithmetic the range queries use.
+//! subtree (`graft`) with its count deltas (folded by `store::fold` with
+//! `MEMBER_COUNTS`), and the reparent record; and the path arithmetic the range queries use.
 //!
 //! Locking (docs/design.md, "Graph storage"): every statement that reads a
 //! parent's path to write a child's takes its tree's lock shared; every move
@@ -149,30 +149,13 @@ pub async fn record_reparent(conn: &mut PgConnection, r: &ReparentRecord<'_>) ->
     Ok(())
 }
 
-/// Moves up to `limit` count deltas into `member_counts` in one statement
-/// (so a reader sees them either as deltas or as counts, never both or
-/// neither); returns how many it moved. Skips deltas another fold holds, and
-/// upserts counters in id order, so concurrent folds (one per replica) do not
-/// deadlock.
-pub async fn fold_counts(conn: &mut PgConnection, limit: i64) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH batch AS ( \
-             DELETE FROM member_count_deltas WHERE ctid = ANY (ARRAY( \
-                 SELECT ctid FROM member_count_deltas LIMIT $1 FOR UPDATE SKIP LOCKED)) \
-             RETURNING member_id, descendants, invitees), \
-         folded AS ( \
-             INSERT INTO member_counts (member_id, descendants, invitees) \
-             SELECT member_id, sum(descendants), sum(invitees) FROM batch GROUP BY member_id ORDER BY member_id \
-             ON CONFLICT (member_id) DO UPDATE SET \
-                 descendants = member_counts.descendants + EXCLUDED.descendants, \
-                 invitees = member_counts.invitees + EXCLUDED.invitees \
-             RETURNING 1) \
-         SELECT count(*) FROM batch",
-    )
-    .bind(limit)
-    .fetch_one(conn)
-    .await
-}
+/// The graph's descendant and direct-invitee counts per member.
+pub const MEMBER_COUNTS: super::Counters = super::Counters {
+    counts: "member_counts",
+    deltas: "member_count_deltas",
+    key: "member_id",
+    columns: &["descendants", "invitees"],
+};
 
 #[cfg(test)]
 mod tests {

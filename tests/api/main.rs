@@ -2,6 +2,7 @@
 //! one database per test. One binary (one link) for all of them.
 
 mod abuse;
+mod admin_cli;
 mod at_rest;
 mod auth;
 mod bound;
@@ -31,6 +32,7 @@ mod reparent;
 mod reservations;
 mod revoke;
 mod shutdown;
+mod stats;
 mod tls;
 mod validation;
 mod waves;
