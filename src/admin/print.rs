@@ -47,9 +47,22 @@ pub fn mint(out: &mut impl Write, r: &pb::MintResponse) -> anyhow::Result<()> {
     } else {
         writeln!(out, "Minted {} invitations in batch {}", r.minted_count, r.batch_id)?;
     }
+    // A wave by selector: how many members matched, and a sample of who.
+    if r.matched_count > 0 || !r.recipient_ids.is_empty() {
+        writeln!(out, "Members matching the selector: {}", r.matched_count)?;
+        if r.dry_run && !r.recipient_ids.is_empty() {
+            let shown = r.recipient_ids.len().min(20);
+            let more = r.recipient_ids.len() - shown;
+            let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+            writeln!(out, "Would receive one (a random draw): {}{tail}", r.recipient_ids[..shown].join(", "))?;
+        }
+    }
     for i in &r.invitations {
         let owner = if i.inviter_id.is_empty() { "(unowned)" } else { &i.inviter_id };
         writeln!(out, "  {}  {}  {owner}  expires {}", i.code, i.id, timestamp(i.expire_time.as_ref()))?;
+    }
+    if r.invitations_truncated {
+        writeln!(out, "  (first {} listed; each member sees theirs with ListForUser)", r.invitations.len())?;
     }
     Ok(())
 }

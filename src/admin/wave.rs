@@ -127,16 +127,28 @@ pub fn selector_name(kind: SelectorKind) -> &'static str {
     }
 }
 
-/// Puts a selector and count into a Mint request.
+/// Puts a selector and count into a Mint request. `never-issued` and
+/// `last-redeemed` need `min_age`.
 pub fn set_selector(
-    _request: &mut pb::MintRequest,
-    _kind: SelectorKind,
-    _min_age: Option<std::time::Duration>,
-    _count: u32,
+    request: &mut pb::MintRequest,
+    kind: SelectorKind,
+    min_age: Option<std::time::Duration>,
+    count: u32,
 ) -> anyhow::Result<()> {
-    anyhow::bail!("Mint by selector is not in this build's contract yet")
+    use pb::selector::Criterion;
+    let age = || {
+        min_age.map(duration_pb).ok_or_else(|| anyhow::anyhow!("--selector {} needs --min-age", selector_name(kind)))
+    };
+    let criterion = match kind {
+        SelectorKind::NoUnspentInvitation => Criterion::NoUnspentInvitation(pb::NoUnspentInvitation {}),
+        SelectorKind::NeverIssued => Criterion::NeverIssued(pb::NeverIssued { joined_at_least: Some(age()?) }),
+        SelectorKind::LastRedeemed => Criterion::LastRedeemed(pb::LastRedeemed { at_least: Some(age()?) }),
+    };
+    request.selector = Some(pb::Selector { criterion: Some(criterion) });
+    request.count = count;
+    Ok(())
 }
 
-fn matched_count(_response: &pb::MintResponse) -> u64 {
-    0
+fn matched_count(response: &pb::MintResponse) -> u64 {
+    u64::from(response.matched_count)
 }

@@ -21,8 +21,8 @@ pub mod rekey;
 mod reparent;
 mod reservation;
 mod revoke;
-mod wave;
 mod stats;
+mod wave;
 
 pub use abuse::{Attempt, sweep_abuse_records};
 pub use expiry::sweep_expired_invitations;

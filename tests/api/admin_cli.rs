@@ -121,3 +121,114 @@ async fn plan_wave_without_history_says_so_and_mints_nothing() {
             .await;
     assert!(stderr_of_failure(&out).contains("--history (7d) must be longer than --within (7d)"));
 }
+
+/// History for the planner: 10 unowned invitations labelled "w1" minted 20
+/// days ago; 4 redeemed within 7 days of minting (days 1, 2, 3, 6), one
+/// after (day 10). Members: m1..m30 (joined 60 days ago, never issued an
+/// invitation) and the 5 invitees.
+async fn planner_history(app: &TestApp) {
+    use time::{Duration, OffsetDateTime};
+    let now = OffsetDateTime::now_utc();
+    let joined = (now - Duration::days(60)).unix_timestamp();
+    let members = (1..=30).map(|i| crate::helpers::member(&format!("m{i}"), Some(joined), None)).collect();
+    app.register(members).await.expect("register");
+    let request = invitations::pb::MintRequest { unowned_count: 10, label: "w1".into(), ..Default::default() };
+    let minted = app.mint(request).await.expect("mint");
+    for (i, inv) in minted.invitations.iter().take(5).enumerate() {
+        app.redeem(&inv.code, &format!("i{}", i + 1)).await.expect("redeem");
+    }
+    let pool = app.pool().await;
+    let at = now - Duration::days(20);
+    crate::stats::mint_at(&pool, &minted.batch_id, at, None).await;
+    for (i, day) in [1, 2, 3, 6, 10].into_iter().enumerate() {
+        crate::stats::redeemed_at(&pool, &format!("i{}", i + 1), at + Duration::days(day)).await;
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn plan_wave_plans_from_the_measured_rate_and_applies() {
+    // Unauthenticated (loopback) server: the history is built by direct calls.
+    let app = TestApp::spawn().await;
+    planner_history(&app).await;
+
+    // yield = 4 / 10 = 0.4; 6 new members need ceil(6 / 0.4) = 15 invitations.
+    // No unspent invitation: m1..m30 and i1..i5 = 35 members, enough.
+    let plan = ["plan-wave", "--target-new-members", "6", "--within", "7d"];
+    let out = stdout(&admin(&app, None, &plan).await);
+    for line in [
+        "  minted:                       10\n",
+        "  redeemed within 7d:           4\n",
+        "  redeemed so far:              5\n",
+        "  median time to redeem:        3d\n",
+        "  yield = 4 / 10 = 0.4000 new members per invitation within 7d\n",
+        "  invitations needed = ceil(6 / 0.4000) = 15\n",
+        "  no-unspent-invitation    matches 35 members\n",
+        "Plan: mint 15 invitations for no-unspent-invitation (label \"wave\").\n",
+        "Nothing minted: run again with --apply to mint this wave.\n",
+    ] {
+        assert!(out.contains(line), "{line:?} not in\n{out}");
+    }
+    assert_eq!(app.count("invitations").await, 10, "a plan without --apply mints nothing");
+
+    // 100 members need 250; never-issued (joined ≥ 30d ago) matches only m1..m30.
+    let short =
+        [&plan[..2], &["100", "--within", "7d", "--selector", "never-issued", "--history-label", "w1"]].concat();
+    let out = stdout(&admin(&app, None, &short).await);
+    assert!(out.contains("  invitations needed = ceil(100 / 0.4000) = 250\n"), "{out}");
+    assert!(
+        out.contains(
+            "Short: never-issued matches only 30 members; minting one each reaches about 12 new members, not 100."
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("no-unspent-invitation"), "only the selector asked for: {out}");
+    let none = [&plan[..], &["--history-label", "nothing-like-this"]].concat();
+    assert!(stderr_of_failure(&admin(&app, None, &none).await).contains("no history"));
+
+    let apply = [&plan[..], &["--apply", "--label", "wave-2", "--request-id", "plan-1"]].concat();
+    let out = stdout(&admin(&app, None, &apply).await);
+    assert!(out.contains("Minted 15 invitations in batch "), "{out}");
+    let pool = app.pool().await;
+    let (n, owners, days): (i64, i64, f64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT inviter_id), \
+                max(extract(epoch FROM expire_time - create_time))::float8 / 86400 \
+         FROM invitations WHERE label = 'wave-2'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("wave");
+    assert_eq!((n, owners), (15, 15), "one each for 15 members");
+    assert!((days - 7.0).abs() < 0.01, "the ttl defaults to --within: {days}");
+    // The same request id replays the first wave.
+    let again = stdout(&admin(&app, None, &apply).await);
+    assert_eq!(batch_of(&again), batch_of(&out));
+    assert_eq!(app.count("invitations").await, 25);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn mint_by_selector_from_the_cli() {
+    // Unauthenticated (loopback) server: the history is built by direct calls.
+    let app = TestApp::spawn().await;
+    planner_history(&app).await;
+    let dry = ["mint", "--selector", "no-unspent-invitation", "--count", "5", "--ttl", "14d", "--label", "weekly-wave"];
+    let out = stdout(&admin(&app, None, &[&dry[..], &["--dry-run"]].concat()).await);
+    assert!(
+        out.starts_with("Dry run: would mint 5 invitations (nothing minted)\nMembers matching the selector: 35\n"),
+        "{out}"
+    );
+    assert_eq!(app.count("invitations").await, 10);
+
+    // The CronJob's own arguments (deploy/k8s/cronjob-wave.yaml).
+    let out = stdout(&admin(&app, None, &dry).await);
+    assert!(out.starts_with("Minted 5 invitations in batch "), "{out}");
+    let aged = ["mint", "--selector", "never-issued", "--min-age", "30d", "--count", "100", "--label", "aged"];
+    let out = stdout(&admin(&app, None, &aged).await);
+    let minted: usize = out.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("count");
+    assert!((25..=30).contains(&minted), "m1..m30 less those the first wave reached: {out}");
+    assert_eq!(app.count("invitations").await, 15 + minted as i64);
+
+    let err = stderr_of_failure(&admin(&app, None, &["mint", "--selector", "last-redeemed", "--count", "3"]).await);
+    assert!(err.contains("--selector last-redeemed needs --min-age"), "{err}");
+}

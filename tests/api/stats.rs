@@ -25,7 +25,7 @@ fn base() -> OffsetDateTime {
 }
 
 /// Moves a batch (and its invitations) to `at`; `expire` sets their expiry.
-async fn mint_at(pool: &PgPool, batch_id: &str, at: OffsetDateTime, expire: Option<OffsetDateTime>) {
+pub async fn mint_at(pool: &PgPool, batch_id: &str, at: OffsetDateTime, expire: Option<OffsetDateTime>) {
     let id: uuid::Uuid = batch_id.parse().expect("batch id");
     sqlx::query("UPDATE batches SET create_time = $2, expire_time = coalesce($3, expire_time) WHERE id = $1")
         .bind(id)
@@ -44,7 +44,7 @@ async fn mint_at(pool: &PgPool, batch_id: &str, at: OffsetDateTime, expire: Opti
 }
 
 /// Moves an invitee's redemption (and join) to `at`.
-async fn redeemed_at(pool: &PgPool, invitee: &str, at: OffsetDateTime) {
+pub async fn redeemed_at(pool: &PgPool, invitee: &str, at: OffsetDateTime) {
     sqlx::query("UPDATE redemptions SET redeem_time = $2 WHERE invitee_id = $1")
         .bind(invitee)
         .bind(at)
