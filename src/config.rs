@@ -426,12 +426,13 @@ pub struct LimitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct QuotaArgs {
     /// Welcome grant: invitations a member receives on joining (RegisterMembers
-    /// or Redeem, in that call's transaction). `0` turns it off.
+    /// or Redeem, in that call's transaction), at most 100. `0` turns it off.
     #[arg(long, env = "INVITATIONS_WELCOME_GRANT", default_value_t = 0)]
     pub welcome_grant: u32,
 
     /// Refill: when one of a member's invitations is redeemed, top their
-    /// unspent ones up to this many (in the Redeem). `0` turns it off.
+    /// unspent ones up to this many (in the Redeem), at most 100. `0` turns it
+    /// off.
     #[arg(long, env = "INVITATIONS_REFILL_TO", default_value_t = 0)]
     pub refill_to: u32,
 

@@ -42,7 +42,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::code::{CodeGenerator, InvitationCode};
-use crate::domain::{self, Invitation, Member, RequestId, State, UserId};
+use crate::domain::{Invitation, Member, RequestId, State, UserId};
 use crate::email::{Binding, Email};
 use crate::error::Error;
 use crate::events::{self, CodeDisclosure, Event};

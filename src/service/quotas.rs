@@ -24,6 +24,10 @@ use crate::store::quotas;
 /// Members the granter takes per transaction.
 const EARN_BATCH: i64 = 1000;
 
+/// Most invitations a welcome grant or refill gives one member (a
+/// RegisterMembers call of 10,000 members then mints at most a million).
+const MAX_GRANT: u32 = 100;
+
 /// The configured policies.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Quotas {
@@ -59,8 +63,8 @@ impl Quotas {
             Some(Earn { interval: args.earn_interval, cap: args.earn_cap })
         };
         for (flag, value) in [("--welcome-grant", args.welcome_grant), ("--refill-to", args.refill_to)] {
-            if value > domain::MAX_MINT_PER_CALL {
-                return Err(format!("{flag} must be at most {}", domain::MAX_MINT_PER_CALL));
+            if value > MAX_GRANT {
+                return Err(format!("{flag} must be at most {MAX_GRANT}"));
             }
         }
         Ok(Quotas { welcome: args.welcome_grant, refill_to: args.refill_to, earn })

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use invitations::pb;
+use prost::Message;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
@@ -69,6 +70,22 @@ async fn welcome_grant_on_registering_and_on_redeeming() {
         .await
         .expect("batch");
     assert_eq!(welcome_count, 9);
+    // Announced like any mint: minted events of the welcome batch, 9 invitations.
+    let payloads: Vec<Vec<u8>> = sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = 'minted'")
+        .fetch_all(&pool)
+        .await
+        .expect("outbox");
+    let welcomed: usize = payloads
+        .iter()
+        .filter_map(|bytes| match pb::InvitationEvent::decode(bytes.as_slice()).expect("event").event {
+            Some(pb::invitation_event::Event::Minted(m)) if m.label == "policy:welcome" => {
+                assert_eq!(m.minted_by, "policy:welcome");
+                Some(m.grants.iter().map(|g| g.invitation_ids.len()).sum::<usize>())
+            }
+            _ => None,
+        })
+        .sum();
+    assert_eq!(welcomed, 9);
     // Registering again is no new joining.
     app.register(vec![member("new1", Some(now() - 2 * HOUR), None), member("known", None, None)])
         .await

@@ -310,3 +310,35 @@ async fn a_wave_larger_than_a_chunk_answers_with_counts_and_announces_every_invi
     assert_eq!(listed.invitations[0].batch_id, answer.batch_id);
     pool.close().await;
 }
+
+#[tokio::test]
+async fn a_wave_is_announced_in_minted_events_through_nats() {
+    use crate::events::{WAIT, assert_unique, outbox_rows, relay_args, spawn, wait_relay};
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let nats = crate::nats::NatsServer::start().await;
+    let app = spawn(relay_args(&nats), None).await;
+    wait_relay(&app, ServingStatus::Serving).await;
+    let consumer = nats.consumer().await;
+    let members: Vec<_> = (0..40).map(|i| member(&format!("n{i:02}"), Some(now() - DAY), None)).collect();
+    app.register(members).await.expect("register");
+    let answer = app.mint(pb::MintRequest { label: "nats-wave".into(), ..wave(no_unspent(), 30) }).await.expect("wave");
+    assert_eq!(answer.minted_count, 30);
+
+    let (rows, _) = outbox_rows(&app).await;
+    let events = consumer.wait_for(rows as u64, WAIT).await;
+    assert_unique(&events);
+    let mut announced: HashMap<String, String> = HashMap::new();
+    for e in &events {
+        let pb::invitation_event::Event::Minted(m) = e.payload() else { panic!("only minted events: {}", e.kind()) };
+        assert_eq!((m.batch_id.as_str(), m.label.as_str()), (answer.batch_id.as_str(), "nats-wave"));
+        for grant in &m.grants {
+            for id in &grant.invitation_ids {
+                assert!(announced.insert(id.clone(), grant.inviter_id.clone()).is_none(), "{id} twice");
+            }
+        }
+    }
+    let minted: HashMap<String, String> =
+        answer.invitations.iter().map(|i| (i.id.clone(), i.inviter_id.clone())).collect();
+    assert_eq!(announced, minted, "every invitation of the wave once, with its member");
+}
