@@ -212,3 +212,42 @@ pub async fn grant_earned_invitations(service: std::sync::Arc<Invitations>, inte
         tokio::time::sleep(interval).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(welcome: u32, refill: u32, earn_interval: Duration, earn_cap: u32) -> QuotaArgs {
+        QuotaArgs {
+            welcome_grant: welcome,
+            refill_to: refill,
+            earn_interval,
+            earn_cap,
+            earn_grant_interval: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn every_policy_is_off_by_default() {
+        let quotas = Quotas::from_args(&args(0, 0, Duration::ZERO, 0)).expect("valid");
+        assert_eq!((quotas.welcome, quotas.refill_to), (0, 0));
+        assert!(quotas.earn.is_none());
+    }
+
+    #[test]
+    fn earning_needs_a_cap_and_a_sensible_interval() {
+        let hour = Duration::from_secs(3600);
+        assert!(Quotas::from_args(&args(0, 0, hour, 0)).is_err(), "no cap");
+        assert!(Quotas::from_args(&args(0, 0, Duration::from_millis(500), 3)).is_err(), "below a second");
+        let earn = Quotas::from_args(&args(0, 0, hour, 3)).expect("valid").earn.expect("on");
+        assert_eq!((earn.interval, earn.cap), (hour, 3));
+        assert_eq!(earn.interval_secs(), 3600.0);
+    }
+
+    #[test]
+    fn grants_are_bounded() {
+        assert!(Quotas::from_args(&args(MAX_GRANT, MAX_GRANT, Duration::ZERO, 0)).is_ok());
+        assert!(Quotas::from_args(&args(MAX_GRANT + 1, 0, Duration::ZERO, 0)).is_err());
+        assert!(Quotas::from_args(&args(0, MAX_GRANT + 1, Duration::ZERO, 0)).is_err());
+    }
+}
