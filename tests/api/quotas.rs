@@ -240,3 +240,36 @@ async fn earn_grants_one_per_interval_up_to_the_cap_and_reports_the_next_grant_t
     assert_eq!(listing(&plain, "m").await.next_grant_time, None);
     pool.close().await;
 }
+
+#[tokio::test]
+async fn two_replicas_grant_each_due_tick_exactly_once() {
+    let args = ["--earn-interval", "1h", "--earn-cap", "5", "--earn-grant-interval", "10ms"];
+    let first = TestApp::spawn_with(&args).await;
+    let extra_args = args.iter().map(|s| s.to_string()).collect();
+    let options = crate::helpers::Options { extra_args, database_url: Some(first.db.url.clone()) };
+    let second = TestApp::spawn_opts(options).await;
+    let pool = first.pool().await;
+    const MEMBERS: usize = 3_000;
+    let members: Vec<_> = (0..MEMBERS).map(|i| member(&format!("r{i:04}"), Some(now() - 5 * HOUR / 2), None)).collect();
+    first.register(members).await.expect("register");
+    // Every member's tick comes at once: three batches of the granter, for two replicas to share.
+    sql(&pool, "UPDATE members SET earn_next_time = now() - interval '1 second'").await;
+    wait_until(WAIT, "every due tick to be taken", || async {
+        let due: i64 = sqlx::query_scalar("SELECT count(*) FROM members WHERE earn_next_time <= now()")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        due == 0
+    })
+    .await;
+    let (invitations, owners, most): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT inviter_id), coalesce(max(n), 0) FROM invitations \
+         JOIN (SELECT inviter_id AS owner, count(*) AS n FROM invitations GROUP BY inviter_id) c ON c.owner = inviter_id",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!((invitations as usize, owners as usize, most), (MEMBERS, MEMBERS, 1), "one grant per tick");
+    assert_eq!(listing(&second, "r0001").await.invitations.len(), 1);
+    pool.close().await;
+}
