@@ -46,16 +46,12 @@ pub async fn plan_wave(client: &mut Client, p: &PlanWaveArgs, out: &mut impl Wri
     let label = p.history_label.as_deref().map(|l| format!(" labelled {l:?}")).unwrap_or_default();
     writeln!(out, "History: invitations{label} minted {} to {}", print::time(start), print::time(end))?;
     writeln!(out, "  (only cohorts at least {within} old: their first {within} is fully observed)")?;
-    writeln!(out, "  minted:                       {}", history.minted)?;
-    writeln!(
-        out,
-        "  redeemed within {within}:{:>w$}",
-        history.redeemed_within,
-        w = 14usize.saturating_sub(within.len())
-    )?;
-    writeln!(out, "  redeemed so far:              {}", history.redemptions)?;
+    let row = |out: &mut dyn Write, name: &str, value: &dyn std::fmt::Display| writeln!(out, "  {name:<30}{value}");
+    row(out, "minted:", &history.minted)?;
+    row(out, &format!("redeemed within {within}:"), &history.redeemed_within)?;
+    row(out, "redeemed so far:", &history.redemptions)?;
     if let Some(median) = &overall.median_time_to_redeem {
-        writeln!(out, "  median time to redeem:        {}", print::duration_pb(median))?;
+        row(out, "median time to redeem:", &print::duration_pb(median))?;
     }
     let planned = plan::plan(p.target_new_members, &history).map_err(|e| anyhow::anyhow!("{e}"))?;
     writeln!(out, "Model: each redemption is one new member, and a new wave yields what past cohorts did:")?;

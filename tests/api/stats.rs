@@ -74,6 +74,8 @@ async fn mint(app: &TestApp, request: pb::MintRequest) -> pb::MintResponse {
 ///   redeemed by u5 on day 4 10:00.
 /// - "root" registered with a join time on day 4 11:00.
 struct History {
+    /// Midnight of day 0 (read once: a test running across midnight keeps it).
+    m: OffsetDateTime,
     a: String,
     b: String,
     c: String,
@@ -148,11 +150,10 @@ async fn build_history(app: &TestApp) -> History {
     redeemed_at(&pool, "u4", day(3, 18)).await;
     redeemed_at(&pool, "u5", day(4, 10)).await;
     pool.close().await;
-    History { a: a.batch_id, b: b.batch_id, c: cb.batch_id }
+    History { m, a: a.batch_id, b: b.batch_id, c: cb.batch_id }
 }
 
-fn window(label: &str) -> pb::GetStatsRequest {
-    let m = base();
+fn window(m: OffsetDateTime, label: &str) -> pb::GetStatsRequest {
     pb::GetStatsRequest {
         start_time: Some(ts(m)),
         end_time: Some(ts(m + Duration::days(10))),
@@ -182,7 +183,7 @@ async fn stats_match_the_hand_computed_history_folded_or_not() {
     // The fold is off, so the counts come from the deltas; folded below.
     let app = TestApp::spawn_with(&["--graph-fold-interval", "0s"]).await;
     let h = build_history(&app).await;
-    let s = stats(&app, window("")).await;
+    let s = stats(&app, window(h.m, "")).await;
 
     // Cohort A + B + C: minted 4 + 2 + 3 = 9; redeemed (spent) 3 + 0 + 1 = 4;
     // revoked 1 + 0 + 1 = 2; expired 0 + 2 + 0 = 2; unspent 9 - 4 - 2 - 2 = 1.
@@ -202,7 +203,7 @@ async fn stats_match_the_hand_computed_history_folded_or_not() {
     );
 
     // Days of minting: day 1 (A), day 3 (B + C).
-    let m = base();
+    let m = h.m;
     let periods: Vec<(Option<prost_types::Timestamp>, Row)> =
         s.by_period.iter().map(|g| (g.period_start, row(g))).collect();
     assert_eq!(
@@ -247,7 +248,7 @@ async fn stats_match_the_hand_computed_history_folded_or_not() {
     assert_eq!(fold(&mut conn, &BATCH_COUNTS, 10_000).await.expect("fold"), 5 + 2, "5 uses and 2 revokes");
     drop(conn);
     assert_eq!(app.count("batch_count_deltas").await, 0);
-    let folded = stats(&app, window("")).await;
+    let folded = stats(&app, window(h.m, "")).await;
     assert_eq!(folded.overall, s.overall);
     assert_eq!(folded.by_label, s.by_label);
     assert_eq!(folded.by_batch, s.by_batch);
@@ -257,10 +258,10 @@ async fn stats_match_the_hand_computed_history_folded_or_not() {
 #[tokio::test]
 async fn window_and_label_filters() {
     let app = TestApp::spawn().await;
-    build_history(&app).await;
-    let m = base();
+    let h = build_history(&app).await;
+    let m = h.m;
 
-    let spring = stats(&app, window("spring")).await;
+    let spring = stats(&app, window(h.m, "spring")).await;
     assert_eq!(row(&spring.overall.expect("overall")), (6, 0, 3, 1, 2, 3, 3, Some(3), 2));
     assert_eq!(spring.by_batch.len(), 2);
     let top: Vec<(&str, i64)> = spring.top_inviters.iter().map(|i| (i.user_id.as_str(), i.redemptions)).collect();
@@ -268,7 +269,7 @@ async fn window_and_label_filters() {
     assert_eq!(spring.abuse_flags.len(), 1);
     assert_eq!(spring.reservations.expect("reservations").reserved, 0, "the reservations were on summer");
 
-    let summer = stats(&app, window("summer")).await;
+    let summer = stats(&app, window(h.m, "summer")).await;
     assert!(summer.abuse_flags.is_empty());
     assert_eq!(summer.reservations.expect("reservations").reserved, 3);
 
@@ -287,7 +288,7 @@ async fn window_and_label_filters() {
     assert_eq!(s.new_members.iter().map(|d| d.joined).collect::<Vec<_>>(), vec![0, 2]);
 
     // Weeks: every period starts on a Monday and they add up to the cohort.
-    let weekly = stats(&app, pb::GetStatsRequest { period: pb::StatsPeriod::Week as i32, ..window("") }).await;
+    let weekly = stats(&app, pb::GetStatsRequest { period: pb::StatsPeriod::Week as i32, ..window(h.m, "") }).await;
     let mut minted = 0;
     for g in &weekly.by_period {
         let start = OffsetDateTime::from_unix_timestamp(g.period_start.expect("period").seconds).expect("time");
