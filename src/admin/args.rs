@@ -158,8 +158,8 @@ pub enum PrivilegesAction {
 
 #[derive(Debug, Clone, Args)]
 pub struct PlanWaveArgs {
-    /// New members wanted.
-    #[arg(long)]
+    /// New members wanted (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub target_new_members: u64,
     /// ...within this long of minting (e.g. 7d).
     #[arg(long, value_parser = parse_time_duration)]

@@ -120,6 +120,8 @@ async fn plan_wave_without_history_says_so_and_mints_nothing() {
         admin(&app, Some(ADMIN), &["plan-wave", "--target-new-members", "10", "--within", "7d", "--history", "7d"])
             .await;
     assert!(stderr_of_failure(&out).contains("--history (7d) must be longer than --within (7d)"));
+    let out = admin(&app, Some(ADMIN), &["plan-wave", "--target-new-members", "0", "--within", "7d"]).await;
+    assert!(stderr_of_failure(&out).contains("--target-new-members"));
 }
 
 /// History for the planner: 10 unowned invitations labelled "w1" minted 20
