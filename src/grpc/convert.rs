@@ -242,6 +242,9 @@ fn parse_wave(v: &mut Violations, r: &pb::MintRequest, selector: &pb::Selector) 
     if r.per_user > 1 {
         v.push("per_user", "must be 0 or 1 with a selector (a wave gives one invitation per member)");
     }
+    if !r.bound_email.is_empty() {
+        v.push("bound_email", "cannot be used with a selector (every member's invitation would need that one address)");
+    }
     if r.count == 0 {
         v.push("count", "is required with a selector (how many invitations the wave mints)");
     } else if r.count > domain::MAX_WAVE {

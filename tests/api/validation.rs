@@ -221,6 +221,7 @@ async fn bad_wave_requests_are_refused_and_change_nothing() {
             "selector.last_redeemed.at_least",
         ),
         (pb::MintRequest { label: "l".repeat(129), ..wave(none(), 5) }, "label"),
+        (pb::MintRequest { bound_email: "a@example.org".into(), ..wave(none(), 5) }, "bound_email"),
     ];
     for (request, field) in cases {
         let err = app.mint(request).await.expect_err(field);
