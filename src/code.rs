@@ -150,10 +150,17 @@ impl CodeGenerator {
 
     /// A fresh code from the operating system's CSPRNG.
     pub fn generate(&self) -> Result<InvitationCode, rand::rand_core::OsError> {
+        self.generate_from(&mut OsRng)
+    }
+
+    /// A code drawn from `rng`. The service only ever passes the OS CSPRNG;
+    /// the load generator passes a seeded one, so it can recompute the codes
+    /// it seeded instead of storing them.
+    pub fn generate_from<R: TryRngCore + ?Sized>(&self, rng: &mut R) -> Result<InvitationCode, R::Error> {
         let mut values = Vec::with_capacity(self.random_symbols + 1);
         let mut buf = [0u8; 64];
         while values.len() < self.random_symbols {
-            OsRng.try_fill_bytes(&mut buf)?;
+            rng.try_fill_bytes(&mut buf)?;
             // Rejection sampling: 248 = 8 × 31, so bytes below it map evenly.
             for &b in &buf {
                 if values.len() == self.random_symbols {
