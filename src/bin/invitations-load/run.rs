@@ -158,7 +158,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let seconds = Instant::now().duration_since(measure_from).as_secs_f64();
-    report(&shared.args, &mut tally, seconds);
+    report(&shared.args, &mut tally, seconds, shared.next_redeem.load(Ordering::Relaxed));
     Ok(())
 }
 
@@ -312,7 +312,7 @@ fn quantile_ms(sorted: &[u64], q: f64) -> f64 {
 
 /// A table for people and one `result` line per call for scripts:
 /// `result rpc=<run> call=<Call> calls= errors= seconds= per_second= p50_ms= p99_ms= p999_ms= max_ms=`.
-fn report(args: &RunArgs, tally: &mut Tally, seconds: f64) {
+fn report(args: &RunArgs, tally: &mut Tally, seconds: f64, next_redeem: i64) {
     let rpc = clap::ValueEnum::to_possible_value(&args.rpc).map(|v| v.get_name().to_owned()).unwrap_or_default();
     println!("{rpc}: {} in flight over {} connections, {seconds:.1} s measured", args.concurrency, args.connections);
     println!(
@@ -347,6 +347,11 @@ fn report(args: &RunArgs, tally: &mut Tally, seconds: f64) {
     if tally.latencies.len() > 1 {
         println!("all: {total} calls, {:.1} calls/s", total as f64 / seconds);
         println!("result rpc={rpc} call=all calls={total} per_second={:.1}", total as f64 / seconds);
+    }
+    if matches!(args.rpc, Rpc::Redeem | Rpc::Mix) {
+        // Where a later run on this database starts so it spends fresh codes
+        // (warm-up calls included, so not just redeem_from + calls).
+        println!("result rpc={rpc} call=next redeem_from={}", next_redeem);
     }
     for ((call, code), (n, example)) in &tally.errors {
         println!("errors: {n} × {} {:?} (e.g. {example:?})", call.name(), tonic::Code::from_i32(*code));
