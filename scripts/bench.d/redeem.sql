@@ -4,7 +4,7 @@
 -- graph::joined_through, graph::root_of (invitee, inviter), tree::lock_trees,
 -- graph::lock_member, graph::share_member, graph::joined_through,
 -- reservations::lock_invitation, invitations::take_use,
--- graph::insert_redemption (two statements), tree::graft, outbox::append,
+-- graph::insert_redemption (the edge, the batch's count delta, the member), tree::graft, outbox::append,
 -- COMMIT, the outbox wake-up. Values pgbench cannot compute (HMACs, arrays,
 -- the event payload) come from subqueries or array literals instead of
 -- parameters; the statements are otherwise verbatim.
@@ -25,7 +25,8 @@ SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hi
 SELECT invitation_id, redeem_time FROM redemptions WHERE invitee_id = :invitee::text;
 SELECT 1 FROM invitations WHERE id = :id FOR NO KEY UPDATE;
 UPDATE invitations SET uses = uses + 1, last_redeem_time = now(), last_invitee_id = :invitee::text WHERE id = :id AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > clock_timestamp()) AND uses + (SELECT count(*) FROM reservations r WHERE r.invitation_id = invitations.id AND r.status = 'held' AND r.expire_time > clock_timestamp()) < max_uses RETURNING id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, binding, binding_digest, abuse_flags;
-INSERT INTO redemptions (invitation_id, inviter_id, invitee_id) VALUES (:id, :inviter_id, :invitee::text) RETURNING redeem_time \gset
+INSERT INTO redemptions (invitation_id, inviter_id, invitee_id, batch_id) VALUES (:id, :inviter_id, :invitee::text, :batch_id) RETURNING redeem_time \gset
+INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES (:batch_id, 1, 1, 0, 1);
 UPDATE members SET inviter_id = :inviter_id, invitation_id = :id, join_time = coalesce(join_time, :redeem_time) WHERE user_id = :invitee::text;
 \set end :m_id + 1
 WITH moved AS ( UPDATE members SET path = :p_path::bigint[] || path[1:] WHERE path >= ARRAY[:m_id]::bigint[] AND path < ARRAY[:end]::bigint[] RETURNING 1), size AS (SELECT count(*) AS n FROM moved), changes (id, descendants, invitees) AS ( SELECT a.id, -s.n, CASE WHEN a.ord = cardinality('{}'::bigint[]) THEN -1 ELSE 0 END FROM unnest('{}'::bigint[]) WITH ORDINALITY AS a(id, ord), size s UNION ALL SELECT a.id, s.n, CASE WHEN a.ord = cardinality(:p_path::bigint[]) THEN 1 ELSE 0 END FROM unnest(:p_path::bigint[]) WITH ORDINALITY AS a(id, ord), size s), deltas AS ( INSERT INTO member_count_deltas (member_id, descendants, invitees) SELECT id, sum(descendants), sum(invitees) FROM changes GROUP BY id HAVING sum(descendants) <> 0 OR sum(invitees) <> 0) SELECT n FROM size;

@@ -79,7 +79,7 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                     id,
                     code_hash: vault.hash(Purpose::Code, code.as_str().as_bytes()),
                     code_ciphertext: sealed.bytes,
-                    inviter_id: Some(user_id(layout.owner_of(k))),
+                    owner: rows::Owner::Named(Some(user_id(layout.owner_of(k)))),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -108,8 +108,9 @@ async fn write_batch(pool: &sqlx::PgPool, invitations: &[rows::NewInvitation], k
     };
     let mut tx = pool.begin().await?;
     rows::insert_batch(&mut tx, &batch, i32::try_from(invitations.len())?).await?;
-    let collided = rows::insert_invitations(&mut tx, &batch, invitations).await?;
-    anyhow::ensure!(collided.is_empty(), "{} seeded codes collided: use another --seed", collided.len());
+    let inserted = rows::insert_invitations(&mut tx, &batch, invitations).await?;
+    let collided = invitations.len() - inserted.len();
+    anyhow::ensure!(collided == 0, "{collided} seeded codes collided: use another --seed");
     tx.commit().await?;
     Ok(())
 }
