@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -53,6 +53,14 @@ impl Listeners {
             TcpListener::bind(args.admin_listen).await.with_context(|| format!("binding {}", args.admin_listen))?;
         Ok(Self { grpc, admin })
     }
+}
+
+/// Accepted connections with Nagle's algorithm off. A unary answer leaves as
+/// small writes (headers, message, trailers); with Nagle on, the last of them
+/// can wait for the client's delayed ACK (up to 40 ms on Linux), which put
+/// every call's p99 in the tens of milliseconds (docs/performance.md).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// The health service name of the invitation API (the empty name "" covers
@@ -208,7 +216,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         .add_optional_service(reflection_on.then_some(reflection_v1))
         .add_optional_service(reflection_on.then_some(reflection_v1alpha))
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting);
+        .serve_with_incoming_shutdown(incoming(listener), stop_accepting);
     tokio::pin!(server);
 
     // Drain deadline: once draining starts, give in-flight calls drain_timeout.
@@ -259,7 +267,7 @@ where
     let listener = TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving plaintext health");
     let server = tonic::transport::Server::builder().add_service(health).serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        incoming(listener),
         async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         },
