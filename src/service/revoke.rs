@@ -25,7 +25,13 @@ impl Invitations {
             }
             RevokeTarget::UnspentOf(user) => {
                 let invitations = self.reveal(
-                    invitations::revoke_unspent_of(&mut tx, user.as_str(), &cmd.reason, &cmd.revoked_by).await?,
+                    invitations::revoke_unspent_of_all(
+                        &mut tx,
+                        &[user.as_str().to_owned()],
+                        &cmd.reason,
+                        &cmd.revoked_by,
+                    )
+                    .await?,
                 );
                 let revoked_count = invitations.len() as u32;
                 let changed = invitations.clone();

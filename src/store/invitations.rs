@@ -220,28 +220,6 @@ pub async fn revoke_ids(
     Ok(revoked)
 }
 
-/// Revokes every invitation of a user that could still be redeemed.
-pub async fn revoke_unspent_of(
-    conn: &mut PgConnection,
-    owner: &str,
-    reason: &str,
-    revoked_by: &str,
-) -> Result<Vec<Invitation>, sqlx::Error> {
-    let revoked: Vec<Invitation> = sqlx::query_as(&format!(
-        "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
-         WHERE inviter_id = $1 AND revoke_time IS NULL AND uses < max_uses \
-           AND (expire_time IS NULL OR expire_time > now()) \
-         RETURNING {COLUMNS}"
-    ))
-    .bind(owner)
-    .bind(reason)
-    .bind(revoked_by)
-    .fetch_all(&mut *conn)
-    .await?;
-    super::stats::count_revoked(conn, &revoked).await?;
-    Ok(revoked)
-}
-
 /// Marks up to `limit` invitations whose expiry passed and that were not
 /// swept yet, and returns them (whatever their state: the caller announces
 /// only those that expired with uses left). Skips rows a call holds: they
