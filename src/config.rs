@@ -135,7 +135,7 @@ pub struct DatabaseArgs {
     pub database_url: String,
 
     /// Most database connections this process opens.
-    #[arg(long, env = "INVITATIONS_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "INVITATIONS_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
 
     /// How long a call waits for a free database connection before failing.

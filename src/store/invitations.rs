@@ -7,6 +7,8 @@ use uuid::Uuid;
 use crate::domain::{Invitation, State};
 use crate::email::BindingKind;
 
+/// Every statement that returns invitations returns these, in this order:
+/// `domain::Invitation` is decoded by position.
 pub(crate) const COLUMNS: &str = "id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, \
      last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, \
      binding, binding_digest, abuse_flags";

@@ -33,8 +33,27 @@ pub fn connect_lazy(url: &str, max_connections: u32, acquire_timeout: Duration) 
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        // sqlx pings a connection (one round trip) when it goes back to the
+        // pool and, by default, again when it comes out: the second ping is
+        // only worth its round trip after the connection sat idle a while
+        // (docs/performance.md, "Round trips per call").
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options))
 }
+
+/// A pooled connection idle at least this long is pinged before use, so a
+/// connection the database or the network dropped meanwhile is replaced
+/// instead of failing a call. One in use more recently has just passed the
+/// ping sqlx sends when a connection is released.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// Counters kept without hot rows (docs/design.md, "Counts without hot
 /// rows"): writers append rows to `deltas` and never update a counter; the
