@@ -4,6 +4,12 @@ use clap::Parser;
 use invitations::config::{Cli, Command};
 use invitations::server::Listeners;
 
+/// mimalloc instead of glibc's malloc: a ListForUser answer allocates a few
+/// hundred small strings, and glibc's malloc/free were ~11 % of the
+/// service's CPU under load (docs/performance.md, "Round trips per call").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

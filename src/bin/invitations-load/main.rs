@@ -9,6 +9,11 @@ mod seed;
 
 use clap::{Parser, Subcommand};
 
+/// The service's allocator (src/main.rs), so the load generator's own CPU,
+/// on the same cores as the service, stays small too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(version, about = "Seeds a database and drives the invitations service with load")]
 struct Cli {
