@@ -127,9 +127,20 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error::Unavailable(e.into()),
+            sqlx::Error::Database(ref db) if db.code().as_deref().is_some_and(connection_lost) => {
+                Error::Unavailable(e.into())
+            }
             e => Error::Internal(e.into()),
         }
     }
+}
+
+/// SQLSTATEs of a connection the database ended or refused: class 08
+/// (connection exception) and 57P0x (shut down, terminated by an operator,
+/// not accepting connections yet). The call can be retried on another
+/// connection, so it is UNAVAILABLE rather than INTERNAL.
+fn connection_lost(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || sqlstate.starts_with("57P")
 }
 
 /// Collects field violations so a request reports all its bad fields at once.

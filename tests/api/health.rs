@@ -73,3 +73,43 @@ async fn reflection_serves_the_event_schema() {
     let messages: Vec<&str> = file.message_type.iter().map(|m| m.name()).collect();
     assert!(messages.contains(&"InvitationEvent") && messages.contains(&"Minted"), "{messages:?}");
 }
+
+/// The database ends every connection of the service (a failover, a restart,
+/// an operator's pg_terminate_backend). A pooled connection used moments ago
+/// is not pinged again before use, so a call may meet a dead one: it fails
+/// as retryable UNAVAILABLE, never INTERNAL, and the connection is replaced:
+/// within one retry per pooled connection, calls succeed again.
+#[tokio::test]
+async fn connections_the_database_ended_fail_as_unavailable_and_are_replaced() {
+    let app = TestApp::spawn().await;
+    app.mint_for("alice", 3).await;
+    let db = app.pool().await;
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'invitations'",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("terminate the service's connections");
+    assert!(!ended.is_empty() && ended.iter().all(|e| *e), "the service had connections, now ended: {ended:?}");
+
+    let request =
+        || invitations::pb::ListForUserRequest { user_id: "alice".into(), page_size: 10, ..Default::default() };
+    let max_connections = 8; // --db-max-connections' default
+    let mut failures = Vec::new();
+    let mut listed = None;
+    for _ in 0..=max_connections {
+        match app.list(request()).await {
+            Ok(page) => {
+                listed = Some(page);
+                break;
+            }
+            Err(status) => failures.push(status),
+        }
+    }
+    for status in &failures {
+        crate::helpers::assert_error(status, tonic::Code::Unavailable, "UNAVAILABLE", None);
+    }
+    let page = listed.unwrap_or_else(|| panic!("no call succeeded after {} failures", failures.len()));
+    assert_eq!(page.invitations.len(), 3);
+}
