@@ -51,8 +51,9 @@ pub fn connect_lazy(url: &str, max_connections: u32, acquire_timeout: Duration) 
 
 /// A pooled connection idle at least this long is pinged before use, so a
 /// connection the database or the network dropped meanwhile is replaced
-/// instead of failing a call. One in use more recently has just passed the
-/// ping sqlx sends when a connection is released.
+/// instead of failing a call. One in use more recently passed the ping sqlx
+/// sends when a connection is released; if the database ended it since, the
+/// one call that meets it fails as retryable UNAVAILABLE and it is replaced.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// Counters kept without hot rows (docs/design.md, "Counts without hot
