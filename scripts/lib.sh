@@ -128,3 +128,45 @@ ensure_dev_secret() {
   export INVITATIONS_SECRET
   log "using the development secret in .data/dev-secret (set INVITATIONS_SECRET in production)"
 }
+
+# --- For the benchmark scripts (scripts/bench, scripts/cpu-per-call) ---
+
+# A free TCP port on the loopback interface.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Starts `$1/invitations serve` on free loopback ports, its output to $2 and
+# any further arguments passed on; waits until it accepts connections. Sets
+# service_pid and exports LOAD_TARGET for invitations-load.
+start_bench_service() {
+  local bin=$1 log_file=$2 grpc_port admin_port
+  shift 2
+  grpc_port=$(free_port) admin_port=$(free_port)
+  "$bin/invitations" serve --listen "127.0.0.1:$grpc_port" --admin-listen "127.0.0.1:$admin_port" "$@" \
+    >"$log_file" 2>&1 &
+  service_pid=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null && break; sleep 0.1; done
+  export LOAD_TARGET="http://127.0.0.1:$grpc_port"
+}
+
+# The seeded forest's layout for pgbench's -D variables (as
+# src/bin/invitations-load/plan.rs lays it out for $1 members): sets roots,
+# side (root 1's direct invitees) and owners (owners per side).
+bench_layout() {
+  roots=$(( $1 / 1000 > 2 ? $1 / 1000 : 2 ))
+  side=$(( $1 / 10 ))
+  owners=$(( side < 10000 ? side : 10000 ))
+}
+
+# pgbench's stand-in for what it cannot compute (a code's HMAC): the lookup
+# hashes of every seeded invitation, by plan index k + 1 (UUIDv7 ids are in
+# seeding order), in table bench_codes of $DATABASE_URL (made once).
+create_bench_codes() {
+  psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" <<'SQL'
+SELECT to_regclass('bench_codes') IS NULL AS missing \gset
+\if :missing
+CREATE TABLE bench_codes AS SELECT row_number() OVER (ORDER BY id) AS k, ARRAY[code_hash] AS hashes FROM invitations;
+ALTER TABLE bench_codes ADD PRIMARY KEY (k);
+VACUUM ANALYZE bench_codes;
+\endif
+SQL
+}
