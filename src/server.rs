@@ -124,7 +124,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
             .with_abuse(AbuseSettings::clone(&abuse))
             .with_code_disclosure(code_disclosure)
             .with_waker(waker.clone())
-            .with_quotas(quotas),
+            .with_quotas(quotas)
+            .with_max_call_time(args.limits.max_call_time),
     );
     // Background work, aborted at exit. Any of it may die with the process at
     // any point: each step is one transaction, redone by the next run.
@@ -211,6 +212,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         .timeout(args.limits.max_call_time)
         .layer(RpcLayer::new(metrics.rpc.clone()))
         .layer(OverloadLayer::new(args.limits.max_concurrent_calls))
+        .layer(crate::grpc::deadline::DeadlineLayer)
         .layer(auth)
         .add_service(health_service)
         .add_optional_service(reflection_on.then_some(reflection_v1))

@@ -1,9 +1,5 @@
--- CheckCode's statements, in order, as src/store sends them (captured with
--- log_statement = all): invitations::by_code_hash, reservations'
--- live-use count (service::reservation::availability), members'
--- invite_enabled. Where the service binds a value pgbench cannot compute
--- (the code's HMAC), a subquery on bench_codes (scripts/bench) supplies it.
+-- CheckCode's statement as src/store/common_path.rs sends it (no client IP:
+-- no attempt keys; block mode, so counting stops at the limit of 5). The
+-- code's HMAC comes from bench_codes.
 \set k random(1, :codes)
-SELECT id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, binding, binding_digest, abuse_flags FROM invitations WHERE code_hash = ANY((SELECT hashes FROM bench_codes WHERE k = :k)::bytea[]) LIMIT 1 \gset
-SELECT (SELECT count(*) FROM reservations r WHERE r.invitation_id = invitations.id AND r.status = 'held' AND r.expire_time > clock_timestamp()) FROM invitations WHERE id = :id;
-SELECT invite_enabled FROM members WHERE user_id = :inviter_id;
+WITH inv AS (SELECT id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, binding, binding_digest, abuse_flags FROM invitations WHERE code_hash = ANY((SELECT hashes FROM bench_codes WHERE k = :k)::bytea[]) LIMIT 1), prior AS (SELECT inv_attempt_failures('{}'::bytea[], date_trunc('hour', now())) AS failures), counted AS ( INSERT INTO attempt_counters (key_hash, window_start, failures) SELECT k, date_trunc('hour', now()), 1 FROM unnest('{}'::bytea[]) k WHERE 5::int IS NOT NULL AND NOT EXISTS (SELECT 1 FROM inv) AND (SELECT failures FROM prior) < 5 ON CONFLICT (key_hash, window_start) DO UPDATE SET failures = attempt_counters.failures + 1) SELECT inv.*, prior.failures, CASE WHEN inv.id IS NULL THEN 0 ELSE inv_live_reservations(inv.id) END AS reserved_uses, coalesce((SELECT invite_enabled FROM members WHERE user_id = inv.inviter_id), true) AS enabled FROM prior LEFT JOIN inv ON true;

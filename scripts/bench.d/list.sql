@@ -1,8 +1,6 @@
--- ListForUser's statements (first page of 50, so LIMIT 51), as src/store
--- sends them: invitations::page_for_owner, then graph::inviter_of. The owner
--- is a random seeded owner (the layout of src/bin/invitations-load/plan.rs);
--- its user id comes from a subquery, as pgbench cannot compute it. The
--- unset filters ($2, $3) are NULL literals (pgbench cannot bind NULL).
+-- ListForUser's statement as src/store/common_path.rs sends it (first page
+-- of 50, so LIMIT 51; no state filter, earn policy off: the NULL literals
+-- stand for the unset parameters, as pgbench cannot bind NULL). The owner's
+-- user id comes from a subquery, as pgbench cannot compute it.
 \set owner :roots + 1 + random(0, 1) * :side + random(0, :owners - 1)
-SELECT id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, binding, binding_digest, abuse_flags FROM invitations WHERE inviter_id = (SELECT user_id FROM members WHERE id = :owner) AND (NULL::uuid IS NULL OR id < NULL) AND (NULL::text IS NULL OR NULL = CASE WHEN uses >= max_uses THEN 'redeemed' WHEN revoke_time IS NOT NULL THEN 'revoked' WHEN expire_time <= now() THEN 'expired' ELSE 'unspent' END) ORDER BY id DESC LIMIT 51;
-SELECT inviter_id FROM members WHERE user_id = (SELECT user_id FROM members WHERE id = :owner);
+SELECT p.*, k.inviter_id AS owner_inviter, k.known, k.next_tick, k.enabled, k.unspent FROM (SELECT m.inviter_id, m.user_id IS NOT NULL AS known, m.invite_enabled AS enabled, CASE WHEN NULL::float8 IS NOT NULL THEN coalesce(m.earn_next_time, m.join_time + make_interval(secs => NULL::float8) * greatest(floor(extract(epoch FROM now() - m.join_time) / NULL::float8) + 1, 1)) END AS next_tick, CASE WHEN NULL::float8 IS NOT NULL AND m.user_id IS NOT NULL THEN (SELECT count(*) FROM invitations i WHERE i.inviter_id = m.user_id AND i.revoke_time IS NULL AND i.uses < i.max_uses AND (i.expire_time IS NULL OR i.expire_time > now())) END AS unspent FROM (SELECT 1) one LEFT JOIN members m ON m.user_id = (SELECT user_id FROM members WHERE id = :owner)) k LEFT JOIN LATERAL ( SELECT id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, binding, binding_digest, abuse_flags FROM invitations WHERE inviter_id = (SELECT user_id FROM members WHERE id = :owner) AND (NULL::uuid IS NULL OR id < NULL) AND (NULL::text IS NULL OR NULL = CASE WHEN uses >= max_uses THEN 'redeemed' WHEN revoke_time IS NOT NULL THEN 'revoked' WHEN expire_time <= now() THEN 'expired' ELSE 'unspent' END) ORDER BY id DESC LIMIT 51) p ON true;

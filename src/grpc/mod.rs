@@ -3,6 +3,7 @@
 //! `tonic::Status`.
 
 pub mod convert;
+pub mod deadline;
 mod graph;
 mod members;
 pub mod overload;
@@ -82,6 +83,11 @@ impl InvitationApi {
     }
 }
 
+/// The caller's deadline, if it sent one (`deadline::DeadlineLayer`).
+fn timeout<T>(request: &Request<T>) -> Option<std::time::Duration> {
+    request.extensions().get::<deadline::CallTimeout>().map(|t| t.0)
+}
+
 /// A fresh answer converted, or a stored one decoded.
 fn respond<T, M: Message + Default>(answer: Answer<T>, convert: impl FnOnce(&T) -> M) -> Result<Response<M>, Status> {
     match answer {
@@ -117,10 +123,21 @@ impl InvitationService for InvitationApi {
     }
 
     async fn redeem(&self, request: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
+        let deadline = timeout(&request);
         let request = request.into_inner();
+        let who = attempt(&request.client_ip, Some(&request.invitee_id));
+        // The common path, in one round trip; anything else (and a request
+        // that does not parse, which the general path refuses after the
+        // attempt limit as before) takes the general path.
+        if request.request_id.is_empty()
+            && let Ok(command) = self.view.redeem_command(&request)
+            && let Some(redemption) =
+                self.service.redeem_in_one_trip(&command, &who, deadline).await.map_err(to_status)?
+        {
+            return Ok(Response::new(self.view.redeem_response(&redemption)));
+        }
         let hash = request_hash(&request);
         let encode = |r: &_| self.view.redeem_response(r).encode_to_vec();
-        let who = attempt(&request.client_ip, Some(&request.invitee_id));
         let answer = self
             .limited(who, |over_limit| async move {
                 let mut command = self.view.redeem_command(&request)?;
@@ -145,20 +162,20 @@ impl InvitationService for InvitationApi {
             return Err(to_status(crate::Error::invalid("code", "is required")));
         }
         let who = attempt(&request.client_ip, None);
-        self.service.admit_attempt(&who).await.map_err(to_status)?;
         // A malformed or mistyped code is an answer here, not an error: the
-        // sign-up form wants to say "check for a typo" without a round trip.
+        // sign-up form wants to say "check for a typo" without a lookup
+        // (but still under the attempt limit).
         let code = match self.view.parse_code("code", &request.code) {
             Ok(code) => code,
             Err(e) => {
+                self.service.admit_attempt(&who).await.map_err(to_status)?;
                 return Ok(Response::new(pb::CheckCodeResponse { reason: e.reason().into(), ..Default::default() }));
             }
         };
-        let CodeCheck { invitation, refusal, reserved_uses } = self.service.check(&code).await.map_err(to_status)?;
-        // An unknown code is an answer too, but counts against the limit.
-        if refusal.as_ref().is_some_and(is_guess_failure) {
-            self.service.count_failed_attempt(&who).await;
-        }
+        // One statement: the limit, the lookup, and (an unknown code is an
+        // answer too, but counts against the limit) the count.
+        let CodeCheck { invitation, refusal, reserved_uses } =
+            self.service.check(&code, &who).await.map_err(to_status)?;
         let mut response = pb::CheckCodeResponse {
             redeemable: refusal.is_none(),
             reserved: matches!(refusal, Some(crate::Error::Reserved)),
@@ -199,7 +216,19 @@ impl InvitationService for InvitationApi {
     }
 
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveResponse>, Status> {
+        let deadline = timeout(&request);
         let request = request.into_inner();
+        // The common path in one round trip, as for Redeem.
+        if request.request_id.is_empty()
+            && let Ok(command) = self.view.reserve_command(&request)
+            && let Some(reserved) = self
+                .service
+                .reserve_in_one_trip(&command, &attempt(&request.client_ip, None), deadline)
+                .await
+                .map_err(to_status)?
+        {
+            return Ok(Response::new(reservation::reserve_response(&reserved)));
+        }
         let hash = request_hash(&request);
         let encode = |r: &_| reservation::reserve_response(r).encode_to_vec();
         let answer = self

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use super::*;
 use crate::abuse::{AbuseSettings, Flag};
 use crate::config::CheckMode;
-use crate::store::abuse;
+use crate::store::{abuse, common_path};
 
 /// Who is attempting: the client's IP and, on Redeem, the invitee.
 #[derive(Debug, Clone, Default)]
@@ -173,4 +173,69 @@ pub async fn sweep_abuse_records(pool: sqlx::PgPool, settings: Arc<AbuseSettings
 /// The flags recorded on an invitee's redemption (for a retried Redeem).
 pub(super) async fn flags_of(tx: &mut store::Tx<'_>, invitee: &str) -> Result<Vec<String>, sqlx::Error> {
     abuse::redemption_flags(tx, invitee).await
+}
+
+fn mode_name(mode: CheckMode) -> &'static str {
+    match mode {
+        CheckMode::Block => "block",
+        CheckMode::Flag => "flag",
+        CheckMode::Off => "off",
+    }
+}
+
+impl Invitations {
+    /// What the one-statement Redeem and Reserve need of the abuse checks
+    /// for this request (the same checks `admit_attempt`, `screen` and
+    /// `record` make on the general path).
+    pub(super) fn screening(&self, attempt: &Attempt, email: Option<&Email>) -> common_path::Screening {
+        let settings = &self.abuse;
+        let now = OffsetDateTime::now_utc();
+        let (window_start, _) = settings.attempt_window_at(now);
+        let attempt_keys = if settings.attempts == CheckMode::Off { Vec::new() } else { self.attempt_keys(attempt) };
+        let disposable = email.is_some_and(|e| settings.disposable_domains.contains(e.domain()));
+        let ip_checks = settings.ip_reuse != CheckMode::Off || settings.same_ip != CheckMode::Off;
+        let prefix = attempt.ip.filter(|_| ip_checks).map(|ip| settings.ip_prefix(ip));
+        common_path::Screening {
+            attempt_keys,
+            attempt_window: window_start,
+            attempt_limit: i32::try_from(settings.attempt_limit).unwrap_or(i32::MAX),
+            attempt_mode: mode_name(settings.attempts),
+            disposable: (disposable && settings.disposable_email != CheckMode::Off)
+                .then(|| mode_name(settings.disposable_email)),
+            ip_hashes: prefix.as_ref().map(|p| self.vault.hashes(Purpose::IpPrefix, p)).unwrap_or_default(),
+            ip_since: now - settings.ip_window,
+            ip_reuse: mode_name(settings.ip_reuse),
+            same_ip: mode_name(settings.same_ip),
+            ip_record: prefix.as_ref().map(|p| self.vault.hash(Purpose::IpPrefix, p)),
+            ip_key_id: self.vault.current_key_id(),
+        }
+    }
+
+    /// How long a caller over the failed-attempt limit waits.
+    pub(super) fn attempt_retry_after(&self) -> time::Duration {
+        let now = OffsetDateTime::now_utc();
+        let (_, end) = self.abuse.attempt_window_at(now);
+        (end - now).max(time::Duration::SECOND)
+    }
+
+    /// The domain error for a refusal reason the one-statement calls return
+    /// (the ErrorInfo reasons of the refusals they make).
+    pub(super) fn refusal(&self, reason: &str) -> Error {
+        match reason {
+            "CODE_NOT_FOUND" => Error::CodeNotFound,
+            "ALREADY_REDEEMED" => Error::AlreadyRedeemed,
+            "EXPIRED" => Error::Expired,
+            "REVOKED" => Error::Revoked,
+            "SELF_INVITE" => Error::SelfInvite,
+            "ALREADY_INVITED" => Error::AlreadyInvited,
+            "INVITE_CYCLE" => Error::InviteCycle,
+            "INVITER_DISABLED" => Error::InviterDisabled,
+            "RESERVED" => Error::Reserved,
+            "IP_ALREADY_USED" => Error::IpAlreadyUsed,
+            "SAME_IP_AS_INVITER" => Error::SameIpAsInviter,
+            "DISPOSABLE_EMAIL" => Error::DisposableEmail,
+            "TOO_MANY_ATTEMPTS" => Error::TooManyAttempts { retry_after: self.attempt_retry_after() },
+            other => Error::Internal(anyhow::anyhow!("the database refused with an unknown reason {other:?}")),
+        }
+    }
 }

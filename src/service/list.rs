@@ -1,6 +1,9 @@
 //! ListForUser and CheckCode: reading invitations.
 
 use super::*;
+use crate::config::CheckMode;
+use crate::service::abuse::Attempt;
+use crate::store::common_path;
 
 impl Invitations {
     #[tracing::instrument(name = "db.list", skip_all, fields(db.system = "postgresql"))]
@@ -14,29 +17,61 @@ impl Invitations {
         };
         let mut conn = self.pool.acquire().await?;
         let owner = query.owner.as_ref().map(UserId::as_str);
-        let mut rows = self.reveal(
-            invitations::page_for_owner(&mut conn, owner, query.state, after, i64::from(query.page_size) + 1).await?,
-        );
+        let earn = self.quotas.earn.filter(|_| owner.is_some());
+        let limit = i64::from(query.page_size) + 1;
+        let earn_secs = earn.map(|e| e.interval.as_secs_f64());
+        let page = common_path::owner_page(&mut conn, owner, query.state, after, limit, earn_secs).await?;
+        drop(conn);
+        let mut rows = page.invitations;
         let next_page_token = if rows.len() > query.page_size as usize {
             rows.truncate(query.page_size as usize);
             rows.last().map(|r| self.page_tokens.encode(&scope, r.id.as_bytes())).unwrap_or_default()
         } else {
             String::new()
         };
-        let (inviter_id, next_grant_time) = match owner {
-            Some(user) => (graph::inviter_of(&mut conn, user).await?, self.next_grant_time(&mut conn, user).await?),
-            None => (None, None),
+        // Only the rows shown are opened (the extra one only told whether
+        // another page follows).
+        let rows = self.reveal(rows);
+        let next_grant_time = match (earn, page.earn) {
+            (Some(earn), Some((Some(next), true, unspent))) if unspent < i64::from(earn.cap) => Some(next),
+            _ => None,
         };
-        Ok(ListPage { invitations: rows, next_page_token, inviter_id, next_grant_time })
+        Ok(ListPage { invitations: rows, next_page_token, inviter_id: page.inviter_id, next_grant_time })
     }
 
+    /// CheckCode of a well-formed code in one statement, under the
+    /// failed-attempt limit (refused while over it in `block` mode; an
+    /// unknown code counts against it).
     #[tracing::instrument(name = "db.check", skip_all, fields(db.system = "postgresql"))]
-    pub async fn check(&self, code: &InvitationCode) -> Result<CodeCheck, Error> {
+    pub async fn check(&self, code: &InvitationCode, attempt: &Attempt) -> Result<CodeCheck, Error> {
+        let screening = self.screening(attempt, None);
+        let limit = screening.attempt_limit;
+        let count_below = match self.abuse.attempts {
+            CheckMode::Off => None,
+            CheckMode::Block => Some(limit),
+            CheckMode::Flag => Some(i32::MAX),
+        };
         let mut conn = self.pool.acquire().await?;
-        let Some(invitation) = invitations::by_code_hash(&mut conn, &self.code_hashes(code)).await? else {
+        let hashes = self.code_hashes(code);
+        let state =
+            common_path::check_code(&mut conn, &hashes, &screening.attempt_keys, screening.attempt_window, count_below)
+                .await?;
+        drop(conn);
+        if self.abuse.attempts == CheckMode::Block && state.failures >= limit {
+            return Err(Error::TooManyAttempts { retry_after: self.attempt_retry_after() });
+        }
+        let Some(invitation) = state.invitation else {
             return Ok(CodeCheck { invitation: None, refusal: Some(Error::CodeNotFound), reserved_uses: 0 });
         };
-        let (refusal, reserved_uses) = reservation::availability(&mut conn, &invitation).await?;
+        let refusal = match invitation.unavailable_reason(OffsetDateTime::now_utc()) {
+            Some(reason) => Some(reason),
+            None if !state.inviter_enabled => Some(Error::InviterDisabled),
+            None if i64::from(invitation.uses) + state.reserved_uses >= i64::from(invitation.max_uses) => {
+                Some(Error::Reserved)
+            }
+            None => None,
+        };
+        let reserved_uses = u32::try_from(state.reserved_uses).unwrap_or(u32::MAX);
         Ok(CodeCheck { invitation: Some(invitation), refusal, reserved_uses })
     }
 }

@@ -226,6 +226,9 @@ pub struct Invitations {
     pub(crate) placeholders: Placeholders,
     /// Invitations granted by policy (welcome, refill, earn).
     pub(crate) quotas: Quotas,
+    /// The longest a call may take (`--max-call-time`): a one-statement
+    /// call past it does not commit.
+    pub(crate) max_call_time: Option<std::time::Duration>,
 }
 
 impl Invitations {
@@ -242,6 +245,20 @@ impl Invitations {
             abuse: Arc::default(),
             placeholders: Placeholders::unkeyed(),
             quotas: Quotas::default(),
+            max_call_time: None,
+        }
+    }
+
+    pub fn with_max_call_time(self, max_call_time: std::time::Duration) -> Self {
+        Self { max_call_time: Some(max_call_time), ..self }
+    }
+
+    /// How long a call may still take: the caller's deadline (its
+    /// `grpc-timeout`) or the server's cap, whichever is shorter.
+    pub(crate) fn time_left(&self, requested: Option<std::time::Duration>) -> Option<std::time::Duration> {
+        match (requested, self.max_call_time) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

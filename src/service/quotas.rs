@@ -52,6 +52,12 @@ impl Earn {
 }
 
 impl Quotas {
+    /// No policy grants anything (then Redeem mints nothing and schedules
+    /// nothing).
+    pub fn grant_nothing(&self) -> bool {
+        self.welcome == 0 && self.refill_to == 0 && self.earn.is_none()
+    }
+
     pub fn from_args(args: &QuotaArgs) -> Result<Self, String> {
         let earn = if args.earn_interval.is_zero() {
             None
@@ -151,22 +157,6 @@ impl Invitations {
         self.mint_batch(tx, &batch, Recipients::Listed(owners), 0).await?;
         tracing::info!(batch_id = %batch.id, policy = policy.name(), count = owners.len(), "granted invitations");
         Ok(owners.len() as u64)
-    }
-
-    /// When `user_id` earns its next invitation: unset when the policy is
-    /// off, for unknown members or members without a join time, with
-    /// privileges disabled, or at the cap.
-    pub(super) async fn next_grant_time(
-        &self,
-        conn: &mut PgConnection,
-        user_id: &str,
-    ) -> Result<Option<OffsetDateTime>, Error> {
-        let Some(earn) = self.quotas.earn else { return Ok(None) };
-        let status = quotas::earn_status(conn, user_id, earn.interval_secs()).await?;
-        Ok(match status {
-            Some((Some(next), true, unspent)) if unspent < i64::from(earn.cap) => Some(next),
-            _ => None,
-        })
     }
 
     /// One pass of the earn granter: schedules members who joined while the

@@ -1,6 +1,8 @@
 //! Redeem: spend one use and record the edge, race-free (docs/design.md).
 
 use super::*;
+use crate::service::abuse::Attempt;
+use crate::store::common_path::{self, Status};
 
 impl Invitations {
     #[tracing::instrument(name = "db.redeem", skip_all, fields(db.system = "postgresql"))]
@@ -40,6 +42,58 @@ impl Invitations {
             }
             return Ok(answer);
         }
+    }
+}
+
+impl Invitations {
+    /// Redeem in one round trip (docs/design.md, "One round trip per call"):
+    /// a code, no quota policy on, no `request_id`. `None`: the request is
+    /// not one the statement handles (or it handed over), and the caller
+    /// runs [`Invitations::redeem`], which answers it from scratch.
+    #[tracing::instrument(name = "db.redeem", skip_all, fields(db.system = "postgresql"))]
+    pub async fn redeem_in_one_trip(
+        &self,
+        cmd: &RedeemCommand,
+        attempt: &Attempt,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<Redemption>, Error> {
+        let RedeemTarget::Code(code) = &cmd.target else { return Ok(None) };
+        if !self.quotas.grant_nothing() {
+            return Ok(None);
+        }
+        let screening = self.screening(attempt, cmd.email.as_ref());
+        let invitee = cmd.invitee.as_str();
+        let mut conn = self.pool.acquire().await?;
+        let hashes = self.code_hashes(code);
+        let time_left = self.time_left(timeout);
+        let outcome = common_path::redeem(&mut conn, &hashes, invitee, Uuid::now_v7(), &screening, time_left).await;
+        let redeemed = match outcome {
+            Ok(Status::Done(redeemed)) => redeemed,
+            Ok(Status::Refused(reason)) => return Err(self.refusal(&reason)),
+            Ok(Status::General) => return Ok(None),
+            // Races the general path retries: deadlocks, the invitee's
+            // unique key, the same invitee joining concurrently.
+            Err(e) if retryable_redeem_error(&e) || common_path::is_hand_over(&e) => return Ok(None),
+            Err(e) if common_path::is_past_deadline(&e) => return Err(Error::Unavailable(e.into())),
+            Err(e) => return Err(e.into()),
+        };
+        drop(conn);
+        self.waker.committed();
+        self.metrics.redeemed();
+        let mut invitation = redeemed.spent;
+        self.reveal_one(&mut invitation);
+        if !redeemed.flags.is_empty() {
+            invitation.abuse_flags.extend(redeemed.flags.iter().cloned());
+            invitation.abuse_flags.sort();
+            invitation.abuse_flags.dedup();
+        }
+        tracing::info!(invitation_id = %invitation.id, flags = redeemed.flags.len(), "redeemed invitation");
+        Ok(Some(Redemption {
+            invitation,
+            invitee_id: invitee.to_owned(),
+            redeem_time: redeemed.redeem_time,
+            flags: redeemed.flags,
+        }))
     }
 }
 

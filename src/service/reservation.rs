@@ -12,6 +12,8 @@ use std::time::Duration;
 use super::redeem::RedeemFailure;
 use super::*;
 use crate::domain::{Reservation, ReservationStatus};
+use crate::service::abuse::Attempt;
+use crate::store::common_path::{self, Status};
 use crate::store::reservations;
 
 /// How long leases last.
@@ -97,6 +99,37 @@ impl Invitations {
             tracing::info!(invitation_id = %invitation.id, "reserved a use");
         }
         Ok(answer)
+    }
+
+    /// Reserve in one round trip (docs/design.md, "One round trip per call"),
+    /// without `request_id`; `None`: run [`Invitations::reserve`].
+    #[tracing::instrument(name = "db.reserve", skip_all, fields(db.system = "postgresql"))]
+    pub async fn reserve_in_one_trip(
+        &self,
+        cmd: &ReserveCommand,
+        attempt: &Attempt,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Reserved>, Error> {
+        let ttl = self.reservations.lease(cmd.ttl);
+        let micros = i64::try_from(ttl.whole_microseconds()).unwrap_or(i64::MAX);
+        let screening = self.screening(attempt, cmd.email.as_ref());
+        let hashes = self.code_hashes(&cmd.code);
+        let mut conn = self.pool.acquire().await?;
+        let time_left = self.time_left(timeout);
+        let outcome =
+            common_path::reserve(&mut conn, &hashes, Uuid::new_v4(), micros, Uuid::now_v7(), &screening, time_left)
+                .await;
+        let reserved = match outcome {
+            Ok(Status::Done(reserved)) => reserved,
+            Ok(Status::Refused(reason)) => return Err(self.refusal(&reason)),
+            Ok(Status::General) => return Ok(None),
+            Err(e) if common_path::is_past_deadline(&e) => return Err(Error::Unavailable(e.into())),
+            Err(e) => return Err(e.into()),
+        };
+        drop(conn);
+        self.waker.committed();
+        tracing::info!(invitation_id = %reserved.reservation.invitation_id, "reserved a use");
+        Ok(Some(Reserved { reservation: reserved.reservation, inviter_id: reserved.inviter_id }))
     }
 
     /// Gives the use back. Idempotent: an ended or lapsed lease is returned

@@ -183,12 +183,3 @@ pub async fn insert_redemption(
     .await?;
     Ok(redeem_time)
 }
-
-/// The inviter of a user, if the user has one.
-pub async fn inviter_of(conn: &mut PgConnection, user_id: &str) -> Result<Option<String>, sqlx::Error> {
-    let inviter: Option<Option<String>> = sqlx::query_scalar("SELECT inviter_id FROM members WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(inviter.flatten())
-}

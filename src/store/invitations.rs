@@ -143,39 +143,19 @@ pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Invitat
         .await
 }
 
-fn state_name(state: State) -> &'static str {
+/// An invitation's state by name, as `Invitation::state` decides it.
+pub(crate) const STATE: &str = "CASE WHEN uses >= max_uses THEN 'redeemed' \
+     WHEN revoke_time IS NOT NULL THEN 'revoked' \
+     WHEN expire_time <= now() THEN 'expired' \
+     ELSE 'unspent' END";
+
+pub(crate) fn state_name(state: State) -> &'static str {
     match state {
         State::Unspent => "unspent",
         State::Redeemed => "redeemed",
         State::Revoked => "revoked",
         State::Expired => "expired",
     }
-}
-
-/// One page of an owner's invitations (or the unowned ones when `owner` is
-/// None), newest first, strictly after the `after` id.
-pub async fn page_for_owner(
-    conn: &mut PgConnection,
-    owner: Option<&str>,
-    state: Option<State>,
-    after: Option<Uuid>,
-    limit: i64,
-) -> Result<Vec<Invitation>, sqlx::Error> {
-    // Separate owner tests so both cases can use the (inviter_id, id) index.
-    let owner_test = if owner.is_some() { "inviter_id = $1" } else { "inviter_id IS NULL AND $1::text IS NULL" };
-    // The state test mirrors `Invitation::state`.
-    let sql = format!(
-        "SELECT {COLUMNS} FROM invitations \
-         WHERE {owner_test} \
-           AND ($2::uuid IS NULL OR id < $2) \
-           AND ($3::text IS NULL OR $3 = CASE \
-                 WHEN uses >= max_uses THEN 'redeemed' \
-                 WHEN revoke_time IS NOT NULL THEN 'revoked' \
-                 WHEN expire_time <= now() THEN 'expired' \
-                 ELSE 'unspent' END) \
-         ORDER BY id DESC LIMIT $4"
-    );
-    sqlx::query_as(&sql).bind(owner).bind(after).bind(state.map(state_name)).bind(limit).fetch_all(conn).await
 }
 
 /// Spends one use if the invitation is still redeemable and the use is not

@@ -3,6 +3,7 @@
 //! caller owns; transactions are opened and committed by `service`.
 
 pub mod abuse;
+pub mod common_path;
 pub mod graph;
 pub mod idempotency;
 pub mod invitations;

@@ -3,7 +3,6 @@
 //! (`members.earn_next_time`).
 
 use sqlx::PgConnection;
-use time::OffsetDateTime;
 
 use super::waves::OPEN;
 
@@ -102,24 +101,5 @@ pub async fn take_due(conn: &mut PgConnection, interval_secs: f64, limit: i64) -
     .bind(interval_secs)
     .bind(&ids)
     .fetch_all(conn)
-    .await
-}
-
-/// What ListForUser needs for `next_grant_time`: the member's next tick (as
-/// the granter would schedule it, if it has not yet), privileges, and
-/// unspent count. None for an unknown user.
-pub async fn earn_status(
-    conn: &mut PgConnection,
-    user_id: &str,
-    interval_secs: f64,
-) -> Result<Option<(Option<OffsetDateTime>, bool, i64)>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT coalesce(m.earn_next_time, {FIRST_TICK}), m.invite_enabled, \
-             (SELECT count(*) FROM invitations i WHERE i.inviter_id = m.user_id AND {OPEN}) \
-         FROM members m WHERE m.user_id = $2"
-    ))
-    .bind(interval_secs)
-    .bind(user_id)
-    .fetch_optional(conn)
     .await
 }

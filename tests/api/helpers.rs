@@ -289,16 +289,14 @@ async fn start_server(
     database_url: &str,
     extra: &[String],
 ) -> (SocketAddr, SocketAddr, oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
-    let mut argv: Vec<String> = vec![
-        "invitations".into(),
-        "serve".into(),
-        "--database-url".into(),
-        database_url.into(),
-        "--health-interval".into(),
-        "100ms".into(),
-        "--db-max-connections".into(),
-        "8".into(),
-    ];
+    let mut argv: Vec<String> =
+        vec!["invitations".into(), "serve".into(), "--database-url".into(), database_url.into()];
+    // Defaults a test may set itself.
+    for (flag, value) in [("--health-interval", "100ms"), ("--db-max-connections", "8")] {
+        if !extra.iter().any(|a| a == flag) {
+            argv.extend([flag.into(), value.into()]);
+        }
+    }
     // A NATS_URL in the environment must not give a test a broker it did
     // not ask for (tests that want one pass --nats-url).
     if !extra.iter().any(|a| a.starts_with("--nats-url")) {

@@ -20,6 +20,8 @@ use crate::plan::{Layout, Trees, user_id};
 pub enum Rpc {
     /// Redeem seeded codes, each once (see --trees, --redeem-from).
     Redeem,
+    /// Reserve a use of seeded codes, each once (as Redeem picks them).
+    Reserve,
     /// CheckCode of a random seeded code.
     Check,
     /// ListForUser, first page of 50, of a random owner.
@@ -83,6 +85,7 @@ pub struct RunArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Call {
     Redeem,
+    Reserve,
     CheckCode,
     ListForUser,
     Mint,
@@ -93,6 +96,7 @@ impl Call {
     fn name(self) -> &'static str {
         match self {
             Call::Redeem => "Redeem",
+            Call::Reserve => "Reserve",
             Call::CheckCode => "CheckCode",
             Call::ListForUser => "ListForUser",
             Call::Mint => "Mint",
@@ -119,7 +123,7 @@ struct Tally {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let codes = match args.rpc {
-        Rpc::Redeem | Rpc::Check | Rpc::Mix => args.layout.codes(),
+        Rpc::Redeem | Rpc::Reserve | Rpc::Check | Rpc::Mix => args.layout.codes(),
         _ => Vec::new(),
     };
     let mut clients = Vec::new();
@@ -197,6 +201,7 @@ async fn worker(shared: Arc<Shared>, w: usize, measure_from: Instant, deadline: 
 /// One call to make, with what it needs.
 enum Planned {
     Redeem { n: i64, k: i64 },
+    Reserve { k: i64 },
     Check { k: i64 },
     List { owner: i64 },
     Mint { owner: i64 },
@@ -215,6 +220,10 @@ fn pick(shared: &Shared) -> Option<Planned> {
     };
     Some(match args.rpc {
         Rpc::Redeem => redeem()?,
+        Rpc::Reserve => match redeem()? {
+            Planned::Redeem { k, .. } => Planned::Reserve { k },
+            other => other,
+        },
         Rpc::Check => Planned::Check { k: rng.random_range(0..layout.invitations) },
         Rpc::List => Planned::List { owner: owner(&mut rng) },
         Rpc::Mint => Planned::Mint { owner: owner(&mut rng) },
@@ -234,6 +243,7 @@ impl Planned {
     fn kind(&self) -> Call {
         match self {
             Planned::Redeem { .. } => Call::Redeem,
+            Planned::Reserve { .. } => Call::Reserve,
             Planned::Check { .. } => Call::CheckCode,
             Planned::List { .. } => Call::ListForUser,
             Planned::Mint { .. } | Planned::MintBulk => Call::Mint,
@@ -250,6 +260,11 @@ impl Planned {
                 let invitee_id = format!("{}-{n}", args.invitee_prefix);
                 let request = pb::RedeemRequest { code, invitee_id, ..Default::default() };
                 unread(client, "/invitations.v1.InvitationService/Redeem", authorized(request, token)).await
+            }
+            Planned::Reserve { k } => {
+                let code = shared.codes[k as usize].as_str().to_owned();
+                let request = pb::ReserveRequest { code, ..Default::default() };
+                unread(client, "/invitations.v1.InvitationService/Reserve", authorized(request, token)).await
             }
             Planned::Check { k } => {
                 let code = shared.codes[k as usize].as_str().to_owned();
@@ -357,7 +372,7 @@ fn report(args: &RunArgs, tally: &mut Tally, seconds: f64, next_redeem: i64) {
         println!("all: {total} calls, {:.1} calls/s", total as f64 / seconds);
         println!("result rpc={rpc} call=all calls={total} per_second={:.1}", total as f64 / seconds);
     }
-    if matches!(args.rpc, Rpc::Redeem | Rpc::Mix) {
+    if matches!(args.rpc, Rpc::Redeem | Rpc::Reserve | Rpc::Mix) {
         // Where a later run on this database starts so it spends fresh codes
         // (warm-up calls included, so not just redeem_from + calls).
         println!("result rpc={rpc} call=next redeem_from={}", next_redeem);

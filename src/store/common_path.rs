@@ -1,0 +1,297 @@
+//! The common path of Redeem, Reserve, CheckCode and ListForUser, each one
+//! autocommit statement: one round trip to Postgres per call
+//! (docs/design.md, "One round trip per call"). Redeem and Reserve call the
+//! SQL functions of `migrations/0060_one_round_trip.sql`; CheckCode and
+//! ListForUser are one query each. What these do not handle they hand back
+//! as [`Status::General`] (nothing written), and the service runs its
+//! general path, the statements of the other store modules.
+
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{Invitation, Reservation, State};
+
+/// What the database needs of the abuse checks for one request (the SQL
+/// type `inv_screening`). Modes are `block`, `flag` or `off`.
+pub struct Screening {
+    /// Failed-attempt counter keys; empty when the limit is off or the
+    /// request names nobody.
+    pub attempt_keys: Vec<Vec<u8>>,
+    pub attempt_window: OffsetDateTime,
+    pub attempt_limit: i32,
+    pub attempt_mode: &'static str,
+    /// `block` or `flag` when the e-mail is at a disposable domain and
+    /// that check is on.
+    pub disposable: Option<&'static str>,
+    /// The IP prefix under every configured secret; empty: no IP checks.
+    pub ip_hashes: Vec<Vec<u8>>,
+    pub ip_since: OffsetDateTime,
+    pub ip_reuse: &'static str,
+    pub same_ip: &'static str,
+    /// What to record on the redemption, and under which secret.
+    pub ip_record: Option<Vec<u8>>,
+    pub ip_key_id: i32,
+}
+
+/// The `inv_screening` row built from parameters `$first..$first+10`.
+fn screening_row(first: usize) -> String {
+    let types =
+        ["bytea[]", "timestamptz", "int", "text", "text", "bytea[]", "timestamptz", "text", "text", "bytea", "int"];
+    let fields: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("${}::{t}", first + i)).collect();
+    format!("ROW({})::inv_screening", fields.join(", "))
+}
+
+fn bind_screening<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    s: &'q Screening,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&s.attempt_keys)
+        .bind(s.attempt_window)
+        .bind(s.attempt_limit)
+        .bind(s.attempt_mode)
+        .bind(s.disposable)
+        .bind(&s.ip_hashes)
+        .bind(s.ip_since)
+        .bind(s.ip_reuse)
+        .bind(s.same_ip)
+        .bind(s.ip_record.as_deref())
+        .bind(s.ip_key_id)
+}
+
+/// How a one-statement call ended.
+pub enum Status<T> {
+    Done(T),
+    /// Refused, with the API's reason (`CODE_NOT_FOUND`, `REVOKED`, ...).
+    Refused(String),
+    /// Not a branch the statement handles; nothing was written.
+    General,
+}
+
+fn status<T>(
+    status: String,
+    done: &str,
+    value: impl FnOnce() -> Result<T, sqlx::Error>,
+) -> Result<Status<T>, sqlx::Error> {
+    if status == done {
+        value().map(Status::Done)
+    } else if status == "GENERAL" {
+        Ok(Status::General)
+    } else {
+        Ok(Status::Refused(status))
+    }
+}
+
+fn micros(d: Option<std::time::Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Whether the statement gave up because the call's deadline passed.
+pub fn is_past_deadline(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
+/// Whether the error is the functions' hand-over after a write (SQLSTATE
+/// IV000: the same invitee joined concurrently).
+pub fn is_hand_over(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("IV000"))
+}
+
+/// A redeem the statement completed.
+pub struct Redeemed {
+    /// The invitation after the spend.
+    pub spent: Invitation,
+    pub redeem_time: OffsetDateTime,
+    /// Abuse signals recorded on the redemption.
+    pub flags: Vec<String>,
+}
+
+/// The invitation columns of the functions' `spent`, in `invitations::COLUMNS`
+/// order (decoded by position).
+const SPENT: &str = "(r.spent).id, (r.spent).code_ciphertext, (r.spent).code_key_id, (r.spent).inviter_id, \
+     (r.spent).last_invitee_id, (r.spent).uses, (r.spent).max_uses, (r.spent).create_time, (r.spent).expire_time, \
+     (r.spent).last_redeem_time, (r.spent).batch_id, (r.spent).label, (r.spent).note, (r.spent).minted_by, \
+     (r.spent).revoke_time, (r.spent).revoke_reason, (r.spent).revoked_by, (r.spent).binding, \
+     (r.spent).binding_digest, (r.spent).abuse_flags";
+
+/// Redeem of a code by `invitee` (SQL `inv_redeem`).
+pub async fn redeem(
+    conn: &mut PgConnection,
+    code_hashes: &[Vec<u8>],
+    invitee: &str,
+    event_id: Uuid,
+    screening: &Screening,
+    time_left: Option<std::time::Duration>,
+) -> Result<Status<Redeemed>, sqlx::Error> {
+    // Built once per call from constants: the screening row's 11 casts.
+    let sql = format!(
+        "SELECT {SPENT}, r.status, r.redeem_time, r.flags FROM inv_redeem($1, $2, $3, {}, $15) r",
+        screening_row(4)
+    );
+    let query = sqlx::query(&sql).bind(code_hashes).bind(invitee).bind(event_id);
+    let query = bind_screening(query, screening).bind(micros(time_left));
+    let row = query.fetch_one(conn).await?;
+    let outcome: String = row.try_get(20)?;
+    status(outcome, "REDEEMED", || {
+        Ok(Redeemed { spent: Invitation::from_row(&row)?, redeem_time: row.try_get(21)?, flags: row.try_get(22)? })
+    })
+}
+
+/// A use reserved by the statement.
+pub struct ReservedUse {
+    pub reservation: Reservation,
+    pub inviter_id: Option<String>,
+}
+
+/// Reserve of a use of a code (SQL `inv_reserve`).
+pub async fn reserve(
+    conn: &mut PgConnection,
+    code_hashes: &[Vec<u8>],
+    reservation_id: Uuid,
+    ttl_micros: i64,
+    event_id: Uuid,
+    screening: &Screening,
+    time_left: Option<std::time::Duration>,
+) -> Result<Status<ReservedUse>, sqlx::Error> {
+    let sql = format!(
+        "SELECT (r.reservation).id, (r.reservation).invitation_id, (r.reservation).status, \
+             (r.reservation).create_time, (r.reservation).expire_time, (r.reservation).end_time, \
+             (r.reservation).invitee_id, r.inviter_id, r.status AS outcome \
+         FROM inv_reserve($1, $2, $3, $4, {}, $16) r",
+        screening_row(5)
+    );
+    let query = sqlx::query(&sql).bind(code_hashes).bind(reservation_id).bind(ttl_micros).bind(event_id);
+    let row = bind_screening(query, screening).bind(micros(time_left)).fetch_one(conn).await?;
+    let outcome: String = row.try_get("outcome")?;
+    status(outcome, "RESERVED_USE", || {
+        Ok(ReservedUse { reservation: Reservation::from_row(&row)?, inviter_id: row.try_get("inviter_id")? })
+    })
+}
+
+/// What CheckCode reads in its one statement.
+pub struct CodeState {
+    pub invitation: Option<Invitation>,
+    /// The most failures any attempt key has in the window (before this call).
+    pub failures: i32,
+    /// Uses held by live reservations.
+    pub reserved_uses: i64,
+    /// The owner's invite privileges (true for unowned invitations).
+    pub inviter_enabled: bool,
+}
+
+/// Looks the code up with everything CheckCode answers, and, when no
+/// invitation has it and `count_below` is set, counts a failed attempt for
+/// each key, unless one already has `count_below` failures (the limit,
+/// which then refuses the call anyway).
+pub async fn check_code(
+    conn: &mut PgConnection,
+    code_hashes: &[Vec<u8>],
+    attempt_keys: &[Vec<u8>],
+    window_start: OffsetDateTime,
+    count_below: Option<i32>,
+) -> Result<CodeState, sqlx::Error> {
+    let sql = format!(
+        "WITH inv AS (SELECT {} FROM invitations WHERE code_hash = ANY($1) LIMIT 1), \
+         prior AS (SELECT inv_attempt_failures($2, $3) AS failures), \
+         counted AS ( \
+             INSERT INTO attempt_counters (key_hash, window_start, failures) \
+             SELECT k, $3, 1 FROM unnest($2::bytea[]) k \
+             WHERE $4::int IS NOT NULL AND NOT EXISTS (SELECT 1 FROM inv) AND (SELECT failures FROM prior) < $4 \
+             ON CONFLICT (key_hash, window_start) DO UPDATE SET failures = attempt_counters.failures + 1) \
+         SELECT inv.*, prior.failures, \
+             CASE WHEN inv.id IS NULL THEN 0 ELSE inv_live_reservations(inv.id) END AS reserved_uses, \
+             coalesce((SELECT invite_enabled FROM members WHERE user_id = inv.inviter_id), true) AS enabled \
+         FROM prior LEFT JOIN inv ON true",
+        super::invitations::COLUMNS
+    );
+    let row = sqlx::query(&sql)
+        .bind(code_hashes)
+        .bind(attempt_keys)
+        .bind(window_start)
+        .bind(count_below)
+        .fetch_one(conn)
+        .await?;
+    Ok(CodeState {
+        invitation: invitation_if_any(&row)?,
+        failures: row.try_get(20)?,
+        reserved_uses: row.try_get(21)?,
+        inviter_enabled: row.try_get(22)?,
+    })
+}
+
+/// The invitation in the first 20 columns, unless the row has none (a
+/// left join that found nothing).
+fn invitation_if_any(row: &PgRow) -> Result<Option<Invitation>, sqlx::Error> {
+    let id: Option<Uuid> = row.try_get(0)?;
+    id.map(|_| Invitation::from_row(row)).transpose()
+}
+
+/// A page of ListForUser with what it says about the owner.
+pub struct OwnerPage {
+    pub invitations: Vec<Invitation>,
+    pub inviter_id: Option<String>,
+    /// The earn policy's view (when asked for and the owner is known): the
+    /// next tick, privileges, unspent invitations.
+    pub earn: Option<(Option<OffsetDateTime>, bool, i64)>,
+}
+
+/// One page of an owner's invitations (or the unowned ones when `owner` is
+/// None), newest first, strictly after `after`, with the owner's inviter
+/// and, when `earn_interval_secs` is set, its earn status
+/// (`quotas::earn_status`), in one statement.
+pub async fn owner_page(
+    conn: &mut PgConnection,
+    owner: Option<&str>,
+    state: Option<State>,
+    after: Option<Uuid>,
+    limit: i64,
+    earn_interval_secs: Option<f64>,
+) -> Result<OwnerPage, sqlx::Error> {
+    // Separate owner tests so both cases can use the (inviter_id, id) index.
+    let owner_test = if owner.is_some() { "inviter_id = $1" } else { "inviter_id IS NULL AND $1::text IS NULL" };
+    // next_tick is quotas::FIRST_TICK with the interval in $5.
+    let sql = format!(
+        "SELECT p.*, k.inviter_id AS owner_inviter, k.known, k.next_tick, k.enabled, k.unspent \
+         FROM (SELECT m.inviter_id, m.user_id IS NOT NULL AS known, m.invite_enabled AS enabled, \
+                   CASE WHEN $5::float8 IS NOT NULL THEN coalesce(m.earn_next_time, m.join_time \
+                       + make_interval(secs => $5) \
+                       * greatest(floor(extract(epoch FROM now() - m.join_time) / $5) + 1, 1)) END AS next_tick, \
+                   CASE WHEN $5::float8 IS NOT NULL AND m.user_id IS NOT NULL THEN \
+                       (SELECT count(*) FROM invitations i WHERE i.inviter_id = m.user_id AND {open}) END AS unspent \
+               FROM (SELECT 1) one LEFT JOIN members m ON m.user_id = $1) k \
+         LEFT JOIN LATERAL ( \
+             SELECT {columns} FROM invitations \
+             WHERE {owner_test} \
+               AND ($2::uuid IS NULL OR id < $2) \
+               AND ($3::text IS NULL OR $3 = {state}) \
+             ORDER BY id DESC LIMIT $4) p ON true",
+        open = super::waves::OPEN,
+        columns = super::invitations::COLUMNS,
+        state = super::invitations::STATE,
+    );
+    let rows = sqlx::query(&sql)
+        .bind(owner)
+        .bind(after)
+        .bind(state.map(super::invitations::state_name))
+        .bind(limit)
+        .bind(earn_interval_secs)
+        .fetch_all(conn)
+        .await?;
+    let mut page = OwnerPage { invitations: Vec::with_capacity(rows.len()), inviter_id: None, earn: None };
+    if let Some(first) = rows.first() {
+        page.inviter_id = first.try_get("owner_inviter")?;
+        let known: bool = first.try_get("known")?;
+        let unspent: Option<i64> = first.try_get("unspent")?;
+        if let (true, Some(unspent)) = (known, unspent) {
+            page.earn = Some((first.try_get("next_tick")?, first.try_get("enabled")?, unspent));
+        }
+    }
+    for row in &rows {
+        if let Some(invitation) = invitation_if_any(row)? {
+            page.invitations.push(invitation);
+        }
+    }
+    Ok(page)
+}

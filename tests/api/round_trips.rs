@@ -1,0 +1,225 @@
+//! Round trips per call, counted on the wire (`pg_counter`): the common path
+//! of Redeem, CheckCode, ListForUser and Reserve is one exchange with
+//! Postgres, and the rare branches their statements hand back still answer
+//! as before (docs/design.md, "One round trip per call").
+
+use invitations::pb;
+
+use crate::helpers::{Options, TestApp, TestDb, assert_error};
+use crate::pg_counter::{Exchange, PgCounter};
+
+/// A server whose only database traffic is its calls: background work off
+/// or far apart, one pooled connection (so a statement is prepared once).
+async fn counted(extra: &[&str]) -> (TestApp, PgCounter, TestDb) {
+    let db = TestDb::create().await;
+    let counter = PgCounter::start().await;
+    let mut args: Vec<String> = [
+        "--db-max-connections",
+        "1",
+        "--health-interval",
+        "1h",
+        "--graph-fold-interval",
+        "0s",
+        "--reservation-sweep-interval",
+        "0s",
+        "--expiry-sweep-interval",
+        "0s",
+        "--outbox-stats-interval",
+        "1h",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let app = TestApp::spawn_opts(Options { extra_args: args, database_url: Some(counter.url(&db.name)) }).await;
+    (app, counter, db)
+}
+
+/// The statements sent since the last look, leaving out the pool's pings
+/// and the debounced relay wake-up (at most one per 50 ms, not per call).
+fn statements(counter: &PgCounter) -> Vec<Exchange> {
+    counter
+        .take()
+        .into_iter()
+        .filter(|e| match e {
+            Exchange::Ping => false,
+            Exchange::Statement(sql) => !sql.iter().all(|s| s.contains("pg_notify")),
+            Exchange::Prepare(sql) => !sql.contains("pg_notify"),
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_one_statement(exchanges: &[Exchange], containing: &str) {
+    match exchanges {
+        [Exchange::Statement(sql)] if sql.len() == 1 && sql[0].contains(containing) => {}
+        other => panic!("expected one exchange running `{containing}`, got {other:#?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_common_path_of_each_call_is_one_round_trip() {
+    let (app, counter, _db) = counted(&[]).await;
+    let codes: Vec<String> = app.mint_for("alice", 6).await.into_iter().map(|i| i.code).collect();
+    // Warm up: each statement is prepared on the connection once.
+    app.redeem(&codes[0], "warm-1").await.expect("redeem");
+    app.check(&codes[1]).await;
+    app.list(pb::ListForUserRequest { user_id: "alice".into(), ..Default::default() }).await.expect("list");
+    let reserve = |code: &str| pb::ReserveRequest { code: code.into(), ..Default::default() };
+    app.client.clone().reserve(reserve(&codes[1])).await.expect("reserve");
+    statements(&counter);
+
+    app.redeem(&codes[2], "bob").await.expect("redeem");
+    assert_one_statement(&statements(&counter), "inv_redeem(");
+
+    let check = app.check(&codes[3]).await;
+    assert!(check.redeemable);
+    assert_one_statement(&statements(&counter), "FROM invitations WHERE code_hash");
+
+    let page = app.list(pb::ListForUserRequest { user_id: "alice".into(), ..Default::default() }).await;
+    assert_eq!(page.expect("list").invitations.len(), 6);
+    assert_one_statement(&statements(&counter), "FROM invitations");
+
+    app.client.clone().reserve(reserve(&codes[4])).await.expect("reserve");
+    assert_one_statement(&statements(&counter), "inv_reserve(");
+
+    // Refusals are one exchange too, the counted guess included.
+    let unknown = app.mint_one("carol").await.code;
+    app.revoke(pb::RevokeRequest { user_id: "carol".into(), ..Default::default() }).await.expect("revoke");
+    statements(&counter);
+    let err = app.redeem(&unknown, "dave").await.expect_err("revoked");
+    assert_error(&err, tonic::Code::FailedPrecondition, "REVOKED", None);
+    assert_one_statement(&statements(&counter), "inv_redeem(");
+}
+
+#[tokio::test]
+async fn abuse_screening_stays_in_the_one_round_trip() {
+    let (app, counter, _db) = counted(&["--abuse-ip-reuse", "block"]).await;
+    let codes: Vec<String> = app.mint_for("alice", 4).await.into_iter().map(|i| i.code).collect();
+    let redeem = |code: &str, invitee: &str, ip: &str| pb::RedeemRequest {
+        code: code.into(),
+        invitee_id: invitee.into(),
+        client_ip: ip.into(),
+        email: format!("{invitee}@example.com"),
+        ..Default::default()
+    };
+    app.redeem_req(redeem(&codes[0], "warm", "198.51.100.1")).await.expect("redeem");
+    app.list(pb::ListForUserRequest { user_id: "alice".into(), ..Default::default() }).await.expect("list");
+    let check = |ip: &str| pb::CheckCodeRequest { code: codes[1].clone(), client_ip: ip.into() };
+    app.client.clone().check_code(check("198.51.100.9")).await.expect("check");
+    statements(&counter);
+
+    app.redeem_req(redeem(&codes[1], "bob", "198.51.100.2")).await.expect("redeem");
+    assert_one_statement(&statements(&counter), "inv_redeem(");
+    // The IP check blocks a second redeem from the same network, in the same statement.
+    let err = app.redeem_req(redeem(&codes[2], "eve", "198.51.100.2")).await.expect_err("ip reuse");
+    assert_error(&err, tonic::Code::FailedPrecondition, "IP_ALREADY_USED", None);
+    assert_one_statement(&statements(&counter), "inv_redeem(");
+
+    app.client.clone().check_code(check("198.51.100.3")).await.expect("check");
+    assert_one_statement(&statements(&counter), "FROM invitations WHERE code_hash");
+}
+
+#[tokio::test]
+async fn list_for_user_with_the_earn_policy_is_one_round_trip() {
+    let (app, counter, _db) = counted(&["--earn-interval", "1h", "--earn-cap", "3"]).await;
+    app.register(vec![crate::helpers::member("alice", Some(1_700_000_000), None)]).await.expect("register");
+    let list = || app.list(pb::ListForUserRequest { user_id: "alice".into(), ..Default::default() });
+    list().await.expect("list");
+    statements(&counter);
+    let page = list().await.expect("list");
+    assert!(page.next_grant_time.is_some(), "alice holds none, so she earns one");
+    assert_one_statement(&statements(&counter), "earn_next_time");
+    app.mint_for("alice", 3).await;
+    statements(&counter);
+    let page = list().await.expect("list");
+    assert!(page.next_grant_time.is_none(), "alice holds the cap");
+    assert_one_statement(&statements(&counter), "earn_next_time");
+}
+
+/// The rare branches, each handed to the general path: what they cost.
+#[tokio::test]
+async fn rare_branches_take_the_general_path_and_answer_as_before() {
+    let (app, counter, _db) = counted(&[]).await;
+    let codes: Vec<String> = app.mint_for("alice", 4).await.into_iter().map(|i| i.code).collect();
+    app.redeem(&codes[0], "bob").await.expect("redeem");
+    statements(&counter);
+
+    // A retry of a finished redeem (same code, same invitee): the same success.
+    let again = app.redeem(&codes[0], "bob").await.expect("a retry is the same success");
+    assert_eq!(again.invitee_id, "bob");
+    let retry = statements(&counter);
+    assert!(retry.len() > 1, "a retry is answered by the general path: {retry:#?}");
+    eprintln!("retry of a finished redeem: {} exchanges", retry.len());
+
+    // With request_id: the general path stores the answer.
+    let with_id = pb::RedeemRequest {
+        code: codes[1].clone(),
+        invitee_id: "carol".into(),
+        request_id: "8a7e4c2e-0000-4000-8000-000000000001".into(),
+        ..Default::default()
+    };
+    let first = app.redeem_req(with_id.clone()).await.expect("redeem");
+    eprintln!("redeem with request_id: {} exchanges", statements(&counter).len());
+    let replay = app.redeem_req(with_id).await.expect("replay");
+    assert_eq!(first, replay);
+    eprintln!("replay by request_id: {} exchanges", statements(&counter).len());
+
+    // A reservation completed.
+    let reserved = app
+        .client
+        .clone()
+        .reserve(pb::ReserveRequest { code: codes[2].clone(), ..Default::default() })
+        .await
+        .expect("reserve")
+        .into_inner();
+    let reservation_id = reserved.reservation.expect("reservation").id;
+    statements(&counter);
+    let done = app
+        .redeem_req(pb::RedeemRequest { reservation_id, invitee_id: "dan".into(), ..Default::default() })
+        .await
+        .expect("complete");
+    assert_eq!(done.invitee_id, "dan");
+    eprintln!("reservation completed: {} exchanges", statements(&counter).len());
+}
+
+#[tokio::test]
+async fn a_known_member_brings_its_subtree_and_cannot_close_a_cycle() {
+    let app = TestApp::spawn().await;
+    // root invites mid; mid invites leaf; then root (a root) ... and a
+    // registered member with invitees of its own joins under alice.
+    app.register(vec![crate::helpers::member("owner", Some(1_700_000_000), None)]).await.expect("register");
+    let own = app.mint_one("owner").await.code;
+    app.redeem(&own, "child").await.expect("child joins owner");
+    let alices = app.mint_one("alice").await.code;
+    app.redeem(&alices, "owner").await.expect("owner (with its subtree) joins alice");
+    let graph = app
+        .graph(pb::GetInviteGraphRequest { user_id: "alice".into(), max_depth: 5, ..Default::default() })
+        .await
+        .expect("graph");
+    let below: Vec<&str> = graph.descendants.iter().map(|m| m.user_id.as_str()).collect();
+    assert_eq!(below, ["owner", "child"]);
+    assert_eq!(graph.member.expect("alice").descendant_count, 2);
+    // alice is now below nobody; her root is alice. child's code for alice closes a cycle.
+    let childs = app.mint_one("child").await.code;
+    let err = app.redeem(&childs, "alice").await.expect_err("cycle");
+    assert_error(&err, tonic::Code::FailedPrecondition, "INVITE_CYCLE", None);
+}
+
+#[tokio::test]
+async fn the_same_new_invitee_racing_on_two_codes_joins_once() {
+    let app = TestApp::spawn().await;
+    for round in 0..10 {
+        let a = app.mint_one("alice").await.code;
+        let b = app.mint_one("bob").await.code;
+        let invitee = format!("racer-{round}");
+        let (x, y) = tokio::join!(app.redeem(&a, &invitee), app.redeem(&b, &invitee));
+        let (ok, err) = match (x, y) {
+            (Ok(ok), Err(err)) | (Err(err), Ok(ok)) => (ok, err),
+            other => panic!("exactly one of the two joins: {other:?}"),
+        };
+        assert_eq!(ok.invitee_id, invitee);
+        assert_error(&err, tonic::Code::FailedPrecondition, "ALREADY_INVITED", None);
+    }
+    assert_eq!(app.count("redemptions").await, 10);
+}

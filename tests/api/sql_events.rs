@@ -1,0 +1,116 @@
+//! The events the one-statement Redeem and Reserve write in SQL
+//! (migrations/0060_one_round_trip.sql) are the events the Rust encoder
+//! writes: they decode to the change, re-encode to the same bytes (fields
+//! in order, defaults left out) and sit in the owner's partition.
+
+use invitations::events::{partition_of, reservation_ref};
+use invitations::pb;
+use invitations::pb::invitation_event::Event;
+use prost::Message;
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+
+struct Row {
+    id: Uuid,
+    partition: i16,
+    payload: Vec<u8>,
+    create_time: time::OffsetDateTime,
+}
+
+async fn outbox_rows(app: &TestApp, event_type: &str) -> Vec<Row> {
+    let pool = app.pool().await;
+    let rows: Vec<(Uuid, i16, Vec<u8>, time::OffsetDateTime)> =
+        sqlx::query_as("SELECT id, partition, payload, create_time FROM outbox WHERE event_type = $1 ORDER BY seq")
+            .bind(event_type)
+            .fetch_all(&pool)
+            .await
+            .expect("outbox");
+    rows.into_iter().map(|(id, partition, payload, create_time)| Row { id, partition, payload, create_time }).collect()
+}
+
+fn decode(row: &Row) -> pb::InvitationEvent {
+    let event = pb::InvitationEvent::decode(row.payload.as_slice()).expect("the payload decodes");
+    assert_eq!(event.encode_to_vec(), row.payload, "canonical: prost writes the same bytes");
+    assert_eq!(event.id, row.id.to_string());
+    let time = event.time.expect("time");
+    assert_eq!(time.seconds, row.create_time.unix_timestamp());
+    assert_eq!(time.nanos as u32, row.create_time.nanosecond());
+    event
+}
+
+#[tokio::test]
+async fn redeemed_events_written_in_sql_are_the_rust_events() {
+    let app = TestApp::spawn().await;
+    let owned = app.mint_one("alice").await;
+    let unowned =
+        app.mint(pb::MintRequest { unowned_count: 1, max_uses: 3, ..Default::default() }).await.expect("mint");
+    let unowned = &unowned.invitations[0];
+    app.redeem(&owned.code, "bob").await.expect("redeem");
+    app.redeem(&unowned.code, "carol-ü").await.expect("redeem");
+
+    let rows = outbox_rows(&app, "redeemed").await;
+    assert_eq!(rows.len(), 2);
+    let Some(Event::Redeemed(first)) = decode(&rows[0]).event else { panic!("a redeemed event") };
+    let batch: Uuid = owned.batch_id.parse().expect("uuid");
+    assert_eq!(
+        first,
+        pb::Redeemed {
+            invitation_id: owned.id.clone(),
+            inviter_id: "alice".into(),
+            invitee_id: "bob".into(),
+            batch_id: owned.batch_id.clone(),
+            uses: 1,
+            max_uses: 1,
+            via_reservation: false,
+        }
+    );
+    assert_eq!(rows[0].partition, partition_of(Some("alice"), batch));
+
+    let Some(Event::Redeemed(second)) = decode(&rows[1]).event else { panic!("a redeemed event") };
+    assert_eq!((second.inviter_id.as_str(), second.invitee_id.as_str()), ("", "carol-ü"));
+    assert_eq!((second.uses, second.max_uses), (1, 3));
+    let batch: Uuid = unowned.batch_id.parse().expect("uuid");
+    assert_eq!(rows[1].partition, partition_of(None, batch));
+}
+
+#[tokio::test]
+async fn reservation_events_written_in_sql_are_the_rust_events() {
+    let app = TestApp::spawn().await;
+    let inv = app.mint_one("alice").await;
+    let reserved = app
+        .client
+        .clone()
+        .reserve(pb::ReserveRequest { code: inv.code.clone(), ..Default::default() })
+        .await
+        .expect("reserve")
+        .into_inner()
+        .reservation
+        .expect("reservation");
+    let rows = outbox_rows(&app, "reservation.reserved").await;
+    assert_eq!(rows.len(), 1);
+    let Some(Event::Reservation(event)) = decode(&rows[0]).event else { panic!("a reservation event") };
+    let id: Uuid = reserved.id.parse().expect("uuid");
+    assert_eq!(event.state, pb::reservation::State::Held as i32);
+    assert_eq!(event.invitation_id, inv.id);
+    assert_eq!(event.inviter_id, "alice");
+    assert_eq!(event.reservation_ref, reservation_ref(id));
+    assert_eq!(event.expire_time, reserved.expire_time);
+    assert_eq!(event.invitee_id, "");
+    assert_eq!(rows[0].partition, partition_of(Some("alice"), inv.batch_id.parse().expect("uuid")));
+}
+
+#[tokio::test]
+async fn varints_match_prost_at_every_length() {
+    let app = TestApp::spawn().await;
+    let pool = app.pool().await;
+    for v in [1u64, 127, 128, 300, 16_383, 16_384, 2_097_151, 2_097_152, u32::MAX as u64, 1 << 35, i64::MAX as u64] {
+        let sql: Vec<u8> =
+            sqlx::query_scalar("SELECT inv_pb_uint(5, $1)").bind(v as i64).fetch_one(&pool).await.expect("encode");
+        let mut expected = Vec::new();
+        prost::encoding::uint64::encode(5, &v, &mut expected);
+        assert_eq!(sql, expected, "{v}");
+    }
+    let zero: Vec<u8> = sqlx::query_scalar("SELECT inv_pb_uint(5, 0)").fetch_one(&pool).await.expect("encode");
+    assert!(zero.is_empty(), "proto3 leaves defaults out");
+}
