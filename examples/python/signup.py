@@ -161,7 +161,7 @@ async def demo(args) -> None:
         # The form checks what the user typed before asking for anything else.
         check = await invitations.check(mistyped(args.code), ip)
         expect(not check.redeemable and check.reason == "CODE_CHECKSUM_MISMATCH",
-               f"a typo: the form says {USER_MESSAGES[check.reason]!r}")
+               f"a typo: the form says {USER_MESSAGES.get(check.reason)!r}")
         check = await invitations.check(args.code, ip)
         expect(check.redeemable, f"CheckCode: redeemable, from {check.inviter_id!r}")
 
@@ -182,11 +182,12 @@ async def demo(args) -> None:
         except Refused as refused:
             expect(refused.reason == "ALREADY_REDEEMED", f"the spent code: the form says {str(refused)!r}")
 
-        # Made-up reservation ids count as failed attempts; past the
-        # service's limit it says when to come back (RetryInfo).
+        # Someone elsewhere guessing reservation ids: each is a failed
+        # attempt, and past the service's limit it says when to come back
+        # (RetryInfo), for an hour by default.
         for _ in range(20):
             try:
-                await invitations.redeem(str(uuid.uuid4()), args.invitee + "-guess", ip, str(uuid.uuid4()))
+                await invitations.redeem(str(uuid.uuid4()), "py-guesser", "192.0.2.66", str(uuid.uuid4()))
             except Refused as refused:
                 expect(refused.reason == "TOO_MANY_ATTEMPTS" and refused.retry_after is not None,
                        f"guessing: throttled, retry after {refused.retry_after}")
@@ -214,7 +215,7 @@ if __name__ == "__main__":
     parser.add_argument("code")
     parser.add_argument("--target", default="127.0.0.1:50051")
     parser.add_argument("--nats", default="nats://127.0.0.1:4222")
-    parser.add_argument("--invitee", default="py-newcomer")
+    parser.add_argument("--invitee", default=f"py-{uuid.uuid4().hex[:8]}")
     parser.add_argument("--email", default="")
     parser.add_argument("--client-ip", default="203.0.113.7")
     parser.add_argument("--durable", default="signup-example-python")

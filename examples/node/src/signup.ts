@@ -185,7 +185,7 @@ async function demo() {
     options: {
       target: { type: "string", default: "127.0.0.1:50051" },
       nats: { type: "string", default: "nats://127.0.0.1:4222" },
-      invitee: { type: "string", default: "node-newcomer" },
+      invitee: { type: "string", default: `node-${randomUUID().slice(0, 8)}` },
       email: { type: "string", default: "" },
       "client-ip": { type: "string", default: "198.51.100.7" },
       durable: { type: "string", default: "signup-example-node" },
@@ -223,11 +223,12 @@ async function demo() {
   expect(spent instanceof Refused && spent.reason === "ALREADY_REDEEMED",
     `the spent code: the form says "${(spent as Error).message}"`);
 
-  // Made-up reservation ids count as failed attempts; past the service's
-  // limit it says when to come back (RetryInfo).
+  // Someone elsewhere guessing reservation ids: each is a failed attempt,
+  // and past the service's limit it says when to come back (RetryInfo), for
+  // an hour by default.
   let throttled: Refused | undefined;
   for (let i = 0; i < 20 && !throttled; i++) {
-    const guess = invitations.redeem(randomUUID(), `${args.invitee}-guess`, ip, randomUUID());
+    const guess = invitations.redeem(randomUUID(), "node-guesser", "192.0.2.77", randomUUID());
     const error = await guess.catch((e: unknown) => e);
     if (error instanceof Refused) throttled = error;
     else if ((error as grpc.ServiceError).code !== grpc.status.NOT_FOUND) throw error;
