@@ -178,15 +178,20 @@ def extract(doc):
                 i += 1
             text = " ".join(para)
             found = False
-            for span in re.findall(r"`([^`]+)`", text):
+            for m in re.finditer(r"`([^`]+)`", text):
+                span = m.group(1)
                 if not span.startswith("grpcurl "):
                     continue
-                words = shlex.split(span)
+                line_number = start + sum(1 for n in range(len(para)) if len(" ".join(para[:n + 1])) < m.start())
+                try:
+                    words = shlex.split(span)
+                except ValueError:
+                    words = []
                 if any(TARGET.match(w) for w in words):
-                    examples.append(Example(doc, start, words, pending or parse_directives("")))
+                    examples.append(Example(doc, line_number, words, pending or parse_directives("")))
                     found = True
                 else:
-                    fragments.append(f"{os.path.relpath(doc)}:{start}: `{span}`")
+                    fragments.append(f"{os.path.relpath(doc)}:{line_number}: `{span}`")
             if found:
                 pending = None
             continue
