@@ -30,12 +30,14 @@ says more, one directive a line:
     skip: why it cannot run here
     -->
 
-`TEXT = REF` fills that placeholder (REF: the latest earlier call of that RPC,
+`TEXT = REF` fills that placeholder, in any case (REF: the latest earlier call of that RPC,
 optionally whose request has field=value, then a path into its answer, where
 [k=v] picks the first list element with k equal to v); `setup:` calls an RPC
 before the example (its JSON may hold {REF}); `serve:` runs the example
 against a service started with these extra flags; `skip:` lists it as skipped
 with the reason.
+
+DOC_EXAMPLES_VERBOSE=1 prints each call's answer.
 """
 
 import json
@@ -297,8 +299,9 @@ def fill(request, binds, history):
     def one(field, value):
         if not isinstance(value, str):
             return value
-        if value in binds:
-            real = history.resolve(binds[value])
+        bound = next((ref for text, ref in binds.items() if text.lower() == value.lower()), None)
+        if bound:
+            real = history.resolve(bound)
         elif field == "code" or "…" in value:
             if field not in DEFAULTS:
                 raise ExampleError(f"no value for the placeholder {value!r} in {field}: bind it with <!-- doc-example {value} = REF -->")
@@ -496,6 +499,8 @@ def run_example(ex, services, history, env, certs):
             raise ExampleError(f"the output does not mention {symbol}:\n{out}")
         return
     answers = parse_answers(out) if out.strip() else [{}]
+    if os.environ.get("DOC_EXAMPLES_VERBOSE"):
+        print(f"{ex.where()} {method}: {json.dumps(answers[0])[:300]}")
     if method.startswith(SERVICE + "/"):
         history.add(method.split("/")[1], request or {}, answers[0])
     if ex.answer:

