@@ -53,7 +53,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from doc_markdown import TARGET, ExampleError, compare, documented_answer, extract  # noqa: E402
+from doc_markdown import TARGET, ExampleError, compare, documented_answer, extract, self_test  # noqa: E402
 
 DOCS = ["README.md", "docs/operations.md"]
 SERVICE = "invitations.v1.InvitationService"
@@ -330,6 +330,7 @@ def run_example(ex, services, history, env, certs):
 
 def main():
     binary, database_base, = sys.argv[1], sys.argv[2]
+    self_test()
     root = os.getcwd()
     work = tempfile.mkdtemp(prefix="doc-examples-")
     certs = os.path.join(work, "certs")

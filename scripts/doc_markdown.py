@@ -186,8 +186,27 @@ def compare(doc, real, path="answer"):
         if doc and real:  # an empty real list has no elements to compare
             for n, element in enumerate(doc):
                 problems += compare(element, real[min(n, len(real) - 1)], f"{path}[{n}]")
-    elif doc == "" or real is None:
-        pass  # a string elided to nothing ("…"): any value; null: a message field unset in this run
+    elif doc == "…" or real is None:
+        pass  # "…": any value; null: a message field unset in this run
     elif kind(doc) != kind(real) and not (isinstance(doc, (int, float)) and isinstance(real, (int, float))):
         problems.append(f"{path}: documented {kind(doc)} {doc!r}, got {kind(real)} {real!r}")
     return problems
+
+
+def self_test():
+    """The checks can fail: a renamed key, a changed type and a vanished
+    example are caught, and elisions parse (run before the examples)."""
+    doc = documented_answer('{"member": {"userId": "omid", …}, "movedCount": "4", "ancestors": [{"userId": "ayo"}, …],'
+                            ' "items": [… the first 1,000 …], "nextPageToken": "…"}')
+    assert doc == {"member": {"userId": "omid"}, "movedCount": "4", "ancestors": [{"userId": "ayo"}], "items": [],
+                   "nextPageToken": "…"}, doc
+    real = {"member": {"userId": "x", "depth": 1}, "movedCount": "1", "ancestors": [{"userId": "y"}], "items": [],
+            "nextPageToken": ""}
+    assert compare(doc, real) == []
+    assert compare(doc, {**real, "member": {"user": "x"}}), "a renamed key passed"
+    assert compare(doc, {**real, "movedCount": 1}), "a string that became a number passed"
+    block = [(1, "grpcurl -plaintext -d '{"), (2, '  "a": 1'), (3, "}' localhost:50051 x.Y/Z"), (4, '# → {"b": 2,'),
+             (5, '#    "c": 3}'), (6, "# a comment"), (7, "curl -s x  # not grpcurl")]
+    commands = split_commands(block)
+    assert [(n, w[0]) for n, w, _ in commands] == [(1, "grpcurl"), (7, "curl")], commands
+    assert commands[0][1][3] == '{\n  "a": 1\n}' and documented_answer(" ".join(commands[0][2])) == {"b": 2, "c": 3}
