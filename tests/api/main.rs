@@ -20,6 +20,7 @@ mod helpers;
 mod members;
 mod metrics;
 mod mint_list;
+mod monitoring;
 mod nats;
 mod otlp;
 mod privileges;
