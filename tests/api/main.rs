@@ -3,6 +3,7 @@
 
 mod abuse;
 mod admin_cli;
+mod admin_json;
 mod at_rest;
 mod auth;
 mod bound;
