@@ -169,6 +169,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         }
         None => tracing::info!("no NATS_URL: events wait in the outbox (see `invitations outbox`)"),
     }
+    background
+        .spawn(metrics.observe_health(health_reporter.clone(), &[SERVICE_NAME, LIVENESS_NAME, relay::HEALTH_NAME]));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)

@@ -17,6 +17,11 @@ pub struct AdminArgs {
     #[arg(long, env = "INVITATIONS_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
 
+    /// What to print: text for people, or json, one object on one line
+    /// with stable field names, for scripts (see docs/operations.md).
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -36,6 +41,12 @@ pub enum AdminCommand {
     /// a number of new members within a time, from the measured redemption
     /// rate; print the reasoning; mint with --apply.
     PlanWave(PlanWaveArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 /// Who receives a wave (Mint by selector).

@@ -2,10 +2,12 @@
 //! gRPC calls to a running service with the crate's generated client; it
 //! holds no database access and no business rules (the server checks
 //! everything), except the growth planner (`plan`), which seed 2 wants
-//! outside the server. Output is for people (`print`); the bearer token comes
-//! from `INVITATIONS_TOKEN` only, never a flag (shell history, `ps`).
+//! outside the server. Output is for people (`print`) or, with `--output
+//! json`, for scripts (`json`); the bearer token comes from
+//! `INVITATIONS_TOKEN` only, never a flag (shell history, `ps`).
 
 mod args;
+mod json;
 pub mod plan;
 mod print;
 mod wave;
@@ -19,7 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 pub use args::{AdminArgs, AdminCommand};
-use args::{MintArgs, PrivilegesAction, RevokeArgs, StatsArgs};
+use args::{MintArgs, Output, PrivilegesAction, RevokeArgs, StatsArgs};
 
 use crate::pb;
 use crate::pb::invitation_service_client::InvitationServiceClient;
@@ -42,22 +44,33 @@ impl Interceptor for Bearer {
     }
 }
 
-/// Runs one admin subcommand, printing its result on standard output.
+/// Runs one admin subcommand, printing its result on standard output as
+/// text or, with `--output json`, as one JSON object (`json`).
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.server, args.ca_cert.as_deref()).await?;
     let out = &mut std::io::stdout().lock();
+    let output = args.output;
     match args.command {
         AdminCommand::Mint(m) => {
             let response = client.mint(mint_request(&m)?).await.map_err(explain)?.into_inner();
-            print::mint(out, &response)?;
+            match output {
+                Output::Text => print::mint(out, &response)?,
+                Output::Json => json::write(out, &json::mint(&response))?,
+            }
         }
         AdminCommand::Revoke(r) => {
             let response = client.revoke(revoke_request(r)).await.map_err(explain)?.into_inner();
-            print::revoke(out, &response)?;
+            match output {
+                Output::Text => print::revoke(out, &response)?,
+                Output::Json => json::write(out, &json::revoke(&response))?,
+            }
         }
         AdminCommand::Stats(s) => {
             let response = client.get_stats(stats_request(&s)).await.map_err(explain)?.into_inner();
-            print::stats(out, &response)?;
+            match output {
+                Output::Text => print::stats(out, &response)?,
+                Output::Json => json::write(out, &json::stats(&response))?,
+            }
         }
         AdminCommand::Privileges(p) => {
             let (enabled, user, reason, revoke_subtree) = match p.action {
@@ -65,16 +78,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 PrivilegesAction::Disable { user, reason, revoke_subtree } => (false, user, reason, revoke_subtree),
             };
             let request = pb::SetInvitePrivilegesRequest {
-                user_id: user,
+                user_id: user.clone(),
                 enabled,
                 reason,
                 revoke_subtree,
                 updated_by: String::new(),
             };
             let response = client.set_invite_privileges(request).await.map_err(explain)?.into_inner();
-            print::privileges(out, &response)?;
+            match output {
+                Output::Text => print::privileges(out, &response)?,
+                Output::Json => json::write(out, &json::privileges(&user, &response))?,
+            }
         }
-        AdminCommand::PlanWave(p) => wave::plan_wave(&mut client, &p, out).await?,
+        AdminCommand::PlanWave(p) => wave::plan_wave(&mut client, &p, output, out).await?,
     }
     Ok(())
 }

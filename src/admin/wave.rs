@@ -1,14 +1,15 @@
 //! `plan-wave`: measure the yield of past cohorts through GetStats, plan the
-//! wave (`plan`), pick a selector by dry-run Mints, print the reasoning, and
-//! mint with `--apply`. Also how a selector goes into a MintRequest.
+//! wave (`plan`), pick a selector by dry-run Mints, mint with `--apply`, then
+//! print the reasoning (text or JSON). Also how a selector goes into a
+//! MintRequest.
 
 use std::io::Write;
 
 use time::OffsetDateTime;
 
-use super::args::{PlanWaveArgs, SelectorKind};
-use super::plan::{self, Candidate, History};
-use super::{Client, duration_pb, explain, print, timestamp_pb};
+use super::args::{Output, PlanWaveArgs, SelectorKind};
+use super::plan::{self, Candidate, Choice, History};
+use super::{Client, duration_pb, explain, json, print, timestamp_pb};
 use crate::pb;
 
 /// Preference when the operator names no selector: members with nothing to
@@ -17,68 +18,134 @@ use crate::pb;
 const PREFERENCE: [SelectorKind; 3] =
     [SelectorKind::NoUnspentInvitation, SelectorKind::LastRedeemed, SelectorKind::NeverIssued];
 
-pub async fn plan_wave(client: &mut Client, p: &PlanWaveArgs, out: &mut impl Write) -> anyhow::Result<()> {
+/// What plan-wave measured, planned and did, before it is printed.
+struct Report {
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    history_label: Option<String>,
+    within: std::time::Duration,
+    history: History,
+    median: Option<prost_types::Duration>,
+}
+
+pub async fn plan_wave(
+    client: &mut Client,
+    p: &PlanWaveArgs,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     if p.within <= time::Duration::ZERO {
         anyhow::bail!("--within must be positive");
     }
     if p.history <= p.within {
         anyhow::bail!("--history ({}) must be longer than --within ({})", p.history, p.within);
     }
-    let within_std = std::time::Duration::try_from(p.within)?;
+    let within = std::time::Duration::try_from(p.within)?;
     let now = OffsetDateTime::now_utc();
     let (start, end) = (now - p.history, now - p.within);
     let request = pb::GetStatsRequest {
         start_time: Some(timestamp_pb(start)),
         end_time: Some(timestamp_pb(end)),
         label: p.history_label.clone().unwrap_or_default(),
-        redeemed_within: Some(duration_pb(within_std)),
+        redeemed_within: Some(duration_pb(within)),
         leaderboard_size: 1,
         ..Default::default()
     };
     let stats = client.get_stats(request).await.map_err(explain)?.into_inner();
     let overall = stats.overall.unwrap_or_default();
-    let history = History {
-        minted: overall.minted,
-        redeemed_within: overall.redeemed_within_count,
-        redemptions: overall.redemptions,
+    let report = Report {
+        start,
+        end,
+        history_label: p.history_label.clone(),
+        within,
+        history: History {
+            minted: overall.minted,
+            redeemed_within: overall.redeemed_within_count,
+            redemptions: overall.redemptions,
+        },
+        median: overall.median_time_to_redeem,
     };
-    let within = print::duration(within_std);
-    let label = p.history_label.as_deref().map(|l| format!(" labelled {l:?}")).unwrap_or_default();
-    writeln!(out, "History: invitations{label} minted {} to {}", print::time(start), print::time(end))?;
+    let planned = match plan::plan(p.target_new_members, &report.history) {
+        Ok(planned) => planned,
+        Err(e) => {
+            // People see what was measured before the reason; scripts get
+            // the reason alone (stderr, non-zero exit).
+            if output == Output::Text {
+                print_history(out, &report)?;
+            }
+            anyhow::bail!("{e}");
+        }
+    };
+
+    let kinds: Vec<SelectorKind> = p.selector.map_or(PREFERENCE.to_vec(), |k| vec![k]);
+    let count = u32::try_from(planned.invitations).unwrap_or(u32::MAX);
+    let mut candidates = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        let response = client.mint(wave_request(p, kind, count, true)?).await.map_err(explain)?.into_inner();
+        candidates.push(Candidate { selector: kind, matched: matched_count(&response) });
+    }
+    let Some(choice) = plan::choose(planned.invitations, &candidates) else {
+        anyhow::bail!("no selector to mint for");
+    };
+    let minted = if p.apply {
+        let count = u32::try_from(choice.count).unwrap_or(u32::MAX);
+        Some(client.mint(wave_request(p, choice.selector, count, false)?).await.map_err(explain)?.into_inner())
+    } else {
+        None
+    };
+    match output {
+        Output::Text => {
+            print_history(out, &report)?;
+            print_plan(out, p, &report, &planned, &candidates, &choice)?;
+            match &minted {
+                Some(response) => print::mint(out, response)?,
+                None => writeln!(out, "Nothing minted: run again with --apply to mint this wave.")?,
+            }
+        }
+        Output::Json => json::write(out, &plan_json(p, &report, &planned, &candidates, &choice, minted.as_ref()))?,
+    }
+    Ok(())
+}
+
+fn print_history(out: &mut impl Write, r: &Report) -> anyhow::Result<()> {
+    let within = print::duration(r.within);
+    let label = r.history_label.as_deref().map(|l| format!(" labelled {l:?}")).unwrap_or_default();
+    writeln!(out, "History: invitations{label} minted {} to {}", print::time(r.start), print::time(r.end))?;
     writeln!(out, "  (only cohorts at least {within} old: their first {within} is fully observed)")?;
     let row = |out: &mut dyn Write, name: &str, value: &dyn std::fmt::Display| writeln!(out, "  {name:<30}{value}");
-    row(out, "minted:", &history.minted)?;
-    row(out, &format!("redeemed within {within}:"), &history.redeemed_within)?;
-    row(out, "redeemed so far:", &history.redemptions)?;
-    if let Some(median) = &overall.median_time_to_redeem {
+    row(out, "minted:", &r.history.minted)?;
+    row(out, &format!("redeemed within {within}:"), &r.history.redeemed_within)?;
+    row(out, "redeemed so far:", &r.history.redemptions)?;
+    if let Some(median) = &r.median {
         row(out, "median time to redeem:", &print::duration_pb(median))?;
     }
-    let planned = plan::plan(p.target_new_members, &history).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn print_plan(
+    out: &mut impl Write,
+    p: &PlanWaveArgs,
+    r: &Report,
+    planned: &plan::Plan,
+    candidates: &[Candidate<SelectorKind>],
+    choice: &Choice<SelectorKind>,
+) -> anyhow::Result<()> {
+    let within = print::duration(r.within);
     writeln!(out, "Model: each redemption is one new member, and a new wave yields what past cohorts did:")?;
     writeln!(
         out,
         "  yield = {} / {} = {:.4} new members per invitation within {within}",
-        history.redeemed_within, history.minted, planned.yield_per_invitation
+        r.history.redeemed_within, r.history.minted, planned.yield_per_invitation
     )?;
     writeln!(
         out,
         "  invitations needed = ceil({} / {:.4}) = {}",
         p.target_new_members, planned.yield_per_invitation, planned.invitations
     )?;
-
-    let kinds: Vec<SelectorKind> = p.selector.map_or(PREFERENCE.to_vec(), |k| vec![k]);
-    let count = u32::try_from(planned.invitations).unwrap_or(u32::MAX);
-    let mut candidates = Vec::with_capacity(kinds.len());
     writeln!(out, "Selectors (dry run):")?;
-    for kind in kinds {
-        let response = client.mint(wave_request(p, kind, count, true)?).await.map_err(explain)?.into_inner();
-        let matched = matched_count(&response);
-        writeln!(out, "  {:<24} matches {matched} members", selector_name(kind))?;
-        candidates.push(Candidate { selector: kind, matched });
+    for c in candidates {
+        writeln!(out, "  {:<24} matches {} members", selector_name(c.selector), c.matched)?;
     }
-    let Some(choice) = plan::choose(planned.invitations, &candidates) else {
-        anyhow::bail!("no selector to mint for");
-    };
     let name = selector_name(choice.selector);
     if choice.short {
         writeln!(
@@ -90,13 +157,46 @@ pub async fn plan_wave(client: &mut Client, p: &PlanWaveArgs, out: &mut impl Wri
         )?;
     }
     writeln!(out, "Plan: mint {} invitations for {name} (label {:?}).", choice.count, p.label)?;
-    if !p.apply {
-        writeln!(out, "Nothing minted: run again with --apply to mint this wave.")?;
-        return Ok(());
-    }
-    let count = u32::try_from(choice.count).unwrap_or(u32::MAX);
-    let response = client.mint(wave_request(p, choice.selector, count, false)?).await.map_err(explain)?.into_inner();
-    print::mint(out, &response)
+    Ok(())
+}
+
+fn plan_json(
+    p: &PlanWaveArgs,
+    r: &Report,
+    planned: &plan::Plan,
+    candidates: &[Candidate<SelectorKind>],
+    choice: &Choice<SelectorKind>,
+    minted: Option<&pb::MintResponse>,
+) -> serde_json::Value {
+    let selectors: Vec<_> = candidates
+        .iter()
+        .map(|c| serde_json::json!({ "selector": selector_name(c.selector), "matched": c.matched }))
+        .collect();
+    serde_json::json!({
+        "history": {
+            "start_time": json::time(r.start),
+            "end_time": json::time(r.end),
+            "label": r.history_label,
+            "minted": r.history.minted,
+            "redeemed_within": r.history.redeemed_within,
+            "redemptions": r.history.redemptions,
+            "median_time_to_redeem_seconds": json::seconds(r.median.as_ref()),
+        },
+        "within_seconds": r.within.as_secs_f64(),
+        "target_new_members": p.target_new_members,
+        "yield_per_invitation": planned.yield_per_invitation,
+        "invitations_needed": planned.invitations,
+        "selectors": selectors,
+        "plan": {
+            "selector": selector_name(choice.selector),
+            "count": choice.count,
+            "short": choice.short,
+            "expected_new_members": choice.count as f64 * planned.yield_per_invitation,
+            "label": p.label,
+        },
+        "applied": minted.is_some(),
+        "mint": minted.map(json::mint),
+    })
 }
 
 fn wave_request(p: &PlanWaveArgs, kind: SelectorKind, count: u32, dry_run: bool) -> anyhow::Result<pb::MintRequest> {

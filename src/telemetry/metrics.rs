@@ -93,6 +93,17 @@ impl Metrics {
             .build();
     }
 
+    /// The health gauge (`invitations_health_serving{service}`) for `names`,
+    /// read from `reporter`; the returned task keeps it current, run it with
+    /// the server's background work.
+    pub fn observe_health(
+        &self,
+        reporter: tonic_health::server::HealthReporter,
+        names: &[&'static str],
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        super::health::observe(&self.meter, reporter, names)
+    }
+
     /// The outbox gauges (backlog size and age of the oldest pending event).
     /// `stats` is called at each collection and should be cheap: return the
     /// relay's latest numbers, not a fresh query. `None` reports nothing.

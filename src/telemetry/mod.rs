@@ -7,7 +7,8 @@
 //!   gives every gRPC call its span, access log line and metrics, continuing
 //!   the caller's W3C trace.
 //! - [`metrics`] holds one meter provider per server: Prometheus on the
-//!   admin port ([`admin`]) and OTLP when configured.
+//!   admin port ([`admin`]) and OTLP when configured; `health` turns the
+//!   gRPC health statuses into a gauge.
 //!
 //! OTLP is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the per-signal
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `..._METRICS_ENDPOINT`) is set, off
@@ -20,6 +21,7 @@
 //! logs, spans and metric labels (see `rpc`).
 
 pub mod admin;
+mod health;
 mod json;
 mod layer;
 pub mod metrics;

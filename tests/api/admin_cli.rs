@@ -6,10 +6,10 @@ use std::process::{Command, Output};
 
 use crate::helpers::TestApp;
 
-const ADMIN: &str = "admin-token-0123456789";
+pub const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "read-token-0123456789";
 
-async fn secured() -> TestApp {
+pub async fn secured() -> TestApp {
     let hash = invitations::auth::token_digest_hex;
     let tokens = format!("ops:admin:{}, dash:read:{}", hash(ADMIN), hash(READER));
     TestApp::spawn_with(&["--caller-tokens", &tokens]).await
@@ -128,7 +128,7 @@ async fn plan_wave_without_history_says_so_and_mints_nothing() {
 /// days ago; 4 redeemed within 7 days of minting (days 1, 2, 3, 6), one
 /// after (day 10). Members: m1..m30 (joined 60 days ago, never issued an
 /// invitation) and the 5 invitees.
-async fn planner_history(app: &TestApp) {
+pub async fn planner_history(app: &TestApp) {
     use time::{Duration, OffsetDateTime};
     let now = OffsetDateTime::now_utc();
     let joined = (now - Duration::days(60)).unix_timestamp();

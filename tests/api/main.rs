@@ -3,6 +3,7 @@
 
 mod abuse;
 mod admin_cli;
+mod admin_json;
 mod at_rest;
 mod auth;
 mod bound;
@@ -20,6 +21,7 @@ mod helpers;
 mod members;
 mod metrics;
 mod mint_list;
+mod monitoring;
 mod nats;
 mod otlp;
 mod pg_counter;

@@ -57,6 +57,11 @@ impl Scrape {
     pub fn has(&self, name: &str) -> bool {
         self.samples.iter().any(|(n, _, _)| n == name)
     }
+
+    /// The label sets of the samples of `name`.
+    pub fn labels_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a BTreeMap<String, String>> + 'a {
+        self.samples.iter().filter(move |(n, _, _)| n == name).map(|(_, l, _)| l)
+    }
 }
 
 fn parse_labels(s: &str) -> BTreeMap<String, String> {
