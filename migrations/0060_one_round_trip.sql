@@ -14,102 +14,110 @@
 -- write decodes to what the Rust encoder writes, byte for byte).
 
 -- Protobuf wire format, the few pieces events need (proto3: fields at their
--- default value are left out, as prost does).
+-- default value are left out, as prost does). The service encodes what it
+-- knows before the call (the event's id and time, the invitee, the
+-- reservation's ref) and passes the bytes; these add the fields only the
+-- database knows. PL/pgSQL, not SQL: a SQL function that is not inlined
+-- costs an executor start per call, which made an event cost 0.2 ms.
 CREATE FUNCTION inv_pb_varint(v bigint) RETURNS bytea
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     out bytea := '';
 BEGIN
+    IF v >= 0 AND v < 128 THEN
+        RETURN substring(int4send(v::int) FROM 4);
+    END IF;
     IF v < 0 THEN
         RAISE EXCEPTION 'inv_pb_varint: negative value %', v;
     END IF;
     LOOP
         IF v < 128 THEN
-            RETURN out || set_byte('\x00'::bytea, 0, v::int);
+            RETURN out || substring(int4send(v::int) FROM 4);
         END IF;
-        out := out || set_byte('\x00'::bytea, 0, ((v & 127) | 128)::int);
+        out := out || substring(int4send(((v & 127) | 128)::int) FROM 4);
         v := v >> 7;
     END LOOP;
 END $$;
 
--- A length-delimited field (strings, bytes, embedded messages).
-CREATE FUNCTION inv_pb_len(field int, value bytea) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT inv_pb_varint(field::bigint << 3 | 2) || inv_pb_varint(length(value)) || value
-$$;
+-- A length-delimited field: its tag byte(s), the length, the bytes.
+CREATE FUNCTION inv_pb_bytes(tag bytea, value bytea) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+BEGIN
+    RETURN tag || inv_pb_varint(octet_length(value)) || value;
+END $$;
 
-CREATE FUNCTION inv_pb_string(field int, value text) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN coalesce(value, '') = '' THEN ''::bytea
-                ELSE inv_pb_len(field, convert_to(value, 'UTF8')) END
-$$;
-
-CREATE FUNCTION inv_pb_uint(field int, value bigint) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN coalesce(value, 0) = 0 THEN ''::bytea
-                ELSE inv_pb_varint(field::bigint << 3) || inv_pb_varint(value) END
-$$;
-
-CREATE FUNCTION inv_pb_bool(field int, value boolean) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN coalesce(value, false) THEN inv_pb_varint(field::bigint << 3) || '\x01'::bytea
-                ELSE ''::bytea END
-$$;
-
--- A google.protobuf.Timestamp field (always written when the time is set).
-CREATE FUNCTION inv_pb_timestamp(field int, t timestamptz) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN t IS NULL THEN ''::bytea ELSE inv_pb_len(field,
-        inv_pb_uint(1, floor(extract(epoch FROM t))::bigint)
-        || inv_pb_uint(2, ((extract(epoch FROM t) - floor(extract(epoch FROM t))) * 1000000000)::bigint)) END
-$$;
+-- A google.protobuf.Timestamp message's bytes.
+CREATE FUNCTION inv_pb_time(t timestamptz) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    micros bigint := (extract(epoch FROM t) * 1000000)::bigint;
+    out bytea := '';
+BEGIN
+    IF micros / 1000000 <> 0 THEN
+        out := '\x08'::bytea || inv_pb_varint(micros / 1000000);
+    END IF;
+    IF micros % 1000000 <> 0 THEN
+        out := out || '\x10'::bytea || inv_pb_varint(micros % 1000000 * 1000);
+    END IF;
+    RETURN out;
+END $$;
 
 -- The outbox partition of an invitation's owner, as events::partition_of
 -- computes it: the first four bytes of SHA-256("inviter:" id | "batch:"
 -- uuid bytes) as a big-endian u32, mod 32, which is the fourth byte mod 32.
 CREATE FUNCTION inv_partition(inviter_id text, batch_id uuid) RETURNS smallint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT (get_byte(sha256(CASE WHEN inviter_id IS NOT NULL THEN convert_to('inviter:' || inviter_id, 'UTF8')
-                                 ELSE convert_to('batch:', 'UTF8') || uuid_send(batch_id) END), 3) % 32)::smallint
-$$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (get_byte(sha256(CASE WHEN inviter_id IS NOT NULL THEN convert_to('inviter:' || inviter_id, 'UTF8')
+                                 ELSE convert_to('batch:', 'UTF8') || uuid_send(batch_id) END), 3) % 32)::smallint;
+END $$;
 
--- An encoded invitations.v1.InvitationEvent around one event message
--- (`field` is its number in the `event` oneof).
-CREATE FUNCTION inv_event(id uuid, event_time timestamptz, field int, message bytea) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT inv_pb_string(1, id::text) || inv_pb_timestamp(2, event_time) || inv_pb_len(field, message)
-$$;
+-- The `redeemed` event of Event::redeemed: `head` is the encoded
+-- InvitationEvent's id and time, `invitee` the Redeemed message's
+-- invitee_id field (both from the service); via_reservation is false.
+CREATE FUNCTION inv_redeemed_event(head bytea, invitee bytea, inv invitations) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    body bytea := '\x0a24'::bytea || convert_to(inv.id::text, 'UTF8');
+BEGIN
+    IF coalesce(inv.inviter_id, '') <> '' THEN
+        body := body || inv_pb_bytes('\x12', convert_to(inv.inviter_id, 'UTF8'));
+    END IF;
+    body := body || invitee || '\x2224'::bytea || convert_to(inv.batch_id::text, 'UTF8');
+    IF inv.uses > 0 THEN
+        body := body || '\x28'::bytea || inv_pb_varint(inv.uses);
+    END IF;
+    IF inv.max_uses > 0 THEN
+        body := body || '\x30'::bytea || inv_pb_varint(inv.max_uses);
+    END IF;
+    RETURN head || inv_pb_bytes('\x5a', body);
+END $$;
 
--- The `redeemed` event of Event::redeemed.
-CREATE FUNCTION inv_redeemed_event(id uuid, event_time timestamptz, inv invitations, invitee_id text,
-                                   via_reservation boolean) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT inv_event(id, event_time, 11,
-        inv_pb_string(1, inv.id::text) || inv_pb_string(2, inv.inviter_id) || inv_pb_string(3, invitee_id)
-        || inv_pb_string(4, inv.batch_id::text) || inv_pb_uint(5, inv.uses) || inv_pb_uint(6, inv.max_uses)
-        || inv_pb_bool(7, via_reservation))
-$$;
-
--- The `reservation.*` event of Event::reservation (state: the
--- Reservation.State number; ref: events::reservation_ref).
-CREATE FUNCTION inv_reservation_event(id uuid, event_time timestamptz, state int, r reservations,
-                                      inviter_id text) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT inv_event(id, event_time, 14,
-        inv_pb_uint(1, state) || inv_pb_string(2, r.invitation_id::text) || inv_pb_string(3, inviter_id)
-        || inv_pb_string(4, encode(substring(sha256(convert_to('invitations/reservation-ref', 'UTF8')
-                                                    || '\x00'::bytea || uuid_send(r.id)) FROM 1 FOR 16), 'hex'))
-        || inv_pb_timestamp(5, r.expire_time) || inv_pb_string(6, r.invitee_id))
-$$;
+-- The `reservation.reserved` event of Event::reservation: `head` as above,
+-- `ref` the ReservationChanged message's reservation_ref field (from the
+-- service, which made the reservation's id).
+CREATE FUNCTION inv_reserved_event(head bytea, ref bytea, r reservations, inviter_id text) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    -- state HELD (1), then the invitation id.
+    body bytea := '\x0801'::bytea || '\x1224'::bytea || convert_to(r.invitation_id::text, 'UTF8');
+BEGIN
+    IF coalesce(inviter_id, '') <> '' THEN
+        body := body || inv_pb_bytes('\x1a', convert_to(inviter_id, 'UTF8'));
+    END IF;
+    body := body || ref || inv_pb_bytes('\x2a', inv_pb_time(r.expire_time));
+    RETURN head || inv_pb_bytes('\x72', body);
+END $$;
 
 -- Why an invitation cannot be redeemed right now (Invitation::unavailable_reason),
 -- or NULL.
 CREATE FUNCTION inv_unavailable(inv invitations) RETURNS text
-LANGUAGE sql VOLATILE AS $$
-    SELECT CASE WHEN inv.uses >= inv.max_uses THEN 'ALREADY_REDEEMED'
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN CASE WHEN inv.uses >= inv.max_uses THEN 'ALREADY_REDEEMED'
                 WHEN inv.revoke_time IS NOT NULL THEN 'REVOKED'
-                WHEN inv.expire_time <= clock_timestamp() THEN 'EXPIRED' END
-$$;
+                WHEN inv.expire_time <= clock_timestamp() THEN 'EXPIRED' END;
+END $$;
 
 -- Live reservations of an invitation (store::reservations::LIVE_COUNT).
 CREATE FUNCTION inv_live_reservations(invitation_id uuid) RETURNS bigint
@@ -118,6 +126,8 @@ LANGUAGE sql VOLATILE AS $$
     WHERE r.invitation_id = inv_live_reservations.invitation_id AND r.status = 'held'
       AND r.expire_time > clock_timestamp()
 $$;
+-- (The conditional updates below spell it out: a SQL function called inside
+-- a PL/pgSQL statement is not inlined, and costs an executor start.)
 
 -- Why no use is free after the conditional update found none
 -- (service::reservation::refusal), read in a fresh snapshot.
@@ -159,19 +169,6 @@ LANGUAGE sql VOLATILE AS $$
     SELECT k, window_start, 1 FROM unnest(keys) k
     ON CONFLICT (key_hash, window_start) DO UPDATE SET failures = attempt_counters.failures + 1
 $$;
-
--- A call whose caller gave up (its gRPC deadline passed while the statement
--- waited for a lock) must not commit: with a transaction of its own the
--- service would roll it back, so the autocommit statement fails instead
--- (query_canceled). `time_left_micros` counts from the statement's arrival;
--- NULL: no deadline.
-CREATE FUNCTION inv_check_deadline(time_left_micros bigint) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    IF clock_timestamp() > statement_timestamp() + time_left_micros * interval '1 microsecond' THEN
-        RAISE EXCEPTION 'the call''s deadline passed' USING ERRCODE = 'query_canceled';
-    END IF;
-END $$;
 
 -- How Redeem and Reserve are screened: the parts of AbuseSettings the
 -- database needs, with the request's hashes. Modes are 'block', 'flag' or
@@ -234,7 +231,14 @@ END $$;
 -- statement. `status` is 'REDEEMED' (then `spent` is the invitation after the
 -- spend, `redeem_time` and `flags` are set), a refusal reason, or 'GENERAL':
 -- the service's general path must answer (nothing was written).
-CREATE FUNCTION inv_redeem(code_hashes bytea[], invitee text, event_id uuid, s inv_screening,
+-- `event_*`: the redeemed event's id and time, and (encoded by the service)
+-- its head and invitee field (inv_redeemed_event). `time_left_micros`: how
+-- long the caller still waits, from the statement's arrival (NULL: no
+-- deadline); a call whose caller gave up while it waited for a lock must not
+-- commit (with a transaction of its own the service would roll it back), so
+-- the statement fails with query_canceled instead.
+CREATE FUNCTION inv_redeem(code_hashes bytea[], invitee text, event_id uuid, event_time timestamptz,
+                           event_head bytea, event_invitee bytea, s inv_screening,
                            time_left_micros bigint, OUT status text, OUT spent invitations, OUT redeem_time timestamptz,
                            OUT flags text[])
 LANGUAGE plpgsql VOLATILE AS $$
@@ -255,7 +259,8 @@ BEGIN
     flags := '{}';
     -- The failed-attempt limit, before anything else (grpc `limited`).
     IF cardinality(s.attempt_keys) > 0 AND s.attempt_mode <> 'off'
-       AND inv_attempt_failures(s.attempt_keys, s.attempt_window) >= s.attempt_limit THEN
+       AND (SELECT coalesce(max(failures), 0) FROM attempt_counters
+            WHERE key_hash = ANY(s.attempt_keys) AND window_start = s.attempt_window) >= s.attempt_limit THEN
         IF s.attempt_mode = 'block' THEN
             status := 'TOO_MANY_ATTEMPTS';
             RETURN;
@@ -274,14 +279,17 @@ BEGIN
         status := 'SELF_INVITE';
         RETURN;
     END IF;
-    SELECT invitation_id INTO through FROM redemptions WHERE invitee_id = invitee;
-    IF FOUND THEN
-        -- The same invitation: a retry, answered by the general path.
-        status := CASE WHEN through = inv.id THEN 'GENERAL' ELSE 'ALREADY_INVITED' END;
-        RETURN;
-    END IF;
     SELECT true INTO known FROM members WHERE user_id = invitee;
     known := coalesce(known, false);
+    -- Only a member can have joined.
+    IF known THEN
+        SELECT invitation_id INTO through FROM redemptions WHERE invitee_id = invitee;
+        IF FOUND THEN
+            -- The same invitation: a retry, answered by the general path.
+            status := CASE WHEN through = inv.id THEN 'GENERAL' ELSE 'ALREADY_INVITED' END;
+            RETURN;
+        END IF;
+    END IF;
     -- Tree locks (service::locking::lock_move): a known invitee's tree
     -- exclusively and the inviter's shared, in key order; a new invitee has
     -- no tree anyone else can see, so only the inviter's is taken. Roots are
@@ -332,7 +340,10 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    status := inv_unavailable(inv);
+    -- Invitation::unavailable_reason (inv_unavailable, spelled out here).
+    status := CASE WHEN inv.uses >= inv.max_uses THEN 'ALREADY_REDEEMED'
+                   WHEN inv.revoke_time IS NOT NULL THEN 'REVOKED'
+                   WHEN inv.expire_time <= clock_timestamp() THEN 'EXPIRED' END;
     IF status IS NOT NULL THEN
         RETURN;
     END IF;
@@ -340,13 +351,15 @@ BEGIN
         status := 'GENERAL';
         RETURN;
     END IF;
-    screened := inv_screen(s, inv.inviter_id);
-    IF screened.refusal IS NOT NULL THEN
-        status := screened.refusal;
-        RETURN;
+    IF s.disposable IS NOT NULL OR cardinality(s.ip_hashes) > 0 THEN
+        screened := inv_screen(s, inv.inviter_id);
+        IF screened.refusal IS NOT NULL THEN
+            status := screened.refusal;
+            RETURN;
+        END IF;
+        -- Screening flags first, the attempt limit last (as service::redeem).
+        flags := screened.flags || flags;
     END IF;
-    -- Screening flags first, the attempt limit last (as service::redeem).
-    flags := screened.flags || flags;
     -- A known invitee placed anywhere but at a root is the general path's.
     IF known AND cardinality(m.path) <> 1 THEN
         status := 'GENERAL';
@@ -362,13 +375,15 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    -- Spend the use: the row lock first, so the conditional update's
-    -- snapshot (and clock) come after every earlier lock holder committed.
+    -- Spend the use: the row lock first (after the tree locks, as on the
+    -- general path), so the conditional update's snapshot (and clock) come
+    -- after every earlier lock holder committed.
     PERFORM 1 FROM invitations WHERE id = inv.id FOR NO KEY UPDATE;
     UPDATE invitations SET uses = uses + 1, last_redeem_time = now(), last_invitee_id = invitee
     WHERE id = inv.id AND revoke_time IS NULL
       AND (expire_time IS NULL OR expire_time > clock_timestamp())
-      AND uses + inv_live_reservations(id) < max_uses
+      AND uses + (SELECT count(*) FROM reservations r WHERE r.invitation_id = inv.id AND r.status = 'held'
+                  AND r.expire_time > clock_timestamp()) < max_uses
     RETURNING * INTO spent;
     IF NOT FOUND THEN
         status := inv_refusal(inv.id);
@@ -418,16 +433,21 @@ BEGIN
         WHERE i.id = spent.id;
     END IF;
     INSERT INTO outbox (id, event_type, partition, create_time, payload)
-    VALUES (event_id, 'redeemed', inv_partition(spent.inviter_id, spent.batch_id), redeem_time,
-            inv_redeemed_event(event_id, redeem_time, spent, invitee, false));
-    PERFORM inv_check_deadline(time_left_micros);
+    VALUES (event_id, 'redeemed', inv_partition(spent.inviter_id, spent.batch_id), event_time,
+            inv_redeemed_event(event_head, event_invitee, spent));
+    IF clock_timestamp() > statement_timestamp() + time_left_micros * interval '1 microsecond' THEN
+        RAISE EXCEPTION 'the call''s deadline passed' USING ERRCODE = 'query_canceled';
+    END IF;
     status := 'REDEEMED';
 END $$;
 
 -- Reserve (service::reservation::reserve) in one statement. `status` is
 -- 'RESERVED_USE' (then `reservation` is the new lease and `inviter_id` its
 -- invitation's owner), a refusal reason, or 'GENERAL' (nothing written).
+-- `event_*` and `time_left_micros` as for inv_redeem; `event_ref` is the
+-- event's reservation_ref field.
 CREATE FUNCTION inv_reserve(code_hashes bytea[], reservation_id uuid, ttl_micros bigint, event_id uuid,
+                            event_time timestamptz, event_head bytea, event_ref bytea,
                             s inv_screening, time_left_micros bigint, OUT status text, OUT reservation reservations,
                             OUT inviter_id text)
 LANGUAGE plpgsql VOLATILE AS $$
@@ -437,7 +457,8 @@ DECLARE
     screened record;
 BEGIN
     IF cardinality(s.attempt_keys) > 0 AND s.attempt_mode = 'block'
-       AND inv_attempt_failures(s.attempt_keys, s.attempt_window) >= s.attempt_limit THEN
+       AND (SELECT coalesce(max(failures), 0) FROM attempt_counters
+            WHERE key_hash = ANY(s.attempt_keys) AND window_start = s.attempt_window) >= s.attempt_limit THEN
         status := 'TOO_MANY_ATTEMPTS';
         RETURN;
     END IF;
@@ -464,10 +485,12 @@ BEGIN
     END IF;
     -- Blocking checks refuse the sign-up at the form already; flags are
     -- recorded when Redeem completes it.
-    screened := inv_screen(s, inv.inviter_id);
-    IF screened.refusal IS NOT NULL THEN
-        status := screened.refusal;
-        RETURN;
+    IF s.disposable IS NOT NULL OR cardinality(s.ip_hashes) > 0 THEN
+        screened := inv_screen(s, inv.inviter_id);
+        IF screened.refusal IS NOT NULL THEN
+            status := screened.refusal;
+            RETURN;
+        END IF;
     END IF;
     PERFORM 1 FROM invitations WHERE id = inv.id FOR NO KEY UPDATE;
     INSERT INTO reservations (id, invitation_id, expire_time)
@@ -475,7 +498,8 @@ BEGIN
     FROM invitations i
     WHERE i.id = inv.id AND i.revoke_time IS NULL
       AND (i.expire_time IS NULL OR i.expire_time > clock_timestamp())
-      AND i.uses + inv_live_reservations(i.id) < i.max_uses
+      AND i.uses + (SELECT count(*) FROM reservations r WHERE r.invitation_id = i.id AND r.status = 'held'
+                    AND r.expire_time > clock_timestamp()) < i.max_uses
     RETURNING * INTO reservation;
     IF NOT FOUND THEN
         status := inv_refusal(inv.id);
@@ -484,8 +508,10 @@ BEGIN
     END IF;
     inviter_id := inv.inviter_id;
     INSERT INTO outbox (id, event_type, partition, create_time, payload)
-    VALUES (event_id, 'reservation.reserved', inv_partition(inv.inviter_id, inv.batch_id), now(),
-            inv_reservation_event(event_id, now(), 1, reservation, inv.inviter_id));
-    PERFORM inv_check_deadline(time_left_micros);
+    VALUES (event_id, 'reservation.reserved', inv_partition(inv.inviter_id, inv.batch_id), event_time,
+            inv_reserved_event(event_head, event_ref, reservation, inv.inviter_id));
+    IF clock_timestamp() > statement_timestamp() + time_left_micros * interval '1 microsecond' THEN
+        RAISE EXCEPTION 'the call''s deadline passed' USING ERRCODE = 'query_canceled';
+    END IF;
     status := 'RESERVED_USE';
 END $$;

@@ -166,6 +166,44 @@ impl Event {
     }
 }
 
+/// The parts of an event the service encodes for the one-statement calls,
+/// which add the fields only the database knows (docs/design.md, "One round
+/// trip per call"): the id, the time, and the encoded `InvitationEvent`
+/// with just those two fields (`head`).
+pub struct EventHead {
+    pub id: Uuid,
+    pub time: OffsetDateTime,
+    pub head: Vec<u8>,
+}
+
+impl EventHead {
+    pub fn new() -> Self {
+        let (id, time) = (Uuid::now_v7(), now());
+        let head = pb::InvitationEvent { id: id.to_string(), time: Some(timestamp(time)), event: None }.encode_to_vec();
+        Self { id, time, head }
+    }
+}
+
+impl Default for EventHead {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `Redeemed.invitee_id`, encoded (field 3).
+pub fn redeemed_invitee_field(invitee_id: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::string::encode(3, &invitee_id.to_owned(), &mut out);
+    out
+}
+
+/// `ReservationChanged.reservation_ref` of the reservation `id`, encoded (field 4).
+pub fn reservation_ref_field(id: Uuid) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::string::encode(4, &reservation_ref(id), &mut out);
+    out
+}
+
 /// Who an invitation belongs to, for ordering: enough to find its partition.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InvitationOwner {

@@ -1,6 +1,7 @@
 //! Redeem: spend one use and record the edge, race-free (docs/design.md).
 
 use super::*;
+use crate::events::EventHead;
 use crate::service::abuse::Attempt;
 use crate::store::common_path::{self, Status};
 
@@ -66,7 +67,7 @@ impl Invitations {
         let mut conn = self.pool.acquire().await?;
         let hashes = self.code_hashes(code);
         let time_left = self.time_left(timeout);
-        let outcome = common_path::redeem(&mut conn, &hashes, invitee, Uuid::now_v7(), &screening, time_left).await;
+        let outcome = common_path::redeem(&mut conn, &hashes, invitee, &EventHead::new(), &screening, time_left).await;
         let redeemed = match outcome {
             Ok(Status::Done(redeemed)) => redeemed,
             Ok(Status::Refused(reason)) => return Err(self.refusal(&reason)),

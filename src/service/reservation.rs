@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::redeem::RedeemFailure;
 use super::*;
 use crate::domain::{Reservation, ReservationStatus};
+use crate::events::EventHead;
 use crate::service::abuse::Attempt;
 use crate::store::common_path::{self, Status};
 use crate::store::reservations;
@@ -117,7 +118,7 @@ impl Invitations {
         let mut conn = self.pool.acquire().await?;
         let time_left = self.time_left(timeout);
         let outcome =
-            common_path::reserve(&mut conn, &hashes, Uuid::new_v4(), micros, Uuid::now_v7(), &screening, time_left)
+            common_path::reserve(&mut conn, &hashes, Uuid::new_v4(), micros, &EventHead::new(), &screening, time_left)
                 .await;
         let reserved = match outcome {
             Ok(Status::Done(reserved)) => reserved,

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{Invitation, Reservation, State};
+use crate::events::EventHead;
 
 /// What the database needs of the abuse checks for one request (the SQL
 /// type `inv_screening`). Modes are `block`, `flag` or `off`.
@@ -121,16 +122,22 @@ pub async fn redeem(
     conn: &mut PgConnection,
     code_hashes: &[Vec<u8>],
     invitee: &str,
-    event_id: Uuid,
+    event: &EventHead,
     screening: &Screening,
     time_left: Option<std::time::Duration>,
 ) -> Result<Status<Redeemed>, sqlx::Error> {
     // Built once per call from constants: the screening row's 11 casts.
     let sql = format!(
-        "SELECT {SPENT}, r.status, r.redeem_time, r.flags FROM inv_redeem($1, $2, $3, {}, $15) r",
-        screening_row(4)
+        "SELECT {SPENT}, r.status, r.redeem_time, r.flags FROM inv_redeem($1, $2, $3, $4, $5, $6, {}, $18) r",
+        screening_row(7)
     );
-    let query = sqlx::query(&sql).bind(code_hashes).bind(invitee).bind(event_id);
+    let query = sqlx::query(&sql)
+        .bind(code_hashes)
+        .bind(invitee)
+        .bind(event.id)
+        .bind(event.time)
+        .bind(&event.head)
+        .bind(crate::events::redeemed_invitee_field(invitee));
     let query = bind_screening(query, screening).bind(micros(time_left));
     let row = query.fetch_one(conn).await?;
     let outcome: String = row.try_get(20)?;
@@ -151,7 +158,7 @@ pub async fn reserve(
     code_hashes: &[Vec<u8>],
     reservation_id: Uuid,
     ttl_micros: i64,
-    event_id: Uuid,
+    event: &EventHead,
     screening: &Screening,
     time_left: Option<std::time::Duration>,
 ) -> Result<Status<ReservedUse>, sqlx::Error> {
@@ -159,10 +166,17 @@ pub async fn reserve(
         "SELECT (r.reservation).id, (r.reservation).invitation_id, (r.reservation).status, \
              (r.reservation).create_time, (r.reservation).expire_time, (r.reservation).end_time, \
              (r.reservation).invitee_id, r.inviter_id, r.status AS outcome \
-         FROM inv_reserve($1, $2, $3, $4, {}, $16) r",
-        screening_row(5)
+         FROM inv_reserve($1, $2, $3, $4, $5, $6, $7, {}, $19) r",
+        screening_row(8)
     );
-    let query = sqlx::query(&sql).bind(code_hashes).bind(reservation_id).bind(ttl_micros).bind(event_id);
+    let query = sqlx::query(&sql)
+        .bind(code_hashes)
+        .bind(reservation_id)
+        .bind(ttl_micros)
+        .bind(event.id)
+        .bind(event.time)
+        .bind(&event.head)
+        .bind(crate::events::reservation_ref_field(reservation_id));
     let row = bind_screening(query, screening).bind(micros(time_left)).fetch_one(conn).await?;
     let outcome: String = row.try_get("outcome")?;
     status(outcome, "RESERVED_USE", || {
