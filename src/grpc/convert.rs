@@ -209,7 +209,7 @@ impl TryFrom<pb::MintRequest> for MintCommand {
         };
         let label = v.check("label", domain::parse_text(&r.label, domain::MAX_LABEL_LEN));
         let note = v.check("note", domain::parse_text(&r.note, domain::MAX_NOTE_LEN));
-        let minted_by = v.check("minted_by", domain::parse_text(&r.minted_by, domain::MAX_ID_LEN));
+        let minted_by = v.check("minted_by", domain::parse_actor(&r.minted_by));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         let binding = parse_binding(&mut v, &r.bound_email, &r.bound_domain);
         v.into_result()?;
@@ -365,7 +365,7 @@ impl TryFrom<pb::RevokeRequest> for RevokeCommand {
             }
         };
         let reason = v.check("reason", domain::parse_text(&r.reason, domain::MAX_NOTE_LEN));
-        let revoked_by = v.check("revoked_by", domain::parse_text(&r.revoked_by, domain::MAX_ID_LEN));
+        let revoked_by = v.check("revoked_by", domain::parse_actor(&r.revoked_by));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         v.into_result()?;
         match target {

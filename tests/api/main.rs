@@ -34,5 +34,6 @@ mod revoke;
 mod shutdown;
 mod stats;
 mod tls;
+mod user_ids;
 mod validation;
 mod waves;
