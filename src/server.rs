@@ -96,7 +96,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     let pool = store::connect_lazy(&db.database_url, db.db_max_connections, db.db_acquire_timeout)
         .context("DATABASE_URL is not a valid Postgres URL")?;
     if args.migrate {
-        store::MIGRATOR.run(&pool).await.context("applying migrations")?;
+        apply_migrations(&pool, db.db_acquire_timeout).await?;
     }
 
     let metrics = Arc::new(Metrics::new(telemetry::otlp_enabled(telemetry::Signal::Metrics))?);
@@ -305,6 +305,26 @@ fn secure_by_default(callers: &Callers, local: std::net::SocketAddr, insecure: b
         "refusing to listen on {local} without caller credentials: configure --caller-tokens or \
          --client-identities, listen on loopback, or pass --insecure-allow-unauthenticated"
     )
+}
+
+/// Applies the embedded migrations over a connection of its own (with the
+/// pool's settings), so a database that cannot be reached fails with the
+/// reason (connection refused, authentication, DNS, no such database), not
+/// the pool's "timed out while waiting for an open connection", which
+/// retries until `timeout` and forgets why.
+pub async fn apply_migrations(pool: &sqlx::PgPool, timeout: Duration) -> anyhow::Result<()> {
+    use sqlx::{ConnectOptions, Connection};
+    let options = pool.connect_options();
+    let target = format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or(""));
+    let mut conn = match tokio::time::timeout(timeout, options.connect()).await {
+        Ok(connected) => connected.with_context(|| format!("connecting to the database at {target}"))?,
+        Err(_) => anyhow::bail!("connecting to the database at {target}: no answer within {timeout:?}"),
+    };
+    // run_direct, not run: `run` goes through `Acquire`, whose future rustc
+    // cannot prove `Send` for a borrowed connection inside `serve`.
+    store::MIGRATOR.run_direct(&mut conn).await.context("applying migrations")?;
+    let _ = conn.close().await;
+    Ok(())
 }
 
 /// Moves codes and stored answers onto the current secret in the background

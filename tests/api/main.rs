@@ -32,6 +32,7 @@ mod reparent;
 mod reservations;
 mod revoke;
 mod shutdown;
+mod startup;
 mod stats;
 mod tls;
 mod user_ids;
