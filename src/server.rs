@@ -169,14 +169,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         None => tracing::info!("no NATS_URL: events wait in the outbox (see `invitations outbox`)"),
     }
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let reflection_on = args.reflection;
     let auth = AuthLayer::new(auth_layer_policy(callers, args.auth.reflection_public));
 
@@ -243,6 +237,19 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     pool.close().await;
     tracing::info!("stopped");
     result
+}
+
+/// What reflection serves: the API and event schema, health, and the error
+/// details every refusal carries (`google.rpc.ErrorInfo`, `BadRequest`,
+/// `RetryInfo`, `PreconditionFailure`, … and `google.rpc.Status`), so
+/// grpcurl, Evans, Postman and grpcui decode them instead of printing bytes.
+/// The details' descriptors are the ones `tonic-types` encodes them with,
+/// so they cannot drift from what goes on the wire.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// The plaintext health-only listener (`--health-listen`): the same health

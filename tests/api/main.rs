@@ -14,6 +14,7 @@ mod graph_auth;
 mod graph_check;
 mod graph_model;
 mod graph_races;
+mod grpcurl;
 mod hardening;
 mod health;
 mod helpers;
