@@ -19,6 +19,7 @@ use crate::code::{CodeGenerator, validate_prefix};
 use crate::config::ServeArgs;
 use crate::events::CodeDisclosure;
 use crate::grpc::InvitationApi;
+use crate::grpc::connections;
 use crate::grpc::convert::View;
 use crate::grpc::overload::OverloadLayer;
 use crate::outbox::Maintenance;
@@ -210,7 +211,10 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         .add_optional_service(reflection_on.then_some(reflection_v1))
         .add_optional_service(reflection_on.then_some(reflection_v1alpha))
         .add_service(api)
-        .serve_with_incoming_shutdown(incoming(listener), stop_accepting);
+        .serve_with_incoming_shutdown(
+            connections::limit(incoming(listener), args.limits.max_connections, metrics.meter()),
+            stop_accepting,
+        );
     tokio::pin!(server);
 
     // Drain deadline: once draining starts, give in-flight calls drain_timeout.

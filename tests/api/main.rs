@@ -8,6 +8,7 @@ mod auth;
 mod bound;
 mod checks;
 mod concurrency;
+mod connections;
 mod events;
 mod graph;
 mod graph_auth;
