@@ -12,7 +12,7 @@ use invitations::server::Listeners;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exits 1 on an error, which is logged once (with its causes) rather than
+/// Exits 1 on an error, which is said once (with its causes) rather than
 /// also printed by Rust's `Result`-returning `main`.
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -38,7 +38,15 @@ async fn main() -> ExitCode {
     let code = match &result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %invitations::telemetry::error_chain(e), "exiting with an error");
+            let chain = invitations::telemetry::error_chain(e);
+            // Once: in the log, or on stderr when the log is off (the admin
+            // CLI in scripts, INVITATIONS_LOG=off) so a failure never goes
+            // unsaid.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!(error = %chain, "exiting with an error");
+            } else {
+                eprintln!("error: {chain}");
+            }
             ExitCode::FAILURE
         }
     };

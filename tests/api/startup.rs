@@ -73,3 +73,14 @@ fn the_migrate_command_says_why_too() {
     let output = run(&["migrate", "--database-url", &url, "--db-acquire-timeout", "3s"]);
     assert_fails_once_with(&output, "Connection refused", &format!("127.0.0.1:{port}/invitations"));
 }
+
+#[test]
+fn with_the_log_off_the_error_still_reaches_stderr_once() {
+    let port = closed_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/invitations");
+    let output = run(&["--log", "off", "migrate", "--database-url", &url, "--db-acquire-timeout", "3s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: connecting to the database at "), "{stderr}");
+}
