@@ -177,6 +177,11 @@ def check_binary_contract(docs: dict[str, list[dict]]) -> None:
     if missing:
         return
     grpc_port, admin_port = port_of(config["INVITATIONS_LISTEN"]), port_of(config["INVITATIONS_ADMIN_LISTEN"])
+    # Liveness and startup may ask the health-only listener (outside the
+    # connection limit); readiness must ask the API port it vouches for.
+    health_port = port_of(config["INVITATIONS_HEALTH_LISTEN"]) if "INVITATIONS_HEALTH_LISTEN" in config else None
+    probe_ports = {"readinessProbe": {grpc_port}, "startupProbe": {grpc_port, health_port},
+                   "livenessProbe": {grpc_port, health_port}}
     grace_needed = (seconds(config["INVITATIONS_SHUTDOWN_DELAY"]) + seconds(config["INVITATIONS_DRAIN_TIMEOUT"])
                     + 2 * flush_timeout_seconds())  # spans, then metrics, after the drain
     names = health_names()
@@ -202,13 +207,16 @@ def check_binary_contract(docs: dict[str, list[dict]]) -> None:
                 problem(path, f"containerPort grpc must be {grpc_port} (INVITATIONS_LISTEN)")
             if ports.get("admin") != admin_port:
                 problem(path, f"containerPort admin must be {admin_port} (INVITATIONS_ADMIN_LISTEN)")
+            if health_port is not None and ports.get("health") != health_port:
+                problem(path, f"containerPort health must be {health_port} (INVITATIONS_HEALTH_LISTEN)")
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 grpc = c.get(probe, {}).get("grpc")
                 if grpc is None:
                     problem(path, f"{probe} must be a native gRPC probe")
                     continue
-                if grpc.get("port") != grpc_port:
-                    problem(path, f"{probe} probes port {grpc.get('port')}, the service listens on {grpc_port}")
+                if grpc.get("port") not in probe_ports[probe]:
+                    problem(path, f"{probe} probes port {grpc.get('port')}, the service answers it on "
+                                  f"{sorted(p for p in probe_ports[probe] if p)}")
                 if grpc.get("service", "") not in names:
                     problem(path, f"{probe} asks for health service {grpc.get('service')!r}; "
                                   f"the binary reports {sorted(names)}")

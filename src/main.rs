@@ -1,5 +1,7 @@
 //! The `invitations` binary: parse flags, set up telemetry, run a subcommand.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use invitations::config::{Cli, Command};
 use invitations::server::Listeners;
@@ -10,10 +12,18 @@ use invitations::server::Listeners;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Exits 1 on an error, which is said once (with its causes) rather than
+/// also printed by Rust's `Result`-returning `main`.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = invitations::telemetry::init(cli.log_format, &cli.log)?;
+    let telemetry = match invitations::telemetry::init(cli.log_format, &cli.log) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: setting up telemetry: {}", invitations::telemetry::error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Serve(args) => match Listeners::bind(&args).await {
             Ok(listeners) => invitations::server::serve(args, listeners, shutdown_signal()).await,
@@ -25,16 +35,28 @@ async fn main() -> anyhow::Result<()> {
         Command::HashToken(args) => hash_token(args),
         Command::Admin(args) => invitations::admin::run(args).await,
     };
-    if let Err(e) = &result {
-        tracing::error!(error = ?e, "exiting with an error");
-    }
+    let code = match &result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain = invitations::telemetry::error_chain(e);
+            // Once: in the log, or on stderr when the log is off (the admin
+            // CLI in scripts, INVITATIONS_LOG=off) so a failure never goes
+            // unsaid.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!(error = %chain, "exiting with an error");
+            } else {
+                eprintln!("error: {chain}");
+            }
+            ExitCode::FAILURE
+        }
+    };
     telemetry.shutdown();
-    result
+    code
 }
 
 async fn migrate(db: invitations::config::DatabaseArgs) -> anyhow::Result<()> {
     let pool = invitations::store::connect_lazy(&db.database_url, 1, db.db_acquire_timeout)?;
-    invitations::store::MIGRATOR.run(&pool).await?;
+    invitations::server::apply_migrations(&pool, db.db_acquire_timeout).await?;
     tracing::info!("migrations applied");
     Ok(())
 }

@@ -19,6 +19,7 @@ use crate::code::{CodeGenerator, validate_prefix};
 use crate::config::ServeArgs;
 use crate::events::CodeDisclosure;
 use crate::grpc::InvitationApi;
+use crate::grpc::connections;
 use crate::grpc::convert::View;
 use crate::grpc::overload::OverloadLayer;
 use crate::outbox::Maintenance;
@@ -96,7 +97,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     let pool = store::connect_lazy(&db.database_url, db.db_max_connections, db.db_acquire_timeout)
         .context("DATABASE_URL is not a valid Postgres URL")?;
     if args.migrate {
-        store::MIGRATOR.run(&pool).await.context("applying migrations")?;
+        apply_migrations(&pool, db.db_acquire_timeout).await?;
     }
 
     let metrics = Arc::new(Metrics::new(telemetry::otlp_enabled(telemetry::Signal::Metrics))?);
@@ -172,14 +173,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     background
         .spawn(metrics.observe_health(health_reporter.clone(), &[SERVICE_NAME, LIVENESS_NAME, relay::HEALTH_NAME]));
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let reflection_on = args.reflection;
     let auth = AuthLayer::new(auth_layer_policy(callers, args.auth.reflection_public));
 
@@ -220,7 +215,10 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         .add_optional_service(reflection_on.then_some(reflection_v1))
         .add_optional_service(reflection_on.then_some(reflection_v1alpha))
         .add_service(api)
-        .serve_with_incoming_shutdown(incoming(listener), stop_accepting);
+        .serve_with_incoming_shutdown(
+            connections::limit(incoming(listener), args.limits.max_connections, metrics.meter()),
+            stop_accepting,
+        );
     tokio::pin!(server);
 
     // Drain deadline: once draining starts, give in-flight calls drain_timeout.
@@ -247,6 +245,19 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     pool.close().await;
     tracing::info!("stopped");
     result
+}
+
+/// What reflection serves: the API and event schema, health, and the error
+/// details every refusal carries (`google.rpc.ErrorInfo`, `BadRequest`,
+/// `RetryInfo`, `PreconditionFailure`, … and `google.rpc.Status`), so
+/// grpcurl, Evans, Postman and grpcui decode them instead of printing bytes.
+/// The details' descriptors are the ones `tonic-types` encodes them with,
+/// so they cannot drift from what goes on the wire.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// The plaintext health-only listener (`--health-listen`): the same health
@@ -309,6 +320,26 @@ fn secure_by_default(callers: &Callers, local: std::net::SocketAddr, insecure: b
         "refusing to listen on {local} without caller credentials: configure --caller-tokens or \
          --client-identities, listen on loopback, or pass --insecure-allow-unauthenticated"
     )
+}
+
+/// Applies the embedded migrations over a connection of its own (with the
+/// pool's settings), so a database that cannot be reached fails with the
+/// reason (connection refused, authentication, DNS, no such database), not
+/// the pool's "timed out while waiting for an open connection", which
+/// retries until `timeout` and forgets why.
+pub async fn apply_migrations(pool: &sqlx::PgPool, timeout: Duration) -> anyhow::Result<()> {
+    use sqlx::{ConnectOptions, Connection};
+    let options = pool.connect_options();
+    let target = format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or(""));
+    let mut conn = match tokio::time::timeout(timeout, options.connect()).await {
+        Ok(connected) => connected.with_context(|| format!("connecting to the database at {target}"))?,
+        Err(_) => anyhow::bail!("connecting to the database at {target}: no answer within {timeout:?}"),
+    };
+    // run_direct, not run: `run` goes through `Acquire`, whose future rustc
+    // cannot prove `Send` for a borrowed connection inside `serve`.
+    store::MIGRATOR.run_direct(&mut conn).await.context("applying migrations")?;
+    let _ = conn.close().await;
+    Ok(())
 }
 
 /// Moves codes and stored answers onto the current secret in the background

@@ -136,14 +136,22 @@ fn parse_binding(v: &mut Violations, bound_email: &str, bound_domain: &str) -> O
     }
 }
 
-pub(crate) fn parse_ttl(ttl: &prost_types::Duration) -> Result<time::Duration, String> {
-    if !(0..1_000_000_000).contains(&ttl.nanos) {
+/// A positive duration with its nanos in range.
+pub(crate) fn parse_positive_duration(d: &prost_types::Duration) -> Result<time::Duration, String> {
+    if !(0..1_000_000_000).contains(&d.nanos) {
         return Err("nanos must be between 0 and 999,999,999".into());
     }
-    let d = time::Duration::new(ttl.seconds, ttl.nanos);
+    let d = time::Duration::new(d.seconds, d.nanos);
     if d <= time::Duration::ZERO {
         return Err("must be positive".into());
     }
+    Ok(d)
+}
+
+/// An invitation's `ttl`: positive, at most `MAX_TTL` (longer is refused: an
+/// expiry ten years out is a unit mistake, not a wish).
+pub(crate) fn parse_ttl(ttl: &prost_types::Duration) -> Result<time::Duration, String> {
+    let d = parse_positive_duration(ttl)?;
     if d > domain::MAX_TTL {
         return Err("must be at most 3650 days".into());
     }
@@ -209,7 +217,7 @@ impl TryFrom<pb::MintRequest> for MintCommand {
         };
         let label = v.check("label", domain::parse_text(&r.label, domain::MAX_LABEL_LEN));
         let note = v.check("note", domain::parse_text(&r.note, domain::MAX_NOTE_LEN));
-        let minted_by = v.check("minted_by", domain::parse_text(&r.minted_by, domain::MAX_ID_LEN));
+        let minted_by = v.check("minted_by", domain::parse_actor(&r.minted_by));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         let binding = parse_binding(&mut v, &r.bound_email, &r.bound_domain);
         v.into_result()?;
@@ -365,7 +373,7 @@ impl TryFrom<pb::RevokeRequest> for RevokeCommand {
             }
         };
         let reason = v.check("reason", domain::parse_text(&r.reason, domain::MAX_NOTE_LEN));
-        let revoked_by = v.check("revoked_by", domain::parse_text(&r.revoked_by, domain::MAX_ID_LEN));
+        let revoked_by = v.check("revoked_by", domain::parse_actor(&r.revoked_by));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         v.into_result()?;
         match target {

@@ -103,7 +103,7 @@ impl TryFrom<pb::ReparentRequest> for ReparentCommand {
             (false, false) => v.check("new_inviter_id", UserId::parse(&r.new_inviter_id)),
         };
         let reason = v.check("reason", domain::parse_text(&r.reason, domain::MAX_NOTE_LEN));
-        let by = v.check("reparented_by", domain::parse_text(&r.reparented_by, domain::MAX_ID_LEN));
+        let by = v.check("reparented_by", domain::parse_actor(&r.reparented_by));
         v.into_result()?;
         match user {
             Some(user) => Ok(ReparentCommand {

@@ -78,7 +78,7 @@ impl TryFrom<pb::SetInvitePrivilegesRequest> for PrivilegesCommand {
         let mut v = Violations::default();
         let user = v.check("user_id", UserId::parse(&r.user_id));
         let reason = v.check("reason", domain::parse_text(&r.reason, domain::MAX_NOTE_LEN));
-        let updated_by = v.check("updated_by", domain::parse_text(&r.updated_by, domain::MAX_ID_LEN));
+        let updated_by = v.check("updated_by", domain::parse_actor(&r.updated_by));
         if r.revoke_subtree && r.enabled {
             v.push("revoke_subtree", "only when disabling (enabled = false)");
         }

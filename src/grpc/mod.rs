@@ -2,6 +2,7 @@
 //! domain (`service`), and map the answer or error. Only this layer knows
 //! `tonic::Status`.
 
+pub mod connections;
 pub mod convert;
 pub mod deadline;
 mod graph;

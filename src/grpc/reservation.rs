@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::convert::{View, parse_ttl, timestamp};
+use super::convert::{View, parse_positive_duration, timestamp};
 use crate::domain::{self, ReservationStatus};
 use crate::error::{Error, Violations};
 use crate::pb;
@@ -25,10 +25,12 @@ impl View {
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         let client_ip = v.check("client_ip", domain::parse_client_ip(&r.client_ip)).flatten();
         let email = v.check("email", domain::parse_email(&r.email)).flatten();
-        // Zero or negative is an error; longer than the maximum is clamped
-        // by the service (the response's expire_time tells the real lease).
         let ttl = match &r.ttl {
-            Some(ttl) => v.check("ttl", parse_ttl(ttl)),
+            // Zero, negative or malformed is an error; any positive length
+            // is taken and the service clamps it to --reservation-max-ttl
+            // (the answer's expire_time tells the real lease). No 3650-day
+            // ceiling as for an invitation's ttl: the server caps it anyway.
+            Some(ttl) => v.check("ttl", parse_positive_duration(ttl)),
             None => None,
         };
         if r.code.is_empty() {

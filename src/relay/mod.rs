@@ -155,7 +155,7 @@ async fn relay(
         let outcome = if stream_ready {
             relay.round().await
         } else {
-            relay.ensure_stream().await.map_err(RoundError::Failed).map(|()| {
+            relay.ensure_stream().await.map_err(RoundError::from).map(|()| {
                 stream_ready = true;
                 1 // look for work at once
             })
@@ -181,17 +181,19 @@ async fn relay(
                 health.set_service_status(HEALTH_NAME, ServingStatus::NotServing).await;
                 return;
             }
-            Err(RoundError::Failed(e)) => {
+            Err(RoundError::Failed { error, unpublished }) => {
                 if healthy != Some(false) {
                     health.set_service_status(HEALTH_NAME, ServingStatus::NotServing).await;
                     healthy = Some(false);
                 }
-                let backlog = relay.metrics.latest();
+                // Only what this round knows: the backlog gauges are up to
+                // --outbox-stats-interval old and read 0 before the first
+                // measurement (the "outbox backlog" line and the
+                // invitations_outbox_* gauges report the backlog itself).
                 tracing::warn!(
-                    error = format!("{e:#}"),
+                    error = %crate::telemetry::error_chain(&error),
                     retry_in_ms = backoff.as_millis() as u64,
-                    pending = backlog.map(|b| b.pending),
-                    oldest_age_s = backlog.map(|b| b.oldest_age.as_secs()),
+                    unpublished,
                     "outbox relay: round failed; events wait in the outbox"
                 );
                 tokio::select! {

@@ -18,19 +18,25 @@ use crate::telemetry::OutboxMetrics;
 const PARTITIONS_PER_ROUND: i64 = 8;
 
 pub(super) enum RoundError {
-    Failed(anyhow::Error),
+    /// The round failed. `unpublished`: how many of the events it had read
+    /// it could not publish (they stay pending); `None` when it failed
+    /// before reading any (the database, or the stream check).
+    Failed {
+        error: anyhow::Error,
+        unpublished: Option<usize>,
+    },
     Crashed,
 }
 
 impl From<anyhow::Error> for RoundError {
-    fn from(e: anyhow::Error) -> Self {
-        RoundError::Failed(e)
+    fn from(error: anyhow::Error) -> Self {
+        RoundError::Failed { error, unpublished: None }
     }
 }
 
 impl From<sqlx::Error> for RoundError {
     fn from(e: sqlx::Error) -> Self {
-        RoundError::Failed(e.into())
+        RoundError::Failed { error: e.into(), unpublished: None }
     }
 }
 
@@ -93,6 +99,7 @@ impl Relay {
             return Ok(0);
         }
         let pending = outbox::pending_in(&mut tx, &partitions, i64::from(self.settings.batch_size)).await?;
+        let read = pending.len();
         let mut by_partition: BTreeMap<i16, Vec<PendingEvent>> = BTreeMap::new();
         for event in pending {
             by_partition.entry(event.partition).or_default().push(event);
@@ -119,7 +126,7 @@ impl Relay {
         tx.commit().await?;
         self.metrics.sent(acked.len() as u64);
         match first_error {
-            Some(e) => Err(RoundError::Failed(e)),
+            Some(error) => Err(RoundError::Failed { error, unpublished: Some(read - acked.len()) }),
             None => Ok(acked.len()),
         }
     }

@@ -151,6 +151,28 @@ pub(crate) fn resource() -> Resource {
     }
 }
 
+/// An error and its causes on one line, outermost first (`applying
+/// migrations: connecting to the database at db:5432: Connection refused`).
+/// Many errors repeat their cause in their own message (sqlx's "while
+/// executing migrations: {cause}", "error communicating with database:
+/// {io error}"); a cause already said by the message before it is left out,
+/// so each reason appears once.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    let mut said = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !said.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        said = text;
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +192,20 @@ mod tests {
         let none = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_TRACES_EXPORTER", "none")];
         assert!(!otlp_enabled_in(Signal::Traces, env(&none)));
         assert!(otlp_enabled_in(Signal::Metrics, env(&none)));
+    }
+
+    #[test]
+    fn error_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let sqlx = sqlx::Error::Io(io);
+        let migrate = sqlx::migrate::MigrateError::Execute(sqlx);
+        let e = anyhow::Error::new(migrate).context("applying migrations");
+        assert_eq!(
+            error_chain(&e),
+            "applying migrations: while executing migrations: error communicating with database: Connection refused \
+             (os error 111)"
+        );
+        let plain = anyhow::anyhow!("outer").context("more");
+        assert_eq!(error_chain(&plain), "more: outer");
     }
 }

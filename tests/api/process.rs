@@ -91,6 +91,11 @@ impl Process {
         self.logs().into_iter().find(|l| l["fields"]["message"] == message)
     }
 
+    /// The child's process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn sigterm(&self) {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
         assert!(status.success(), "kill -TERM failed");

@@ -8,12 +8,16 @@ use std::process::Command;
 use futures::StreamExt;
 use invitations::pb;
 use invitations::pb::invitation_event::Event as Payload;
+use invitations::pb::invitation_service_client::InvitationServiceClient;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::events::{WAIT, assert_unique, outbox_rows, relay_args, relay_status, spawn, wait_relay};
-use crate::helpers::{TestApp, wait_until};
+use crate::helpers::{TestApp, connect, wait_until};
 use crate::metrics::Scrape;
 use crate::nats::{NatsServer, Received};
+use crate::process::Process;
 
 async fn duplicates(app: &TestApp) -> f64 {
     Scrape::fetch(app.admin_addr).await.value("invitations_outbox_duplicates_total", &[])
@@ -229,5 +233,51 @@ async fn without_a_broker_events_wait_and_the_cli_shows_and_replays_them() {
     let bad = cli(&app, &["replay", "--since", since, "--type", "bogus"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown event type"));
+    pool.close().await;
+}
+
+/// The warning a failed round logs says only what the round knows: how many
+/// of the events it read stayed unpublished. It used to add the backlog
+/// gauges' last reading, which is up to --outbox-stats-interval old and said
+/// `pending=0` while a thousand events waited.
+#[tokio::test]
+async fn a_failed_round_logs_what_it_left_unpublished_not_a_stale_backlog() {
+    let mut nats = NatsServer::start().await;
+    let url = nats.url();
+    let args = ["--nats-url", &url, "--nats-publish-timeout", "300ms", "--outbox-max-backoff", "200ms"];
+    let process = Process::spawn(&args, &[]).await;
+    let channel = connect(process.addr).await;
+    let health = HealthClient::new(channel.clone());
+    let relay_serving = || async {
+        let request = HealthCheckRequest { service: "outbox-relay".into() };
+        health.clone().check(request).await.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
+    };
+    wait_until(WAIT, "the relay to publish", relay_serving).await;
+    // The backlog gauges have measured an empty outbox by now.
+    wait_until(WAIT, "the first backlog measurement", || async {
+        Scrape::fetch(process.admin_addr).await.value("invitations_outbox_backlog", &[]) == 0.0
+    })
+    .await;
+
+    nats.stop();
+    let users: Vec<String> = (0..100).map(|i| format!("u{i}")).collect();
+    let mint = pb::MintRequest { user_ids: users, per_user: 10, ..Default::default() };
+    let minted = InvitationServiceClient::new(channel).mint(mint).await.expect("mint without a broker");
+    assert_eq!(minted.into_inner().invitations.len(), 1_000);
+    let pool = process.db.pool().await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_time IS NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("pending events");
+    assert!(pending > 0);
+
+    const FAILED: &str = "outbox relay: round failed; events wait in the outbox";
+    wait_until(WAIT, "a failed round", || async { process.log_line(FAILED).is_some() }).await;
+    let line = process.log_line(FAILED).expect("logged");
+    let fields = &line["fields"];
+    assert!(fields.get("pending").is_none() && fields.get("oldest_age_s").is_none(), "a stale backlog: {line}");
+    let unpublished = fields["unpublished"].as_u64().unwrap_or_else(|| panic!("no unpublished count: {line}"));
+    assert!((1..=pending as u64).contains(&unpublished), "{unpublished} of {pending} pending: {line}");
+    assert!(fields["error"].as_str().is_some_and(|e| !e.is_empty()), "{line}");
     pool.close().await;
 }

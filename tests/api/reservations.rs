@@ -313,11 +313,16 @@ async fn bad_reservation_inputs_change_nothing() {
     assert_eq!(app.count("reservations").await, 0);
     assert_eq!(app.count("redemptions").await, 0);
 
-    // Longer than the maximum is clamped to it.
+    // Longer than the maximum is clamped to it, however long (README,
+    // "Limits"): a day, and more than the 3650 days an invitation's ttl
+    // may not exceed, up to the largest Duration there is.
     let app = TestApp::spawn_with(&["--reservation-max-ttl", "2m", "--reservation-ttl", "1m"]).await;
-    let inv = app.mint_for("alice", 2).await;
-    let long = reserve(&app, pb::ReserveRequest { ttl: ttl(86_400_000), ..reserve_req(&inv[0].code) }).await;
-    assert!((119..=121).contains(&lease_seconds(&long.expect("clamped"))));
-    let default = reserve(&app, reserve_req(&inv[1].code)).await.expect("default");
+    let inv = app.mint_for("alice", 4).await;
+    let longest = Some(prost_types::Duration { seconds: i64::MAX, nanos: 999_999_999 });
+    for (n, long) in [ttl(86_400_000), ttl(3651 * 86_400_000), longest].into_iter().enumerate() {
+        let lease = reserve(&app, pb::ReserveRequest { ttl: long, ..reserve_req(&inv[n].code) }).await;
+        assert!((119..=121).contains(&lease_seconds(&lease.expect("clamped"))), "{long:?}");
+    }
+    let default = reserve(&app, reserve_req(&inv[3].code)).await.expect("default");
     assert!((59..=61).contains(&lease_seconds(&default)), "configured default");
 }
