@@ -154,14 +154,6 @@ BEGIN
     RETURN 'ALREADY_REDEEMED';
 END $$;
 
--- The failed-attempt limit (service::abuse::admit_attempt): the most
--- failures any of `keys` has in the window.
-CREATE FUNCTION inv_attempt_failures(keys bytea[], window_start timestamptz) RETURNS integer
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(max(failures), 0) FROM attempt_counters
-    WHERE key_hash = ANY(keys) AND attempt_counters.window_start = inv_attempt_failures.window_start
-$$;
-
 -- Counts one failure per key (store::abuse::add_failure).
 CREATE FUNCTION inv_count_failure(keys bytea[], window_start timestamptz) RETURNS void
 LANGUAGE sql VOLATILE AS $$

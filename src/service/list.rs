@@ -40,25 +40,22 @@ impl Invitations {
     }
 
     /// CheckCode of a well-formed code in one statement, under the
-    /// failed-attempt limit (refused while over it in `block` mode; an
-    /// unknown code counts against it).
+    /// failed-attempt limit (refused while over it in `block` mode). An
+    /// unknown code counts against the limit: a second statement, for
+    /// guesses only.
     #[tracing::instrument(name = "db.check", skip_all, fields(db.system = "postgresql"))]
     pub async fn check(&self, code: &InvitationCode, attempt: &Attempt) -> Result<CodeCheck, Error> {
         let screening = self.screening(attempt, None);
-        let limit = screening.attempt_limit;
-        let count_below = match self.abuse.attempts {
-            CheckMode::Off => None,
-            CheckMode::Block => Some(limit),
-            CheckMode::Flag => Some(i32::MAX),
-        };
         let mut conn = self.pool.acquire().await?;
         let hashes = self.code_hashes(code);
         let state =
-            common_path::check_code(&mut conn, &hashes, &screening.attempt_keys, screening.attempt_window, count_below)
-                .await?;
+            common_path::check_code(&mut conn, &hashes, &screening.attempt_keys, screening.attempt_window).await?;
         drop(conn);
-        if self.abuse.attempts == CheckMode::Block && state.failures >= limit {
+        if self.abuse.attempts == CheckMode::Block && state.failures >= screening.attempt_limit {
             return Err(Error::TooManyAttempts { retry_after: self.attempt_retry_after() });
+        }
+        if state.invitation.is_none() {
+            self.count_failed_attempt(attempt).await;
         }
         let Some(invitation) = state.invitation else {
             return Ok(CodeCheck { invitation: None, refusal: Some(Error::CodeNotFound), reserved_uses: 0 });

@@ -195,38 +195,29 @@ pub struct CodeState {
     pub inviter_enabled: bool,
 }
 
-/// Looks the code up with everything CheckCode answers, and, when no
-/// invitation has it and `count_below` is set, counts a failed attempt for
-/// each key, unless one already has `count_below` failures (the limit,
-/// which then refuses the call anyway).
+/// Looks the code up with everything CheckCode answers, in one read-only
+/// statement. (Counting an unknown code is the caller's second statement,
+/// `abuse::add_failure`: in a data-modifying CTE here it made every
+/// CheckCode a write statement and cost 4x the bare lookup.)
 pub async fn check_code(
     conn: &mut PgConnection,
     code_hashes: &[Vec<u8>],
     attempt_keys: &[Vec<u8>],
     window_start: OffsetDateTime,
-    count_below: Option<i32>,
 ) -> Result<CodeState, sqlx::Error> {
     let sql = format!(
-        "WITH inv AS (SELECT {} FROM invitations WHERE code_hash = ANY($1) LIMIT 1), \
-         prior AS (SELECT inv_attempt_failures($2, $3) AS failures), \
-         counted AS ( \
-             INSERT INTO attempt_counters (key_hash, window_start, failures) \
-             SELECT k, $3, 1 FROM unnest($2::bytea[]) k \
-             WHERE $4::int IS NOT NULL AND NOT EXISTS (SELECT 1 FROM inv) AND (SELECT failures FROM prior) < $4 \
-             ON CONFLICT (key_hash, window_start) DO UPDATE SET failures = attempt_counters.failures + 1) \
-         SELECT inv.*, prior.failures, \
-             CASE WHEN inv.id IS NULL THEN 0 ELSE inv_live_reservations(inv.id) END AS reserved_uses, \
+        "SELECT inv.*, \
+             (SELECT coalesce(max(failures), 0) FROM attempt_counters \
+              WHERE key_hash = ANY($2) AND window_start = $3) AS failures, \
+             CASE WHEN inv.id IS NULL THEN 0 ELSE \
+                 (SELECT count(*) FROM reservations r WHERE r.invitation_id = inv.id AND r.status = 'held' \
+                  AND r.expire_time > clock_timestamp()) END AS reserved_uses, \
              coalesce((SELECT invite_enabled FROM members WHERE user_id = inv.inviter_id), true) AS enabled \
-         FROM prior LEFT JOIN inv ON true",
+         FROM (SELECT 1) one \
+         LEFT JOIN (SELECT {} FROM invitations WHERE code_hash = ANY($1) LIMIT 1) inv ON true",
         super::invitations::COLUMNS
     );
-    let row = sqlx::query(&sql)
-        .bind(code_hashes)
-        .bind(attempt_keys)
-        .bind(window_start)
-        .bind(count_below)
-        .fetch_one(conn)
-        .await?;
+    let row = sqlx::query(&sql).bind(code_hashes).bind(attempt_keys).bind(window_start).fetch_one(conn).await?;
     Ok(CodeState {
         invitation: invitation_if_any(&row)?,
         failures: row.try_get(20)?,
