@@ -134,6 +134,7 @@ $$;
 CREATE FUNCTION inv_refusal(invitation_id uuid) RETURNS text
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    lookup record;
     inv invitations;
     enabled boolean;
 BEGIN
@@ -219,6 +220,22 @@ BEGIN
     END IF;
 END $$;
 
+-- The invitation a code names (one probe of the code's keyed hash), or
+-- status CODE_NOT_FOUND after counting the failed attempt (it sticks: the
+-- statement returns normally). Shared by inv_redeem and inv_reserve.
+CREATE FUNCTION inv_find_code(code_hashes bytea[], s inv_screening, OUT status text, OUT inv invitations)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    SELECT * INTO inv FROM invitations WHERE code_hash = ANY(code_hashes) LIMIT 1;
+    IF NOT FOUND THEN
+        IF s.attempt_mode <> 'off' THEN
+            PERFORM inv_count_failure(s.attempt_keys, s.attempt_window);
+        END IF;
+        status := 'CODE_NOT_FOUND';
+        inv := NULL;
+    END IF;
+END $$;
+
 -- Redeem of a code (service::redeem, "Redeem" in docs/design.md), in one
 -- statement. `status` is 'REDEEMED' (then `spent` is the invitation after the
 -- spend, `redeem_time` and `flags` are set), a refusal reason, or 'GENERAL':
@@ -235,6 +252,7 @@ CREATE FUNCTION inv_redeem(code_hashes bytea[], invitee text, event_id uuid, eve
                            OUT flags text[])
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    lookup record;
     inv invitations;
     m members;
     p members;
@@ -259,14 +277,12 @@ BEGIN
         END IF;
         flags := ARRAY['ATTEMPT_LIMIT'];
     END IF;
-    SELECT * INTO inv FROM invitations WHERE code_hash = ANY(code_hashes) LIMIT 1;
-    IF NOT FOUND THEN
-        IF s.attempt_mode <> 'off' THEN
-            PERFORM inv_count_failure(s.attempt_keys, s.attempt_window);
-        END IF;
-        status := 'CODE_NOT_FOUND';
+    lookup := inv_find_code(code_hashes, s);
+    IF lookup.status IS NOT NULL THEN
+        status := lookup.status;
         RETURN;
     END IF;
+    inv := lookup.inv;
     IF inv.inviter_id = invitee THEN
         status := 'SELF_INVITE';
         RETURN;
@@ -332,10 +348,7 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    -- Invitation::unavailable_reason (inv_unavailable, spelled out here).
-    status := CASE WHEN inv.uses >= inv.max_uses THEN 'ALREADY_REDEEMED'
-                   WHEN inv.revoke_time IS NOT NULL THEN 'REVOKED'
-                   WHEN inv.expire_time <= clock_timestamp() THEN 'EXPIRED' END;
+    status := inv_unavailable(inv);
     IF status IS NOT NULL THEN
         RETURN;
     END IF;
@@ -444,6 +457,7 @@ CREATE FUNCTION inv_reserve(code_hashes bytea[], reservation_id uuid, ttl_micros
                             OUT inviter_id text)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    lookup record;
     inv invitations;
     enabled boolean;
     screened record;
@@ -454,14 +468,12 @@ BEGIN
         status := 'TOO_MANY_ATTEMPTS';
         RETURN;
     END IF;
-    SELECT * INTO inv FROM invitations WHERE code_hash = ANY(code_hashes) LIMIT 1;
-    IF NOT FOUND THEN
-        IF s.attempt_mode <> 'off' THEN
-            PERFORM inv_count_failure(s.attempt_keys, s.attempt_window);
-        END IF;
-        status := 'CODE_NOT_FOUND';
+    lookup := inv_find_code(code_hashes, s);
+    IF lookup.status IS NOT NULL THEN
+        status := lookup.status;
         RETURN;
     END IF;
+    inv := lookup.inv;
     status := inv_unavailable(inv);
     IF status IS NOT NULL THEN
         RETURN;

@@ -29,7 +29,7 @@ impl Invitations {
         Self { abuse: Arc::new(abuse), ..self }
     }
 
-    fn attempt_keys(&self, attempt: &Attempt) -> Vec<Vec<u8>> {
+    pub(super) fn attempt_keys(&self, attempt: &Attempt) -> Vec<Vec<u8>> {
         let mut keys = Vec::new();
         if let Some(ip) = attempt.ip {
             let prefix = self.abuse.ip_prefix(ip);

@@ -45,13 +45,15 @@ impl Invitations {
     /// guesses only.
     #[tracing::instrument(name = "db.check", skip_all, fields(db.system = "postgresql"))]
     pub async fn check(&self, code: &InvitationCode, attempt: &Attempt) -> Result<CodeCheck, Error> {
-        let screening = self.screening(attempt, None);
+        // Only the attempt keys: CheckCode makes no IP or e-mail checks.
+        let keys = if self.abuse.attempts == CheckMode::Off { Vec::new() } else { self.attempt_keys(attempt) };
+        let (window_start, _) = self.abuse.attempt_window_at(OffsetDateTime::now_utc());
         let mut conn = self.pool.acquire().await?;
         let hashes = self.code_hashes(code);
-        let state =
-            common_path::check_code(&mut conn, &hashes, &screening.attempt_keys, screening.attempt_window).await?;
+        let state = common_path::check_code(&mut conn, &hashes, &keys, window_start).await?;
         drop(conn);
-        if self.abuse.attempts == CheckMode::Block && state.failures >= screening.attempt_limit {
+        let limit = i32::try_from(self.abuse.attempt_limit).unwrap_or(i32::MAX);
+        if self.abuse.attempts == CheckMode::Block && state.failures >= limit {
             return Err(Error::TooManyAttempts { retry_after: self.attempt_retry_after() });
         }
         if state.invitation.is_none() {
