@@ -35,8 +35,8 @@ pub fn minted(invitations: &[Invitation], codes: Option<&CodeDisclosure>) -> Vec
                 let grant = grants.last_mut().expect("pushed above");
                 grant.invitation_ids.push(inv.id.to_string());
                 if let Some(disclosure) = codes {
-                    let code = display_form(&inv.code, &disclosure.code_prefix);
-                    grant.links.push(disclosure.link_template.replace("{code}", &code));
+                    let (code, link) = disclosed(&inv.code, disclosure);
+                    grant.links.push(link);
                     grant.codes.push(code);
                 }
             }
@@ -44,6 +44,25 @@ pub fn minted(invitations: &[Invitation], codes: Option<&CodeDisclosure>) -> Vec
             Event::new(EventType::Minted, partition, time, payload)
         })
         .collect()
+}
+
+/// A code as minted events disclose it (with --events-include-codes): its
+/// display form and its link.
+fn disclosed(code: &str, disclosure: &CodeDisclosure) -> (String, String) {
+    let code = display_form(code, &disclosure.code_prefix);
+    let link = disclosure.link_template.replace("{code}", &code);
+    (code, link)
+}
+
+/// A Grant message's encoded `codes` and `links` entries (fields 3 and 4)
+/// for one code: the parts of a minted event the one-statement Redeem's
+/// grants take from the service (`inv_mint_grant`).
+pub fn grant_code_fields(code: &str, disclosure: &CodeDisclosure) -> (Vec<u8>, Vec<u8>) {
+    let (code, link) = disclosed(code, disclosure);
+    let (mut code_field, mut link_field) = (Vec::new(), Vec::new());
+    prost::encoding::string::encode(3, &code, &mut code_field);
+    prost::encoding::string::encode(4, &link, &mut link_field);
+    (code_field, link_field)
 }
 
 /// The revoked events of one Revoke call, for the invitations it changed.

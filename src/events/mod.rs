@@ -29,7 +29,7 @@
 
 mod grouped;
 
-pub use grouped::{expired, minted, revoked};
+pub use grouped::{expired, grant_code_fields, minted, revoked};
 
 use prost::Message;
 use sha2::{Digest, Sha256};

@@ -167,7 +167,7 @@ impl Invitations {
     /// A fresh code, kept only as its lookup hash and sealed under the
     /// invitation's id (docs/design.md, "Codes at rest"); the code itself
     /// goes into `codes` for the answer and the events.
-    fn new_row(&self, owner: Owner, codes: &mut HashMap<Uuid, String>) -> Result<NewInvitation, Error> {
+    pub(super) fn new_row(&self, owner: Owner, codes: &mut HashMap<Uuid, String>) -> Result<NewInvitation, Error> {
         let code = self.codes.generate().map_err(|e| Error::Internal(anyhow::anyhow!("OS random source: {e}")))?;
         let id = Uuid::now_v7();
         let sealed = self.vault.seal(id.as_bytes(), code.as_str().as_bytes()).map_err(internal)?;

@@ -15,10 +15,13 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
+use std::collections::HashMap;
+
 use super::mint::Recipients;
 use super::*;
 use crate::config::QuotaArgs;
-use crate::store::invitations::BatchAttributes;
+use crate::store::common_path::{PreparedGrant, QuotaGrants};
+use crate::store::invitations::{BatchAttributes, Owner};
 use crate::store::quotas;
 
 /// Members the granter takes per transaction.
@@ -52,12 +55,6 @@ impl Earn {
 }
 
 impl Quotas {
-    /// No policy grants anything (then Redeem mints nothing and schedules
-    /// nothing).
-    pub fn grant_nothing(&self) -> bool {
-        self.welcome == 0 && self.refill_to == 0 && self.earn.is_none()
-    }
-
     pub fn from_args(args: &QuotaArgs) -> Result<Self, String> {
         let earn = if args.earn_interval.is_zero() {
             None
@@ -137,6 +134,49 @@ impl Invitations {
         }
         let owners = vec![Some(inviter.user_id.clone()); (level - unspent) as usize];
         self.grant(tx, Policy::Refill, &owners).await
+    }
+
+    /// The grants a one-statement Redeem may make (`inv_redeem`'s quotas),
+    /// prepared before the call: codes for a full welcome grant and a full
+    /// refill, of which the statement mints what the counts call for.
+    pub(super) fn prepared_quotas(&self) -> Result<QuotaGrants, Error> {
+        let q = &self.quotas;
+        if q.welcome == 0 && q.refill_to == 0 && q.earn.is_none() {
+            // No policy grants anything (nor schedules anything).
+            return Ok(QuotaGrants::default());
+        }
+        Ok(QuotaGrants {
+            welcome: q.welcome as i32,
+            refill_to: q.refill_to as i32,
+            earn_secs: q.earn.map(|earn| earn.interval_secs()),
+            key_id: self.vault.current_key_id(),
+            welcome_grant: self.prepared_grant(q.welcome as usize)?,
+            refill_grant: self.prepared_grant(q.refill_to as usize)?,
+        })
+    }
+
+    /// `n` fresh codes for one grant, made as `mint_batch` makes them, in id
+    /// order, with their minted event's parts.
+    fn prepared_grant(&self, n: usize) -> Result<PreparedGrant, Error> {
+        let mut grant = PreparedGrant::default();
+        if n == 0 {
+            return Ok(grant);
+        }
+        grant.batch_id = Uuid::now_v7();
+        let mut codes: HashMap<Uuid, String> = HashMap::with_capacity(n);
+        let mut rows = (0..n).map(|_| self.new_row(Owner::Named(None), &mut codes)).collect::<Result<Vec<_>, _>>()?;
+        rows.sort_by_key(|row| row.id);
+        for row in rows {
+            if let (Some(disclosure), Some(code)) = (&self.code_disclosure, codes.get(&row.id)) {
+                let (code_field, link_field) = events::grant_code_fields(code, disclosure);
+                grant.code_fields.push(code_field);
+                grant.link_fields.push(link_field);
+            }
+            grant.ids.push(row.id);
+            grant.hashes.push(row.code_hash);
+            grant.sealed.push(row.code_ciphertext);
+        }
+        Ok(grant)
     }
 
     /// One batch of policy invitations (single use, no expiry).

@@ -48,7 +48,7 @@ impl Invitations {
 
 impl Invitations {
     /// Redeem in one round trip (docs/design.md, "One round trip per call"):
-    /// a code, no quota policy on, no `request_id`. `None`: the request is
+    /// a code, no `request_id`; quota grants included. `None`: the request is
     /// not one the statement handles (or it handed over), and the caller
     /// runs [`Invitations::redeem`], which answers it from scratch.
     #[tracing::instrument(name = "db.redeem", skip_all, fields(db.system = "postgresql"))]
@@ -59,15 +59,14 @@ impl Invitations {
         timeout: Option<std::time::Duration>,
     ) -> Result<Option<Redemption>, Error> {
         let RedeemTarget::Code(code) = &cmd.target else { return Ok(None) };
-        if !self.quotas.grant_nothing() {
-            return Ok(None);
-        }
+        let quotas = self.prepared_quotas()?;
         let screening = self.screening(attempt, cmd.email.as_ref());
         let invitee = cmd.invitee.as_str();
         let mut conn = self.pool.acquire().await?;
         let hashes = self.code_hashes(code);
         let time_left = self.time_left(timeout);
-        let outcome = common_path::redeem(&mut conn, &hashes, invitee, &EventHead::new(), &screening, time_left).await;
+        let event = EventHead::new();
+        let outcome = common_path::redeem(&mut conn, &hashes, invitee, &event, &screening, &quotas, time_left).await;
         let redeemed = match outcome {
             Ok(Status::Done(redeemed)) => redeemed,
             Ok(Status::Refused(reason)) => return Err(self.refusal(&reason)),
@@ -81,6 +80,9 @@ impl Invitations {
         drop(conn);
         self.waker.committed();
         self.metrics.redeemed();
+        if redeemed.granted > 0 {
+            self.metrics.minted(redeemed.granted);
+        }
         let mut invitation = redeemed.spent;
         self.reveal_one(&mut invitation);
         if !redeemed.flags.is_empty() {

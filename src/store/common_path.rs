@@ -1,7 +1,8 @@
 //! The common path of Redeem, Reserve, CheckCode and ListForUser, each one
 //! autocommit statement: one round trip to Postgres per call
 //! (docs/design.md, "One round trip per call"). Redeem and Reserve call the
-//! SQL functions of `migrations/0060_one_round_trip.sql`; CheckCode and
+//! SQL functions of `migrations/0060_one_round_trip.sql` (Redeem's as
+//! `migrations/0061_quotas_in_one_trip.sql` replaced it); CheckCode and
 //! ListForUser are one query each. What these do not handle they hand back
 //! as [`Status::General`] (nothing written), and the service runs its
 //! general path, the statements of the other store modules.
@@ -44,10 +45,7 @@ fn screening_row(first: usize) -> String {
     format!("ROW({})::inv_screening", fields.join(", "))
 }
 
-fn bind_screening<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    s: &'q Screening,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+fn bind_screening<'q>(query: PgQuery<'q>, s: &'q Screening) -> PgQuery<'q> {
     query
         .bind(&s.attempt_keys)
         .bind(s.attempt_window)
@@ -107,6 +105,64 @@ pub struct Redeemed {
     pub redeem_time: OffsetDateTime,
     /// Abuse signals recorded on the redemption.
     pub flags: Vec<String>,
+    /// Invitations the quota policies granted with it.
+    pub granted: u64,
+}
+
+/// One quota grant prepared for the statement (SQL type `inv_grant`): as
+/// many invitations as the policy could need, of which the statement mints
+/// the first ones its counts call for (`inv_mint_grant`).
+#[derive(Default)]
+pub struct PreparedGrant {
+    pub batch_id: Uuid,
+    pub event: EventHead,
+    /// In id order, which is the minted event's order.
+    pub ids: Vec<Uuid>,
+    pub hashes: Vec<Vec<u8>>,
+    pub sealed: Vec<Vec<u8>>,
+    /// The Grant message's encoded `codes` and `links` entries, one per
+    /// invitation; empty unless events carry codes.
+    pub code_fields: Vec<Vec<u8>>,
+    pub link_fields: Vec<Vec<u8>>,
+}
+
+/// The quota policies for one Redeem (SQL type `inv_quotas`); all zero and
+/// empty when no policy grants anything.
+#[derive(Default)]
+pub struct QuotaGrants {
+    pub welcome: i32,
+    pub refill_to: i32,
+    pub earn_secs: Option<f64>,
+    pub key_id: i32,
+    pub welcome_grant: PreparedGrant,
+    pub refill_grant: PreparedGrant,
+}
+
+/// The `inv_quotas` row of parameters `$18..$39`.
+const QUOTAS_ROW: &str = "ROW($18::int, $19::int, $20::float8, $21::int, \
+     ROW($22::uuid, $23::uuid, $24::timestamptz, $25::bytea, $26::uuid[], $27::bytea[], $28::bytea[], $29::bytea[], \
+         $30::bytea[])::inv_grant, \
+     ROW($31::uuid, $32::uuid, $33::timestamptz, $34::bytea, $35::uuid[], $36::bytea[], $37::bytea[], $38::bytea[], \
+         $39::bytea[])::inv_grant)::inv_quotas";
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_grant<'q>(query: PgQuery<'q>, g: &'q PreparedGrant) -> PgQuery<'q> {
+    query
+        .bind(g.batch_id)
+        .bind(g.event.id)
+        .bind(g.event.time)
+        .bind(&g.event.head)
+        .bind(&g.ids)
+        .bind(&g.hashes)
+        .bind(&g.sealed)
+        .bind(&g.code_fields)
+        .bind(&g.link_fields)
+}
+
+fn bind_quotas<'q>(query: PgQuery<'q>, q: &'q QuotaGrants) -> PgQuery<'q> {
+    let query = query.bind(q.welcome).bind(q.refill_to).bind(q.earn_secs).bind(q.key_id);
+    bind_grant(bind_grant(query, &q.welcome_grant), &q.refill_grant)
 }
 
 /// The invitation columns of the functions' `spent`, in `invitations::COLUMNS`
@@ -124,12 +180,15 @@ pub async fn redeem(
     invitee: &str,
     event: &EventHead,
     screening: &Screening,
+    quotas: &QuotaGrants,
     time_left: Option<std::time::Duration>,
 ) -> Result<Status<Redeemed>, sqlx::Error> {
-    // Built once per call from constants: the screening row's 11 casts.
+    // Built once per call from constants: the screening and quota rows' casts.
     let sql = format!(
-        "SELECT {SPENT}, r.status, r.redeem_time, r.flags FROM inv_redeem($1, $2, $3, $4, $5, $6, {}, $18) r",
-        screening_row(7)
+        "SELECT {SPENT}, r.status, r.redeem_time, r.flags, r.granted \
+         FROM inv_redeem($1, $2, $3, $4, $5, $6, {}, {}, $40) r",
+        screening_row(7),
+        QUOTAS_ROW,
     );
     let query = sqlx::query(&sql)
         .bind(code_hashes)
@@ -138,11 +197,16 @@ pub async fn redeem(
         .bind(event.time)
         .bind(&event.head)
         .bind(crate::events::redeemed_invitee_field(invitee));
-    let query = bind_screening(query, screening).bind(micros(time_left));
+    let query = bind_quotas(bind_screening(query, screening), quotas).bind(micros(time_left));
     let row = query.fetch_one(conn).await?;
     let outcome: String = row.try_get(20)?;
     status(outcome, "REDEEMED", || {
-        Ok(Redeemed { spent: Invitation::from_row(&row)?, redeem_time: row.try_get(21)?, flags: row.try_get(22)? })
+        Ok(Redeemed {
+            spent: Invitation::from_row(&row)?,
+            redeem_time: row.try_get(21)?,
+            flags: row.try_get(22)?,
+            granted: row.try_get::<i32, _>(23)?.try_into().unwrap_or_default(),
+        })
     })
 }
 

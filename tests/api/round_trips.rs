@@ -137,6 +137,45 @@ async fn list_for_user_with_the_earn_policy_is_one_round_trip() {
     assert_one_statement(&statements(&counter), "earn_next_time");
 }
 
+#[tokio::test]
+async fn redeem_with_the_welcome_and_refill_quotas_is_one_round_trip() {
+    let (app, counter, _db) = counted(&["--welcome-grant", "2", "--refill-to", "2"]).await;
+    let codes: Vec<String> = app.mint_for("alice", 2).await.into_iter().map(|i| i.code).collect();
+    app.redeem(&codes[0], "warm").await.expect("redeem");
+    let unspent = |user: &str| {
+        let user = user.to_owned();
+        let app = &app;
+        async move {
+            let request = pb::ListForUserRequest {
+                user_id: user,
+                state: pb::invitation::State::Unspent as i32,
+                ..Default::default()
+            };
+            app.list(request).await.expect("list").invitations
+        }
+    };
+    // Alice was topped up to 2, the warm-up invitee welcomed with 2.
+    assert_eq!(unspent("alice").await.len(), 2);
+    assert_eq!(unspent("warm").await.len(), 2);
+    statements(&counter);
+
+    app.redeem(&codes[1], "bob").await.expect("redeem");
+    assert_one_statement(&statements(&counter), "inv_redeem(");
+    let bobs = unspent("bob").await;
+    assert_eq!(bobs.len(), 2, "bob's welcome grant");
+    assert!(bobs.iter().all(|i| i.label == "policy:welcome" && i.max_uses == 1 && i.code.len() > 8));
+    let alices = unspent("alice").await;
+    assert_eq!(alices.len(), 2, "alice topped up to 2 again");
+    assert_eq!(alices.iter().filter(|i| i.label == "policy:refill").count(), 2);
+    statements(&counter);
+
+    // Bob's welcome codes work like any other; bob is refilled in the same trip.
+    app.redeem(&bobs[0].code, "carol").await.expect("redeem a welcome code");
+    assert_one_statement(&statements(&counter), "inv_redeem(");
+    assert_eq!(unspent("bob").await.len(), 2);
+    assert_eq!(unspent("carol").await.len(), 2);
+}
+
 /// The rare branches, each handed to the general path: what they cost.
 #[tokio::test]
 async fn rare_branches_take_the_general_path_and_answer_as_before() {

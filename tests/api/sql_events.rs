@@ -1,5 +1,5 @@
 //! The events the one-statement Redeem and Reserve write in SQL
-//! (migrations/0060_one_round_trip.sql) are the events the Rust encoder
+//! (migrations/0060_one_round_trip.sql, 0061_quotas_in_one_trip.sql) are the events the Rust encoder
 //! writes: they decode to the change, re-encode to the same bytes (fields
 //! in order, defaults left out) and sit in the owner's partition.
 
@@ -100,6 +100,66 @@ async fn reservation_events_written_in_sql_are_the_rust_events() {
     assert_eq!(event.expire_time, reserved.expire_time);
     assert_eq!(event.invitee_id, "");
     assert_eq!(rows[0].partition, partition_of(Some("alice"), inv.batch_id.parse().expect("uuid")));
+}
+
+#[tokio::test]
+async fn minted_events_of_quota_grants_written_in_sql_are_the_rust_events() {
+    let template = "https://cats.example/join?c={code}";
+    let app = TestApp::spawn_with(&[
+        "--welcome-grant",
+        "2",
+        "--refill-to",
+        "1",
+        "--events-include-codes",
+        "true",
+        "--code-prefix",
+        "INV",
+        "--link-template",
+        template,
+    ])
+    .await;
+    let inv = app.mint_one("alice").await;
+    let before = outbox_rows(&app, "minted").await.len();
+    app.redeem(&inv.code, "bob").await.expect("redeem");
+    let rows = outbox_rows(&app, "minted").await;
+    assert_eq!(rows.len(), before + 2, "the welcome grant's and the refill's");
+    let owned = |user: &str| {
+        let app = &app;
+        let user = user.to_owned();
+        async move {
+            let page = app.list(pb::ListForUserRequest { user_id: user, ..Default::default() }).await;
+            let mut invitations = page.expect("list").invitations;
+            invitations.retain(|i| i.label.starts_with("policy:"));
+            invitations.sort_by(|a, b| a.id.cmp(&b.id));
+            invitations
+        }
+    };
+    for (row, (owner, policy)) in rows[before..].iter().zip([("bob", "policy:welcome"), ("alice", "policy:refill")]) {
+        let Some(Event::Minted(minted)) = decode(row).event else { panic!("a minted event") };
+        let granted = owned(owner).await;
+        assert!(!granted.is_empty(), "{owner} was granted invitations");
+        let batch = &granted[0].batch_id;
+        let codes: Vec<String> = granted.iter().map(|i| i.code.clone()).collect();
+        let links: Vec<String> = codes.iter().map(|c| template.replace("{code}", c)).collect();
+        assert_eq!(
+            minted,
+            pb::Minted {
+                batch_id: batch.clone(),
+                label: policy.into(),
+                minted_by: policy.into(),
+                max_uses: 1,
+                expire_time: None,
+                binding: 0,
+                grants: vec![pb::Grant {
+                    inviter_id: owner.into(),
+                    invitation_ids: granted.iter().map(|i| i.id.clone()).collect(),
+                    codes,
+                    links,
+                }],
+            }
+        );
+        assert_eq!(row.partition, partition_of(Some(owner), batch.parse().expect("uuid")));
+    }
 }
 
 #[tokio::test]
