@@ -134,14 +134,14 @@ impl Invitations {
     /// locks below rule out double spends, cycles and stale paths.
     async fn redeem_in(&self, tx: &mut store::Tx<'_>, cmd: &RedeemCommand, code_hashes: &[Vec<u8>]) -> Outcome {
         let invitee = cmd.invitee.as_str();
-        let invitation = reservation::target_invitation(tx, &cmd.target, code_hashes, invitee).await?;
+        let (invitation, may_retry) = reservation::target_invitation(tx, &cmd.target, code_hashes, invitee).await?;
         let inviter = invitation.inviter_id.clone();
         if inviter.as_deref() == Some(invitee) {
             return Err(RedeemFailure::Refused(Error::SelfInvite));
         }
         members::ensure_one(tx, invitee).await?;
         // A retry of a finished redeem is answered before taking any lock.
-        if let Some(answer) = joined_before(tx, invitee, &invitation, None).await? {
+        if let Some(answer) = joined_before(tx, invitee, &invitation, None, may_retry).await? {
             return answer;
         }
         let (member, parent) = match inviter.as_deref() {
@@ -151,7 +151,7 @@ impl Invitations {
             },
             None => (graph::lock_member(tx, invitee).await?.ok_or(sqlx::Error::RowNotFound)?, None),
         };
-        if let Some(answer) = joined_before(tx, invitee, &invitation, member.inviter_id.as_deref()).await? {
+        if let Some(answer) = joined_before(tx, invitee, &invitation, member.inviter_id.as_deref(), may_retry).await? {
             return answer;
         }
         if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
@@ -209,16 +209,18 @@ impl Invitations {
 type Outcome = Result<(Redemption, Option<u64>), RedeemFailure>;
 
 /// Whether the invitee already joined: through this invitation, a retry
-/// (the same success); through another, or placed under an inviter by
-/// Reparent, `ALREADY_INVITED`.
+/// (the same success) when `may_retry`; through another, through this one
+/// while completing a reservation it did not complete, or placed under an
+/// inviter by Reparent, `ALREADY_INVITED`.
 async fn joined_before(
     tx: &mut store::Tx<'_>,
     invitee: &str,
     invitation: &Invitation,
     inviter: Option<&str>,
+    may_retry: bool,
 ) -> Result<Option<Outcome>, sqlx::Error> {
     Ok(match graph::joined_through(tx, invitee).await? {
-        Some((through, redeem_time)) if through == invitation.id => {
+        Some((through, redeem_time)) if through == invitation.id && may_retry => {
             let flags = abuse::flags_of(tx, invitee).await?;
             let invitation = invitation.clone();
             Some(Ok((Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time, flags }, None)))

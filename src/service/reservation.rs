@@ -210,28 +210,34 @@ async fn inviter_disabled(conn: &mut sqlx::PgConnection, invitation: &Invitation
 
 /// The invitation a Redeem names. A reservation that already ended is refused
 /// here, except one this invitee completed (a retry: Redeem answers it).
+/// The invitation a Redeem spends, and whether the invitee having joined
+/// through it already makes this call a retry (the same success): always for
+/// a code; for a reservation only when this invitee completed it (a held
+/// reservation is not the use the invitee joined through).
 pub(super) async fn target_invitation(
     tx: &mut store::Tx<'_>,
     target: &RedeemTarget,
     code_hashes: &[Vec<u8>],
     invitee: &str,
-) -> Result<Invitation, RedeemFailure> {
+) -> Result<(Invitation, bool), RedeemFailure> {
     let id = match target {
         RedeemTarget::Code(_) => {
-            return invitations::by_code_hash(tx, code_hashes)
-                .await?
-                .ok_or(RedeemFailure::Refused(Error::CodeNotFound));
+            let invitation = invitations::by_code_hash(tx, code_hashes).await?;
+            return invitation.map(|i| (i, true)).ok_or(RedeemFailure::Refused(Error::CodeNotFound));
         }
         RedeemTarget::Reservation(id) => *id,
     };
     let Some(reservation) = reservations::by_id(tx, id).await? else {
         return Err(RedeemFailure::Refused(reservation_not_found()));
     };
-    if reservation.invitee_id.as_deref() != Some(invitee) {
+    let completed_by_invitee = reservation.invitee_id.as_deref() == Some(invitee);
+    if !completed_by_invitee {
         refuse_unless_held(&reservation, OffsetDateTime::now_utc())?;
     }
     let invitation = invitations::by_id(tx, reservation.invitation_id).await?;
-    invitation.ok_or_else(|| RedeemFailure::Refused(Error::Internal(anyhow::anyhow!("reservation without invitation"))))
+    let invitation = invitation
+        .ok_or_else(|| RedeemFailure::Refused(Error::Internal(anyhow::anyhow!("reservation without invitation"))))?;
+    Ok((invitation, completed_by_invitee))
 }
 
 fn refuse_unless_held(reservation: &Reservation, now: OffsetDateTime) -> Result<(), RedeemFailure> {

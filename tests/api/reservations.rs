@@ -276,6 +276,29 @@ async fn completing_a_reservation_keeps_the_redeem_rules() {
 }
 
 #[tokio::test]
+async fn completing_a_held_reservation_for_an_invitee_who_already_joined_through_its_invitation_is_refused() {
+    let app = TestApp::spawn().await;
+    let inv = app
+        .mint(pb::MintRequest { user_ids: vec!["alice".into()], per_user: 1, max_uses: 3, ..Default::default() })
+        .await
+        .expect("mint")
+        .invitations
+        .remove(0);
+    let held = reserve(&app, reserve_req(&inv.code)).await.expect("reserve");
+    app.redeem(&inv.code, "bob").await.expect("bob joins by the code");
+    // Not a retry: bob did not complete this reservation, and joined once.
+    let err = complete(&app, &held.id, "bob").await.expect_err("bob already joined");
+    assert_error(&err, Code::FailedPrecondition, "ALREADY_INVITED", None);
+    assert_eq!(counts(&app).await.held, 1, "the lease stays held for someone else");
+    let done = complete(&app, &held.id, "carol").await.expect("carol completes it");
+    assert_eq!(done.uses, 2);
+    // Completing it again for carol is a retry: the same success.
+    let again = complete(&app, &held.id, "carol").await.expect("a retry");
+    assert_eq!(again.uses, 2);
+    assert_eq!(app.count("redemptions").await, 2);
+}
+
+#[tokio::test]
 async fn bad_reservation_inputs_change_nothing() {
     let app = TestApp::spawn().await;
     let inv = app.mint_one("alice").await;
