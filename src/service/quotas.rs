@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use super::mint::Recipients;
 use super::*;
 use crate::config::QuotaArgs;
+use crate::events::EventHead;
 use crate::store::common_path::{PreparedGrant, QuotaGrants};
 use crate::store::invitations::{BatchAttributes, Owner};
 use crate::store::quotas;
@@ -163,6 +164,7 @@ impl Invitations {
             return Ok(grant);
         }
         grant.batch_id = Uuid::now_v7();
+        grant.event = EventHead::new();
         let mut codes: HashMap<Uuid, String> = HashMap::with_capacity(n);
         let mut rows = (0..n).map(|_| self.new_row(Owner::Named(None), &mut codes)).collect::<Result<Vec<_>, _>>()?;
         rows.sort_by_key(|row| row.id);

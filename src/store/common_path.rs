@@ -112,7 +112,6 @@ pub struct Redeemed {
 /// One quota grant prepared for the statement (SQL type `inv_grant`): as
 /// many invitations as the policy could need, of which the statement mints
 /// the first ones its counts call for (`inv_mint_grant`).
-#[derive(Default)]
 pub struct PreparedGrant {
     pub batch_id: Uuid,
     pub event: EventHead,
@@ -124,6 +123,23 @@ pub struct PreparedGrant {
     /// invitation; empty unless events carry codes.
     pub code_fields: Vec<Vec<u8>>,
     pub link_fields: Vec<Vec<u8>>,
+}
+
+/// An unused grant: nothing made (no event id drawn, nothing encoded), as a
+/// Redeem with the policy off passes it.
+impl Default for PreparedGrant {
+    fn default() -> Self {
+        let event = EventHead { id: Uuid::nil(), time: OffsetDateTime::UNIX_EPOCH, head: Vec::new() };
+        Self {
+            batch_id: Uuid::nil(),
+            event,
+            ids: Vec::new(),
+            hashes: Vec::new(),
+            sealed: Vec::new(),
+            code_fields: Vec::new(),
+            link_fields: Vec::new(),
+        }
+    }
 }
 
 /// The quota policies for one Redeem (SQL type `inv_quotas`); all zero and
