@@ -214,6 +214,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub quotas: QuotaArgs,
 
+    #[command(flatten)]
+    pub waitlist: WaitlistArgs,
+
     /// Lease of a Reserve call that names no ttl.
     #[arg(long, env = "INVITATIONS_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
@@ -462,4 +465,39 @@ pub struct QuotaArgs {
     /// due (replicas share the work). Grants arrive up to this late.
     #[arg(long, env = "INVITATIONS_EARN_GRANT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub earn_grant_interval: Duration,
+}
+
+/// Whether the waitlist admits only entries a reviewer approved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReviewMode {
+    Required,
+    Off,
+}
+
+/// The waitlist (docs/design.md, "Waitlist").
+#[derive(Debug, Clone, Args)]
+pub struct WaitlistArgs {
+    /// `required`: AdmitFromWaitlist admits only entries approved with
+    /// ReviewWaitlistEntries; `off`: any entry in the line.
+    #[arg(long, env = "INVITATIONS_WAITLIST_REVIEW", value_enum, default_value_t = ReviewMode::Off)]
+    pub waitlist_review: ReviewMode,
+
+    /// Places an entry moves up for each applicant who joins through its
+    /// referral handle.
+    #[arg(long, env = "INVITATIONS_WAITLIST_REFERRAL_BUMP", default_value_t = 10)]
+    pub waitlist_referral_bump: u32,
+
+    /// Places an entry moves up, in addition, for each of those applicants
+    /// who is admitted and redeems.
+    #[arg(long, env = "INVITATIONS_WAITLIST_REDEEM_BUMP", default_value_t = 50)]
+    pub waitlist_redeem_bump: u32,
+
+    /// The most places an entry moves up in all.
+    #[arg(long, env = "INVITATIONS_WAITLIST_MAX_BUMP", default_value_t = 1000)]
+    pub waitlist_max_bump: u32,
+
+    /// How long a rejected applicant waits before JoinWaitlist takes it back
+    /// into the line (at the back).
+    #[arg(long, env = "INVITATIONS_WAITLIST_REAPPLY_AFTER", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub waitlist_reapply_after: Duration,
 }

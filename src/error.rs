@@ -69,6 +69,18 @@ pub enum Error {
     /// Too many failed attempts from this client IP or for this invitee.
     #[error("too many failed attempts; retry later")]
     TooManyAttempts { retry_after: time::Duration },
+    /// JoinWaitlist for an applicant who is already a member.
+    #[error("the applicant is already a member")]
+    AlreadyMember,
+    /// The invitation was admitted from the waitlist for another applicant.
+    #[error("the invitation is bound to the waitlist applicant it was admitted for")]
+    ApplicantMismatch,
+    /// A rejected applicant joins again before the reapply time.
+    #[error("the applicant was rejected recently; retry later")]
+    ReapplyTooSoon { retry_after: time::Duration },
+    /// A review named an entry that was already admitted.
+    #[error("waitlist entry `{entry_id}` was already admitted")]
+    AlreadyAdmitted { entry_id: String },
     #[error("{what} not found")]
     NotFound { what: &'static str, field: &'static str },
     /// The request_id was used before with a different request.
@@ -115,6 +127,10 @@ impl Error {
             Error::SameIpAsInviter => "SAME_IP_AS_INVITER",
             Error::DisposableEmail => "DISPOSABLE_EMAIL",
             Error::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
+            Error::AlreadyMember => "ALREADY_MEMBER",
+            Error::ApplicantMismatch => "APPLICANT_MISMATCH",
+            Error::ReapplyTooSoon { .. } => "REAPPLY_TOO_SOON",
+            Error::AlreadyAdmitted { .. } => "ALREADY_ADMITTED",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
             Error::Unavailable(_) => "UNAVAILABLE",
@@ -130,10 +146,18 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::Database(ref db) if db.code().as_deref().is_some_and(connection_lost) => {
                 Error::Unavailable(e.into())
             }
+            // The waitlist's binding, checked on every insert of a
+            // redemption (migrations/0062_waitlist.sql), so on both Redeem paths.
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some(APPLICANT_MISMATCH) => {
+                Error::ApplicantMismatch
+            }
             e => Error::Internal(e.into()),
         }
     }
 }
+
+/// The SQLSTATE of a redemption of an admitted invitation by another user.
+pub const APPLICANT_MISMATCH: &str = "IV016";
 
 /// SQLSTATEs of a connection the database ended or refused: class 08
 /// (connection exception) and 57P0x (shut down, terminated by an operator,

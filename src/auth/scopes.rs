@@ -8,9 +8,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Operators: Mint, Revoke, RegisterMembers, SetInvitePrivileges,
-    /// Reparent, GetStats.
+    /// Reparent, GetStats, ReviewWaitlistEntries, AdmitFromWaitlist.
     Admin,
-    /// The sign-up flow: Redeem, CheckCode, Reserve, Release.
+    /// The sign-up flow: Redeem, CheckCode, Reserve, Release, JoinWaitlist,
+    /// GetWaitlistEntry.
     Signup,
     /// Reading: ListForUser, GetInviteGraph, WalkInviteForest.
     Read,
@@ -53,6 +54,10 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("SetInvitePrivileges", Scope::Admin),
     ("Reparent", Scope::Admin),
     ("GetStats", Scope::Admin),
+    ("JoinWaitlist", Scope::Signup),
+    ("GetWaitlistEntry", Scope::Signup),
+    ("ReviewWaitlistEntries", Scope::Admin),
+    ("AdmitFromWaitlist", Scope::Admin),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.

@@ -48,7 +48,7 @@ pub fn minted(invitations: &[Invitation], codes: Option<&CodeDisclosure>) -> Vec
 
 /// A code as minted events disclose it (with --events-include-codes): its
 /// display form and its link.
-fn disclosed(code: &str, disclosure: &CodeDisclosure) -> (String, String) {
+pub(super) fn disclosed(code: &str, disclosure: &CodeDisclosure) -> (String, String) {
     let code = display_form(code, &disclosure.code_prefix);
     let link = disclosure.link_template.replace("{code}", &code);
     (code, link)

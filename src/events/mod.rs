@@ -28,8 +28,10 @@
 //! `Invitations::mint` or call [`minted`] with the batch's rows.
 
 mod grouped;
+mod waitlist;
 
 pub use grouped::{expired, grant_code_fields, minted, revoked};
+pub use waitlist::{Admitted, applicant_partition};
 
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -61,10 +63,13 @@ pub enum EventType {
     Released,
     Lapsed,
     PrivilegesChanged,
+    WaitlistJoined,
+    WaitlistReviewed,
+    WaitlistAdmitted,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 12] = [
         EventType::Minted,
         EventType::Redeemed,
         EventType::Revoked,
@@ -74,6 +79,9 @@ impl EventType {
         EventType::Released,
         EventType::Lapsed,
         EventType::PrivilegesChanged,
+        EventType::WaitlistJoined,
+        EventType::WaitlistReviewed,
+        EventType::WaitlistAdmitted,
     ];
 
     /// `minted`, `reservation.lapsed`, ...: the subject is `<prefix>.<name>`,
@@ -89,6 +97,9 @@ impl EventType {
             EventType::Released => "reservation.released",
             EventType::Lapsed => "reservation.lapsed",
             EventType::PrivilegesChanged => "privileges_changed",
+            EventType::WaitlistJoined => "waitlist.joined",
+            EventType::WaitlistReviewed => "waitlist.reviewed",
+            EventType::WaitlistAdmitted => "waitlist.admitted",
         }
     }
 

@@ -11,6 +11,7 @@ pub mod overload;
 mod reservation;
 pub mod stats;
 pub mod status;
+mod waitlist;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -293,5 +294,33 @@ impl InvitationService for InvitationApi {
         command.reparented_by = recorded_actor(caller.as_ref(), &command.reparented_by);
         let outcome = self.service.reparent(command).await.map_err(to_status)?;
         Ok(Response::new(graph::reparent_response(outcome)))
+    }
+
+    async fn join_waitlist(
+        &self,
+        request: Request<pb::JoinWaitlistRequest>,
+    ) -> Result<Response<pb::JoinWaitlistResponse>, Status> {
+        waitlist::join(&self.service, &self.view, request).await
+    }
+
+    async fn get_waitlist_entry(
+        &self,
+        request: Request<pb::GetWaitlistEntryRequest>,
+    ) -> Result<Response<pb::WaitlistEntry>, Status> {
+        waitlist::get(&self.service, &self.view, request).await
+    }
+
+    async fn review_waitlist_entries(
+        &self,
+        request: Request<pb::ReviewWaitlistEntriesRequest>,
+    ) -> Result<Response<pb::ReviewWaitlistEntriesResponse>, Status> {
+        waitlist::review(&self.service, &self.view, request).await
+    }
+
+    async fn admit_from_waitlist(
+        &self,
+        request: Request<pb::AdmitFromWaitlistRequest>,
+    ) -> Result<Response<pb::AdmitFromWaitlistResponse>, Status> {
+        waitlist::admit(&self.service, &self.view, request).await
     }
 }

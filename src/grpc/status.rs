@@ -48,7 +48,18 @@ pub fn to_status(error: Error) -> Status {
         | Error::EmailMismatch
         | Error::IpAlreadyUsed
         | Error::SameIpAsInviter
-        | Error::DisposableEmail => Code::FailedPrecondition,
+        | Error::DisposableEmail
+        | Error::AlreadyMember
+        | Error::ApplicantMismatch => Code::FailedPrecondition,
+        Error::ReapplyTooSoon { retry_after } => {
+            let secs = retry_after.whole_seconds().max(1) as u64;
+            details.set_retry_info(Some(std::time::Duration::from_secs(secs)));
+            Code::FailedPrecondition
+        }
+        Error::AlreadyAdmitted { entry_id } => {
+            details.add_precondition_failure_violation(error.reason(), entry_id.clone(), error.to_string());
+            Code::FailedPrecondition
+        }
         Error::TooManyAttempts { retry_after } => {
             let secs = retry_after.whole_seconds().max(1) as u64;
             details.set_retry_info(Some(std::time::Duration::from_secs(secs)));

@@ -22,6 +22,7 @@ mod reparent;
 mod reservation;
 mod revoke;
 mod stats;
+pub mod waitlist;
 mod wave;
 
 pub use abuse::{Attempt, sweep_abuse_records};
@@ -34,6 +35,8 @@ pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
 pub use stats::{Period, Stats, StatsQuery, fold_counts};
+pub use waitlist::{AdmitCommand, AdmitOutcome, Entry, EntryState, JoinCommand, JoinOutcome, Order};
+pub use waitlist::{ReviewCommand, ReviewOutcome, WaitlistSettings};
 
 use std::sync::Arc;
 
@@ -229,6 +232,7 @@ pub struct Invitations {
     /// The longest a call may take (`--max-call-time`): a one-statement
     /// call past it does not commit.
     pub(crate) max_call_time: Option<std::time::Duration>,
+    pub(crate) waitlist: WaitlistSettings,
 }
 
 impl Invitations {
@@ -246,6 +250,7 @@ impl Invitations {
             placeholders: Placeholders::unkeyed(),
             quotas: Quotas::default(),
             max_call_time: None,
+            waitlist: WaitlistSettings::default(),
         }
     }
 

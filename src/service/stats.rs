@@ -108,7 +108,8 @@ fn every_day(
 }
 
 /// Every table of counters kept from deltas.
-const COUNTERS: [&Counters; 2] = [&store::tree::MEMBER_COUNTS, &store::stats::BATCH_COUNTS];
+const COUNTERS: [&Counters; 3] =
+    [&store::tree::MEMBER_COUNTS, &store::stats::BATCH_COUNTS, &store::waitlist::LINE_COUNTS];
 
 /// Folds the count deltas into their counters every `interval` until
 /// shutdown (docs/design.md, "Counts without hot rows"). Only keeps reads

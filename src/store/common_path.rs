@@ -38,14 +38,14 @@ pub struct Screening {
 }
 
 /// The `inv_screening` row built from parameters `$first..$first+10`.
-fn screening_row(first: usize) -> String {
+pub(crate) fn screening_row(first: usize) -> String {
     let types =
         ["bytea[]", "timestamptz", "int", "text", "text", "bytea[]", "timestamptz", "text", "text", "bytea", "int"];
     let fields: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("${}::{t}", first + i)).collect();
     format!("ROW({})::inv_screening", fields.join(", "))
 }
 
-fn bind_screening<'q>(query: PgQuery<'q>, s: &'q Screening) -> PgQuery<'q> {
+pub(crate) fn bind_screening<'q>(query: PgQuery<'q>, s: &'q Screening) -> PgQuery<'q> {
     query
         .bind(&s.attempt_keys)
         .bind(s.attempt_window)
@@ -161,7 +161,7 @@ const QUOTAS_ROW: &str = "ROW($18::int, $19::int, $20::float8, $21::int, \
      ROW($31::uuid, $32::uuid, $33::timestamptz, $34::bytea, $35::uuid[], $36::bytea[], $37::bytea[], $38::bytea[], \
          $39::bytea[])::inv_grant)::inv_quotas";
 
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 fn bind_grant<'q>(query: PgQuery<'q>, g: &'q PreparedGrant) -> PgQuery<'q> {
     query

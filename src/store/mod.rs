@@ -14,6 +14,7 @@ pub mod rekey;
 pub mod reservations;
 pub mod stats;
 pub mod tree;
+pub mod waitlist;
 pub mod waves;
 
 use std::time::Duration;
