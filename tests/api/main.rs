@@ -44,4 +44,5 @@ mod stats;
 mod tls;
 mod user_ids;
 mod validation;
+mod waitlist;
 mod waves;

@@ -1,0 +1,285 @@
+//! The waitlist over real gRPC on real Postgres: joining, positions against
+//! a model, review, admission and the invitation bound to its applicant.
+//! Races are in `waitlist_races`, screening and events in
+//! `waitlist_screening`.
+
+use invitations::pb;
+use invitations::pb::waitlist_entry::State;
+
+use crate::helpers::{TestApp, assert_error, member};
+
+pub async fn join(app: &TestApp, applicant: &str, referrer: &str) -> Result<pb::JoinWaitlistResponse, tonic::Status> {
+    let request = pb::JoinWaitlistRequest { applicant_id: applicant.into(), referrer: referrer.into(), ..Default::default() };
+    app.client.clone().join_waitlist(request).await.map(|r| r.into_inner())
+}
+
+pub async fn joined(app: &TestApp, applicant: &str, referrer: &str) -> pb::WaitlistEntry {
+    join(app, applicant, referrer).await.expect("join").entry.expect("an entry")
+}
+
+pub async fn entry(app: &TestApp, applicant: &str) -> Result<pb::WaitlistEntry, tonic::Status> {
+    let request = pb::GetWaitlistEntryRequest { applicant_id: applicant.into(), ..Default::default() };
+    app.client.clone().get_waitlist_entry(request).await.map(|r| r.into_inner())
+}
+
+pub fn admit_request(count: u32) -> pb::AdmitFromWaitlistRequest {
+    pb::AdmitFromWaitlistRequest { count, ..Default::default() }
+}
+
+pub async fn admit(app: &TestApp, request: pb::AdmitFromWaitlistRequest) -> pb::AdmitFromWaitlistResponse {
+    app.client.clone().admit_from_waitlist(request).await.expect("admit").into_inner()
+}
+
+pub async fn review(
+    app: &TestApp,
+    ids: &[&str],
+    decision: pb::ReviewDecision,
+) -> Result<pb::ReviewWaitlistEntriesResponse, tonic::Status> {
+    let request = pb::ReviewWaitlistEntriesRequest {
+        entry_ids: ids.iter().map(|s| s.to_string()).collect(),
+        decision: decision as i32,
+        reason: "looks good".into(),
+        reviewed_by: "mod-1".into(),
+    };
+    app.client.clone().review_waitlist_entries(request).await.map(|r| r.into_inner())
+}
+
+/// Positions as the model says: join order moved up by the capped bump.
+fn model_positions(entries: &[(u64, u64)]) -> Vec<u64> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| (entries[i].0 as i64 - entries[i].1 as i64, entries[i].0));
+    let mut positions = vec![0; entries.len()];
+    for (place, i) in order.into_iter().enumerate() {
+        positions[i] = place as u64 + 1;
+    }
+    positions
+}
+
+#[tokio::test]
+async fn positions_after_joins_and_bumps_follow_the_model() {
+    let app = TestApp::spawn_with(&["--waitlist-referral-bump", "3", "--waitlist-max-bump", "7"]).await;
+    // (seq, bump) per applicant, and the handles.
+    let mut model: Vec<(u64, u64)> = Vec::new();
+    let mut handles: Vec<String> = Vec::new();
+    let mut referrals = vec![0u64; 0];
+    // A fixed pseudo-random sequence of referrers (None: no referrer).
+    let mut x: u64 = 12345;
+    for i in 0..40 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let referrer = if i > 0 && (x >> 33) % 3 != 0 { Some(((x >> 40) as usize) % handles.len()) } else { None };
+        let handle = referrer.map(|r| handles[r].clone()).unwrap_or_default();
+        let e = joined(&app, &format!("applicant-{i}"), &handle).await;
+        assert_eq!(e.state, State::Waiting as i32);
+        model.push((i as u64 + 1, 0));
+        referrals.push(0);
+        handles.push(e.referral_handle.clone());
+        if let Some(r) = referrer {
+            referrals[r] += 1;
+            model[r].1 = (referrals[r] * 3).min(7);
+        }
+        let want = model_positions(&model);
+        assert_eq!(e.position, want[i], "the new entry's position after join {i}");
+    }
+    let want = model_positions(&model);
+    for (i, want) in want.iter().enumerate() {
+        let e = entry(&app, &format!("applicant-{i}")).await.expect("get");
+        assert_eq!(e.position, *want, "applicant-{i}");
+        assert_eq!(e.referrals as u64, referrals[i], "applicant-{i}");
+        assert_eq!(e.bump, model[i].1, "applicant-{i}");
+    }
+    // Admission takes the top of the line; the rest move up.
+    let admitted = admit(&app, admit_request(3)).await;
+    assert_eq!(admitted.admitted_count, 3);
+    let top: Vec<usize> = (0..model.len()).filter(|&i| want[i] <= 3).collect();
+    let got: Vec<String> = admitted.entries.iter().map(|e| e.applicant_id.clone()).collect();
+    assert_eq!(got, {
+        let mut t = top.clone();
+        t.sort_by_key(|&i| want[i]);
+        t.iter().map(|i| format!("applicant-{i}")).collect::<Vec<_>>()
+    });
+    for (i, before) in want.iter().enumerate() {
+        let e = entry(&app, &format!("applicant-{i}")).await.expect("get");
+        if top.contains(&i) {
+            assert_eq!(e.state, State::Admitted as i32);
+            assert_eq!(e.position, 0);
+        } else {
+            assert_eq!(e.position, before - 3, "applicant-{i} moves up by the three admitted");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_admitted_applicant_redeems_under_its_referrer_and_nobody_else_can() {
+    let app = TestApp::spawn_with(&["--waitlist-review", "required", "--waitlist-redeem-bump", "5"]).await;
+    app.register(vec![member("alice", None, None)]).await.expect("register");
+    let first = joined(&app, "first", "").await;
+    let by_alice = joined(&app, "friend-of-alice", "alice").await;
+    let by_first = joined(&app, "friend-of-first", &first.referral_handle).await;
+    // Review required: only the approved are admitted.
+    let none = admit(&app, admit_request(5)).await;
+    assert_eq!((none.admitted_count, none.exhausted), (0, true));
+    let reviewed = review(&app, &[&by_alice.id, &by_first.id], pb::ReviewDecision::Approve).await.expect("review");
+    assert_eq!(reviewed.changed_count, 2);
+    assert!(reviewed.entries.iter().all(|e| e.state == State::Approved as i32 && e.reviewed_by == "mod-1"));
+    let wave = admit(&app, pb::AdmitFromWaitlistRequest { label: "wave-1".into(), ..admit_request(5) }).await;
+    assert_eq!((wave.admitted_count, wave.exhausted), (2, true), "admits what there is and says so");
+    let invitation_of = |applicant: &str| {
+        wave.entries.iter().find(|e| e.applicant_id == applicant).and_then(|e| e.invitation.clone()).expect("admitted")
+    };
+    let alice_inv = invitation_of("friend-of-alice");
+    assert_eq!(alice_inv.inviter_id, "alice", "a member referrer becomes the inviter");
+    let first_inv = invitation_of("friend-of-first");
+    assert_eq!(first_inv.inviter_id, "", "a referrer who is not a member: unowned");
+    assert!(!alice_inv.code.is_empty() && alice_inv.link.contains(&alice_inv.code));
+
+    // CheckCode sees an ordinary, redeemable invitation.
+    assert!(app.check(&alice_inv.code).await.redeemable);
+    // Somebody else: refused on the one-statement path and on the general
+    // path (a request_id takes it), and nothing is spent.
+    let err = app.redeem(&alice_inv.code, "mallory").await.expect_err("bound");
+    assert_error(&err, tonic::Code::FailedPrecondition, "APPLICANT_MISMATCH", None);
+    let general = pb::RedeemRequest {
+        code: alice_inv.code.clone(),
+        invitee_id: "mallory".into(),
+        request_id: "r-1".into(),
+        ..Default::default()
+    };
+    let err = app.redeem_req(general).await.expect_err("bound");
+    assert_error(&err, tonic::Code::FailedPrecondition, "APPLICANT_MISMATCH", None);
+    assert!(app.check(&alice_inv.code).await.redeemable, "still unspent");
+
+    // The applicant redeems and appears under alice.
+    let redeemed = app.redeem(&alice_inv.code, "friend-of-alice").await.expect("redeem");
+    assert_eq!(redeemed.inviter_id, "alice");
+    let graph = app
+        .graph(pb::GetInviteGraphRequest { user_id: "friend-of-alice".into(), ..Default::default() })
+        .await
+        .expect("graph");
+    let ancestors: Vec<&str> = graph.ancestors.iter().map(|m| m.user_id.as_str()).collect();
+    assert_eq!(ancestors, ["alice"]);
+    let after = entry(&app, "friend-of-alice").await.expect("get");
+    assert!(after.invitation.and_then(|i| i.redeem_time).is_some());
+
+    // The unowned one, on the general path; its referrer entry moves up.
+    let before = entry(&app, "first").await.expect("get");
+    let general = pb::RedeemRequest {
+        code: first_inv.code.clone(),
+        invitee_id: "friend-of-first".into(),
+        request_id: "r-2".into(),
+        ..Default::default()
+    };
+    app.redeem_req(general).await.expect("redeem");
+    let after = entry(&app, "first").await.expect("get");
+    assert_eq!((before.redeemed_referrals, after.redeemed_referrals), (0, 1));
+    assert_eq!(after.bump, before.bump + 5);
+    // A member who never joined the waitlist is refused.
+    let err = join(&app, "alice", "").await.expect_err("a member");
+    assert_error(&err, tonic::Code::FailedPrecondition, "ALREADY_MEMBER", None);
+}
+
+#[tokio::test]
+async fn joining_twice_returns_the_same_entry_and_bad_input_names_the_field() {
+    let app = TestApp::spawn().await;
+    let first = join(&app, "ann", "").await.expect("join");
+    let again = join(&app, "ann", "").await.expect("join again");
+    assert!(first.created && !again.created);
+    assert_eq!(first.entry.as_ref().map(|e| &e.id), again.entry.as_ref().map(|e| &e.id));
+    let id = first.entry.expect("entry").id;
+    let by_id = pb::GetWaitlistEntryRequest { entry_id: id.clone(), ..Default::default() };
+    assert_eq!(app.client.clone().get_waitlist_entry(by_id).await.expect("get").into_inner().applicant_id, "ann");
+
+    let bad = |r: pb::JoinWaitlistRequest| {
+        let mut client = app.client.clone();
+        async move { client.join_waitlist(r).await.expect_err("invalid") }
+    };
+    let invalid = tonic::Code::InvalidArgument;
+    let err = bad(pb::JoinWaitlistRequest::default()).await;
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("applicant_id"));
+    let base = pb::JoinWaitlistRequest { applicant_id: "bob".into(), ..Default::default() };
+    let err = bad(pb::JoinWaitlistRequest { reason: "x".repeat(1025), ..base.clone() }).await;
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("reason"));
+    let err = bad(pb::JoinWaitlistRequest { client_ip: "not-an-ip".into(), ..base.clone() }).await;
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("client_ip"));
+    let err = bad(pb::JoinWaitlistRequest { email: "no-at-sign".into(), ..base.clone() }).await;
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("email"));
+    let err = bad(pb::JoinWaitlistRequest { referrer: "\u{202e}x".into(), ..base.clone() }).await;
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("referrer"));
+    let err = join(&app, "bob", "no-such-handle").await.expect_err("unknown referrer");
+    assert_error(&err, tonic::Code::NotFound, "NOT_FOUND", Some("referrer"));
+
+    let get = |r: pb::GetWaitlistEntryRequest| {
+        let mut client = app.client.clone();
+        async move { client.get_waitlist_entry(r).await.expect_err("refused") }
+    };
+    let err = get(pb::GetWaitlistEntryRequest::default()).await;
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("entry_id"));
+    let err = get(pb::GetWaitlistEntryRequest { entry_id: "nope".into(), ..Default::default() }).await;
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("entry_id"));
+    let err = get(pb::GetWaitlistEntryRequest { entry_id: id, applicant_id: "ann".into() }).await;
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("applicant_id"));
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let err = get(pb::GetWaitlistEntryRequest { entry_id: unknown.clone(), ..Default::default() }).await;
+    assert_error(&err, tonic::Code::NotFound, "NOT_FOUND", Some("entry_id"));
+    let err = entry(&app, "nobody").await.expect_err("unknown");
+    assert_error(&err, tonic::Code::NotFound, "NOT_FOUND", Some("applicant_id"));
+
+    let err = review(&app, &[], pb::ReviewDecision::Approve).await.expect_err("empty");
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("entry_ids"));
+    let err = review(&app, &["x"], pb::ReviewDecision::Approve).await.expect_err("bad id");
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("entry_ids[0]"));
+    let err = review(&app, &[&unknown], pb::ReviewDecision::Unspecified).await.expect_err("no decision");
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("decision"));
+    let err = review(&app, &[&unknown], pb::ReviewDecision::Reject).await.expect_err("unknown");
+    assert_error(&err, tonic::Code::NotFound, "NOT_FOUND", Some("entry_ids"));
+
+    let mut client = app.client.clone();
+    let err = client.admit_from_waitlist(admit_request(0)).await.expect_err("count 0");
+    assert_error(&err, invalid, "INVALID_ARGUMENT", Some("count"));
+    let ttl = prost_types::Duration { seconds: -1, nanos: 0 };
+    let err = client.admit_from_waitlist(pb::AdmitFromWaitlistRequest { ttl: Some(ttl), ..admit_request(1) }).await;
+    assert_error(&err.expect_err("bad ttl"), invalid, "INVALID_ARGUMENT", Some("ttl"));
+    let err = client.admit_from_waitlist(pb::AdmitFromWaitlistRequest { order: 9, ..admit_request(1) }).await;
+    assert_error(&err.expect_err("bad order"), invalid, "INVALID_ARGUMENT", Some("order"));
+}
+
+#[tokio::test]
+async fn review_refuses_admitted_entries_and_rejected_applicants_wait_to_reapply() {
+    let app = TestApp::spawn().await;
+    let a = joined(&app, "a", "").await;
+    let b = joined(&app, "b", "").await;
+    let dry = admit(&app, pb::AdmitFromWaitlistRequest { dry_run: true, ..admit_request(1) }).await;
+    assert!(dry.dry_run && dry.admitted_count == 0 && dry.batch_id.is_empty());
+    assert_eq!(dry.entries.iter().map(|e| e.applicant_id.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(entry(&app, "a").await.expect("get").state, State::Waiting as i32, "a dry run admits nobody");
+    let wave = admit(&app, admit_request(1)).await;
+    assert_eq!(wave.entries[0].id, a.id);
+
+    // All or nothing: an admitted entry in the batch refuses the batch.
+    let err = review(&app, &[&b.id, &a.id], pb::ReviewDecision::Reject).await.expect_err("admitted");
+    assert_error(&err, tonic::Code::FailedPrecondition, "ALREADY_ADMITTED", None);
+    assert_eq!(entry(&app, "b").await.expect("get").state, State::Waiting as i32, "b unchanged");
+
+    let rejected = review(&app, &[&b.id], pb::ReviewDecision::Reject).await.expect("reject");
+    let b_now = &rejected.entries[0];
+    assert_eq!((b_now.state, b_now.position), (State::Rejected as i32, 0));
+    assert_eq!(b_now.review_reason, "looks good");
+    assert!(b_now.reapply_time.is_some());
+    let again = review(&app, &[&b.id], pb::ReviewDecision::Reject).await.expect("reject again");
+    assert_eq!(again.changed_count, 0, "the same decision changes nothing");
+    let err = join(&app, "b", "").await.expect_err("too soon");
+    assert_error(&err, tonic::Code::FailedPrecondition, "REAPPLY_TOO_SOON", None);
+    // Nobody else is in the line: b is not admitted.
+    assert_eq!(admit(&app, admit_request(1)).await.admitted_count, 0);
+}
+
+#[tokio::test]
+async fn a_rejected_applicant_rejoins_at_the_back_after_the_reapply_time() {
+    let app = TestApp::spawn_with(&["--waitlist-reapply-after", "0s"]).await;
+    let b = joined(&app, "b", "").await;
+    joined(&app, "c", "").await;
+    review(&app, &[&b.id], pb::ReviewDecision::Reject).await.expect("reject");
+    let back = join(&app, "b", "").await.expect("rejoin");
+    let e = back.entry.expect("entry");
+    assert!(back.created);
+    assert_eq!((e.id, e.state, e.position), (b.id, State::Waiting as i32, 2));
+}
