@@ -47,7 +47,7 @@ pub enum Command {
     /// Operator commands against a running service over gRPC: mint, revoke,
     /// stats, privileges, plan-wave. The bearer token comes from
     /// INVITATIONS_TOKEN.
-    Admin(crate::admin::AdminArgs),
+    Admin(crate::cli::admin::AdminArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -172,7 +172,7 @@ pub struct ServeArgs {
 
     /// Random symbols per code (8-29); each carries log2(31) ≈ 4.95 bits. A
     /// check symbol is added. The default 15 gives about 74 bits.
-    #[arg(long, env = "INVITATIONS_CODE_LENGTH", default_value_t = crate::code::DEFAULT_RANDOM_SYMBOLS)]
+    #[arg(long, env = "INVITATIONS_CODE_LENGTH", default_value_t = crate::domain::code::DEFAULT_RANDOM_SYMBOLS)]
     pub code_length: usize,
 
     /// Optional prefix shown before codes (letters and digits), e.g. `INV`.
