@@ -1,34 +1,31 @@
 //! `invitations`: invite-only growth as a gRPC service on Postgres.
 //!
+//! The folders are the layers, top to bottom (`layers.rs` checks that
+//! imports only point down): `cli` (flags, the admin client), `app` (wires
+//! one process on listeners the caller owns), `grpc` (transport: conversion,
+//! auth, TLS, overload and deadline layers), `service` (the operations, one
+//! transaction each), `outbox` (waker, maintenance, the relay to NATS
+//! JetStream), `store` (the SQL), `telemetry` (logs, traces, metrics),
+//! `domain` (ids, codes, e-mail, invitations, abuse policy, events, the
+//! error type), `crypto` (secret, vault, page tokens) and `pb` (generated).
 //! Data flows one way: a proto request is converted into domain types
-//! (`grpc::convert`), the domain operation (`service`) runs one transaction
-//! through the SQL functions in `store`, and the result is converted back.
-//! Every change also appends its `events` to the outbox in the same
-//! transaction; the `relay` publishes them to NATS JetStream, and `outbox`
-//! measures, prunes and replays them.
-//! `server` wires it up on listeners the caller owns; `telemetry` holds logs,
-//! traces and metrics; `main.rs` only parses flags and sets up telemetry.
+//! (`grpc::convert`), the service runs one transaction through `store`,
+//! appending its events to the outbox in the same transaction, and the
+//! result is converted back. `main.rs` only parses flags and sets up
+//! telemetry.
 
-pub mod abuse;
-pub mod admin;
-pub mod auth;
-pub mod code;
-pub mod config;
+pub mod app;
+pub mod cli;
+pub mod crypto;
 pub mod domain;
-pub mod email;
-pub mod error;
-pub mod events;
 pub mod grpc;
 pub mod outbox;
-pub mod page_token;
 pub mod pb;
-pub mod relay;
-pub mod secret;
-pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
-pub mod vault;
 
-pub use error::Error;
+#[cfg(test)]
+mod layers;
+
+pub use domain::error::Error;

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use invitations::config::{Cli, Command};
-use invitations::server::Listeners;
+use invitations::app::Listeners;
+use invitations::cli::args::{Cli, Command};
 
 /// mimalloc instead of glibc's malloc: a ListForUser answer allocates a few
 /// hundred small strings, and glibc's malloc/free were ~11 % of the
@@ -26,14 +26,14 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => match Listeners::bind(&args).await {
-            Ok(listeners) => invitations::server::serve(args, listeners, shutdown_signal()).await,
+            Ok(listeners) => invitations::app::serve(args, listeners, shutdown_signal()).await,
             Err(e) => Err(e),
         },
         Command::Migrate(db) => migrate(db).await,
         Command::Outbox(args) => invitations::outbox::command(args).await,
         Command::Rekey(args) => rekey(args).await,
         Command::HashToken(args) => hash_token(args),
-        Command::Admin(args) => invitations::admin::run(args).await,
+        Command::Admin(args) => invitations::cli::admin::run(args).await,
     };
     let code = match &result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,17 +54,17 @@ async fn main() -> ExitCode {
     code
 }
 
-async fn migrate(db: invitations::config::DatabaseArgs) -> anyhow::Result<()> {
+async fn migrate(db: invitations::cli::args::DatabaseArgs) -> anyhow::Result<()> {
     let pool = invitations::store::connect_lazy(&db.database_url, 1, db.db_acquire_timeout)?;
-    invitations::server::apply_migrations(&pool, db.db_acquire_timeout).await?;
+    invitations::app::apply_migrations(&pool, db.db_acquire_timeout).await?;
     tracing::info!("migrations applied");
     Ok(())
 }
 
-async fn rekey(args: invitations::config::RekeyArgs) -> anyhow::Result<()> {
-    let secrets = invitations::secret::Secrets::parse(&args.secrets.secret, &args.secrets.previous_secrets)
+async fn rekey(args: invitations::cli::args::RekeyArgs) -> anyhow::Result<()> {
+    let secrets = invitations::crypto::secret::Secrets::parse(&args.secrets.secret, &args.secrets.previous_secrets)
         .map_err(anyhow::Error::msg)?;
-    let vault = invitations::vault::Vault::new(&secrets);
+    let vault = invitations::crypto::vault::Vault::new(&secrets);
     let db = &args.database;
     let pool = invitations::store::connect_lazy(&db.database_url, 2, db.db_acquire_timeout)?;
     let report = invitations::service::rekey::run(&pool, &vault).await?;
@@ -82,7 +82,7 @@ async fn rekey(args: invitations::config::RekeyArgs) -> anyhow::Result<()> {
 
 /// Prints the SHA-256 of a token for `--caller-tokens`. The token comes from
 /// standard input (never a flag: it would land in shell history and `ps`).
-fn hash_token(args: invitations::config::HashTokenArgs) -> anyhow::Result<()> {
+fn hash_token(args: invitations::cli::args::HashTokenArgs) -> anyhow::Result<()> {
     use std::io::Read;
     let token = if args.generate {
         let mut bytes = [0u8; 32];
@@ -99,7 +99,7 @@ fn hash_token(args: invitations::config::HashTokenArgs) -> anyhow::Result<()> {
         }
         token
     };
-    let hash = invitations::auth::token_digest_hex(&token);
+    let hash = invitations::grpc::auth::token_digest_hex(&token);
     if args.generate {
         println!("sha256: {hash}");
     } else {

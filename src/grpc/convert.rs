@@ -3,10 +3,10 @@
 
 use time::OffsetDateTime;
 
-use crate::code::{CodeError, InvitationCode, display_form};
+use crate::domain::code::{CodeError, InvitationCode, display_form};
+use crate::domain::email::{self, Binding, BindingKind, Email};
+use crate::domain::error::{Error, Violations};
 use crate::domain::{self, Invitation, State, UserId};
-use crate::email::{self, Binding, BindingKind, Email};
-use crate::error::{Error, Violations};
 use crate::pb;
 use crate::service::{
     ListPage, ListQuery, MintCommand, MintOutcome, RedeemCommand, RedeemTarget, Redemption, RevokeCommand,

@@ -3,8 +3,8 @@
 //! `grpc/mod.rs`.
 
 use super::convert::timestamp;
+use crate::domain::error::{Error, Violations};
 use crate::domain::{self, InvitePrivileges, Member, UserId};
-use crate::error::{Error, Violations};
 use crate::pb;
 use crate::service::{GraphQuery, GraphView, ReparentCommand, ReparentOutcome, WalkQuery};
 

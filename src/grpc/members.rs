@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use time::OffsetDateTime;
 
+use crate::domain::error::{Error, Violations};
 use crate::domain::{self, UserId};
-use crate::error::{Error, Violations};
 use crate::pb;
 use crate::service::{PrivilegesCommand, PrivilegesOutcome, RegisterCommand, RegisterOutcome};
 use crate::store::members::Registration;

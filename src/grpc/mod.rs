@@ -2,6 +2,7 @@
 //! domain (`service`), and map the answer or error. Only this layer knows
 //! `tonic::Status`.
 
+pub mod auth;
 pub mod connections;
 pub mod convert;
 pub mod deadline;
@@ -11,6 +12,7 @@ pub mod overload;
 mod reservation;
 pub mod stats;
 pub mod status;
+pub mod tls;
 mod waitlist;
 
 use std::pin::Pin;
@@ -22,9 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Caller, recorded_actor};
+use crate::domain::error::Error;
 use crate::domain::{RequestId, UserId};
-use crate::error::Error;
+use crate::grpc::auth::{Caller, recorded_actor};
 use crate::pb;
 use crate::pb::invitation_service_server::InvitationService;
 use crate::service::abuse::is_guess_failure;

@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::convert::{View, parse_positive_duration, timestamp};
+use crate::domain::error::{Error, Violations};
 use crate::domain::{self, ReservationStatus};
-use crate::error::{Error, Violations};
 use crate::pb;
 use crate::service::{ReserveCommand, Reserved};
 

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::convert::{parse_ttl, timestamp};
 use super::members::parse_timestamp;
 use crate::domain;
-use crate::error::{Error, Violations};
+use crate::domain::error::{Error, Violations};
 use crate::pb;
 use crate::service::{Period, Stats, StatsQuery};
 use crate::store::stats::CohortRow;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::Error;
+use crate::domain::error::Error;
 
 pub const ERROR_DOMAIN: &str = "invitations";
 

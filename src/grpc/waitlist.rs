@@ -8,10 +8,10 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{View, parse_ttl, timestamp};
 use super::{attempt, caller, status::to_status};
-use crate::auth::recorded_actor;
-use crate::code::display_form;
+use super::auth::recorded_actor;
+use crate::domain::code::display_form;
+use crate::domain::error::{Error, Violations};
 use crate::domain::{self, UserId};
-use crate::error::{Error, Violations};
 use crate::pb;
 use crate::service::waitlist::{MAX_ADMIT, MAX_REVIEW};
 use crate::service::{AdmitCommand, AdmitOutcome, Entry, EntryState, Invitations, JoinCommand, Order};

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::abuse::{AbuseSettings, Flag};
-use crate::config::CheckMode;
+use crate::cli::args::CheckMode;
+use crate::domain::abuse::{AbuseSettings, Flag};
 use crate::store::{abuse, common_path};
 
 /// Who is attempting: the client's IP and, on Redeem, the invitee.

@@ -1,7 +1,7 @@
 //! ListForUser and CheckCode: reading invitations.
 
 use super::*;
-use crate::config::CheckMode;
+use crate::cli::args::CheckMode;
 use crate::service::abuse::Attempt;
 use crate::store::common_path;
 

@@ -44,16 +44,16 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::code::{CodeGenerator, InvitationCode};
+use crate::crypto::page_token::PageTokens;
+use crate::crypto::vault::{Purpose, Vault};
+use crate::domain::code::{CodeGenerator, InvitationCode};
+use crate::domain::email::{Binding, Email};
+use crate::domain::error::Error;
+use crate::domain::events::{self, CodeDisclosure, Event};
 use crate::domain::{Invitation, Member, RequestId, State, UserId};
-use crate::email::{Binding, Email};
-use crate::error::Error;
-use crate::events::{self, CodeDisclosure, Event};
 use crate::outbox::Waker;
-use crate::page_token::PageTokens;
 use crate::store::{self, graph, idempotency, invitations, members, outbox, tree};
 use crate::telemetry::DomainMetrics;
-use crate::vault::{Purpose, Vault};
 
 /// Attempts for a transaction that lost a deadlock or a unique-key race.
 pub(crate) const MAX_ATTEMPTS: usize = 5;
@@ -224,7 +224,7 @@ pub struct Invitations {
     /// Told after every commit that appended events.
     pub(crate) waker: Waker,
     pub(crate) vault: Arc<Vault>,
-    pub(crate) abuse: Arc<crate::abuse::AbuseSettings>,
+    pub(crate) abuse: Arc<crate::domain::abuse::AbuseSettings>,
     /// Names hidden members in the public view of the graph.
     pub(crate) placeholders: Placeholders,
     /// Invitations granted by policy (welcome, refill, earn).

@@ -5,8 +5,8 @@
 //! calls and pages, so a client can attach a hidden member's invitees to it,
 //! and not reversible to the user id without the key.
 
+use crate::crypto::secret::{Secret, mac};
 use crate::domain::Member;
-use crate::secret::{Secret, mac};
 
 #[derive(Clone)]
 pub struct Placeholders {

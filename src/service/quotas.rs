@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use super::mint::Recipients;
 use super::*;
-use crate::config::QuotaArgs;
-use crate::events::EventHead;
+use crate::cli::args::QuotaArgs;
+use crate::domain::events::EventHead;
 use crate::store::common_path::{PreparedGrant, QuotaGrants};
 use crate::store::invitations::{BatchAttributes, Owner};
 use crate::store::quotas;

@@ -1,7 +1,7 @@
 //! Redeem: spend one use and record the edge, race-free (docs/design.md).
 
 use super::*;
-use crate::events::EventHead;
+use crate::domain::events::EventHead;
 use crate::service::abuse::Attempt;
 use crate::store::common_path::{self, Status};
 
@@ -163,7 +163,7 @@ impl Invitations {
                 .await
                 .map_err(RedeemFailure::Refused)?;
         if cmd.over_attempt_limit {
-            screening.flags.push(crate::abuse::Flag::AttemptLimit);
+            screening.flags.push(crate::domain::abuse::Flag::AttemptLimit);
         }
         if let Some(parent) = &parent {
             if !parent.privileges.enabled {

@@ -7,8 +7,8 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::crypto::vault::{Purpose, Vault};
 use crate::store::rekey::{self, Remaining};
-use crate::vault::{Purpose, Vault};
 
 /// Rows per transaction.
 const BATCH: i64 = 500;

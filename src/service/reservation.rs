@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::redeem::RedeemFailure;
 use super::*;
+use crate::domain::events::EventHead;
 use crate::domain::{Reservation, ReservationStatus};
-use crate::events::EventHead;
 use crate::service::abuse::Attempt;
 use crate::store::common_path::{self, Status};
 use crate::store::reservations;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use rand::TryRngCore;
 
 use super::*;
-use crate::events::Admitted;
+use crate::domain::events::Admitted;
 use crate::service::abuse::Attempt;
 use crate::service::mint::Recipients;
 use crate::store::invitations::BatchAttributes;
@@ -35,19 +35,6 @@ pub struct WaitlistSettings {
     pub max_bump: u32,
     /// How long a rejected applicant waits before joining again.
     pub reapply_after: time::Duration,
-}
-
-impl WaitlistSettings {
-    pub fn from_args(args: &crate::config::WaitlistArgs) -> Result<Self, String> {
-        let reapply_after = time::Duration::try_from(args.waitlist_reapply_after).map_err(|e| e.to_string())?;
-        Ok(Self {
-            review_required: args.waitlist_review == crate::config::ReviewMode::Required,
-            places_per_referral: args.waitlist_referral_bump,
-            places_per_redeemed: args.waitlist_redeem_bump,
-            max_bump: args.waitlist_max_bump,
-            reapply_after,
-        })
-    }
 }
 
 impl Default for WaitlistSettings {

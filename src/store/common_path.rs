@@ -12,8 +12,8 @@ use sqlx::{FromRow, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::events::EventHead;
 use crate::domain::{Invitation, Reservation, State};
-use crate::events::EventHead;
 
 /// What the database needs of the abuse checks for one request (the SQL
 /// type `inv_screening`). Modes are `block`, `flag` or `off`.
@@ -212,7 +212,7 @@ pub async fn redeem(
         .bind(event.id)
         .bind(event.time)
         .bind(&event.head)
-        .bind(crate::events::redeemed_invitee_field(invitee));
+        .bind(crate::domain::events::redeemed_invitee_field(invitee));
     let query = bind_quotas(bind_screening(query, screening), quotas).bind(micros(time_left));
     let row = query.fetch_one(conn).await?;
     let outcome: String = row.try_get(20)?;
@@ -256,7 +256,7 @@ pub async fn reserve(
         .bind(event.id)
         .bind(event.time)
         .bind(&event.head)
-        .bind(crate::events::reservation_ref_field(reservation_id));
+        .bind(crate::domain::events::reservation_ref_field(reservation_id));
     let row = bind_screening(query, screening).bind(micros(time_left)).fetch_one(conn).await?;
     let outcome: String = row.try_get("outcome")?;
     status(outcome, "RESERVED_USE", || {

@@ -4,8 +4,8 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::email::BindingKind;
 use crate::domain::{Invitation, State};
-use crate::email::BindingKind;
 
 /// Every statement that returns invitations returns these, in this order:
 /// `domain::Invitation` is decoded by position.

@@ -19,7 +19,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::events::Event;
+use crate::domain::events::Event;
 
 /// The LISTEN/NOTIFY channel that wakes relays after a commit.
 pub const CHANNEL: &str = "invitations_outbox";

@@ -11,8 +11,8 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::events::InvitationOwner;
 use crate::domain::{Invitation, Reservation};
-use crate::events::InvitationOwner;
 
 const COLUMNS: &str = "id, invitation_id, status, create_time, expire_time, end_time, invitee_id";
 

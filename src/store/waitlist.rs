@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::common_path::{Screening, bind_screening, screening_row};
-use crate::events::Event;
+use crate::domain::events::Event;
 
 /// One entry as the API shows it: the row, its position and (admitted)
 /// its invitation's parts. Decoded by name.

@@ -39,7 +39,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+use crate::cli::args::LogFormat;
 
 pub use layer::RpcLayer;
 pub use metrics::{DomainMetrics, Metrics, OutboxMetrics, OutboxStats};

@@ -104,7 +104,7 @@ async fn disposable_email_in_each_mode() {
     let extra = "burner.example, bücher-wegwerf.example";
     let blocking = app(&["--abuse-disposable-email", "block", "--disposable-domains", extra]).await;
     let codes = blocking.mint_for("alice", 2).await;
-    let punycode = format!("x@{}", invitations::email::parse_domain("bücher-wegwerf.example").expect("domain"));
+    let punycode = format!("x@{}", invitations::domain::email::parse_domain("bücher-wegwerf.example").expect("domain"));
     assert!(punycode.starts_with("x@xn--"));
     for email in
         ["x@mailinator.com", "x@EU.Mailinator.COM", "x@burner.example", &punycode, "x@a.bücher-wegwerf.example"]
@@ -131,7 +131,7 @@ async fn disposable_email_in_each_mode() {
 
 /// A well-formed code (valid check symbol) that no invitation has.
 fn unknown_code() -> String {
-    invitations::code::CodeGenerator::new(15).expect("length").generate().expect("random").as_str().to_owned()
+    invitations::domain::code::CodeGenerator::new(15).expect("length").generate().expect("random").as_str().to_owned()
 }
 
 fn assert_limited(status: &tonic::Status) {

@@ -10,7 +10,7 @@ pub const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "read-token-0123456789";
 
 pub async fn secured() -> TestApp {
-    let hash = invitations::auth::token_digest_hex;
+    let hash = invitations::grpc::auth::token_digest_hex;
     let tokens = format!("ops:admin:{}, dash:read:{}", hash(ADMIN), hash(READER));
     TestApp::spawn_with(&["--caller-tokens", &tokens]).await
 }

@@ -59,7 +59,7 @@ async fn a_dump_holds_no_plaintext_code_or_ip() {
     let revoke =
         pb::RevokeRequest { invitation_ids: vec![minted[2].id.clone()], request_id: "v1".into(), ..Default::default() };
     app.revoke(revoke).await.expect("revoke");
-    let unknown = invitations::code::CodeGenerator::new(15).expect("len").generate().expect("rng");
+    let unknown = invitations::domain::code::CodeGenerator::new(15).expect("len").generate().expect("rng");
     app.redeem_req(pb::RedeemRequest {
         code: unknown.as_str().into(),
         invitee_id: "carol".into(),

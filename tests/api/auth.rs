@@ -13,7 +13,7 @@ const SIGNUP: &str = "signup-token-0123456789";
 const READER: &str = "read-token-0123456789";
 
 fn tokens() -> String {
-    let hash = invitations::auth::token_digest_hex;
+    let hash = invitations::grpc::auth::token_digest_hex;
     format!("ops:admin:{}, signup-svc:signup:{}, dashboard:read:{}", hash(ADMIN), hash(SIGNUP), hash(READER))
 }
 
@@ -152,15 +152,15 @@ async fn serve_on(listener: tokio::net::TcpListener, extra: &[&str]) -> anyhow::
     let db = crate::helpers::TestDb::create().await;
     let mut argv = vec!["invitations", "serve", "--database-url", &db.url, "--secret", TEST_SECRET];
     argv.extend_from_slice(extra);
-    let invitations::config::Command::Serve(args) =
-        invitations::config::Cli::try_parse_from(argv).expect("args").command
+    let invitations::cli::args::Command::Serve(args) =
+        invitations::cli::args::Cli::try_parse_from(argv).expect("args").command
     else {
         unreachable!("serve")
     };
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let listeners = invitations::server::Listeners { grpc: listener, admin };
+    let listeners = invitations::app::Listeners { grpc: listener, admin };
     // Stops at once if serving starts (the rule let it through).
-    invitations::server::serve(args, listeners, async {}).await
+    invitations::app::serve(args, listeners, async {}).await
 }
 
 #[tokio::test]
@@ -192,5 +192,5 @@ fn hash_token_prints_the_sha256_of_stdin() {
     child.stdin.take().expect("stdin").write_all(b"abc\n").expect("write");
     let out = child.wait_with_output().expect("output");
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), invitations::auth::token_digest_hex("abc"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), invitations::grpc::auth::token_digest_hex("abc"));
 }

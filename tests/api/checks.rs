@@ -1,4 +1,4 @@
-use invitations::code::CodeGenerator;
+use invitations::domain::code::CodeGenerator;
 use invitations::pb;
 
 use crate::helpers::TestApp;

@@ -13,7 +13,7 @@ const READER: &str = "read-token-0123456789";
 
 #[tokio::test]
 async fn graph_rpcs_need_read_and_member_changes_need_admin() {
-    let hash = invitations::auth::token_digest_hex;
+    let hash = invitations::grpc::auth::token_digest_hex;
     let tokens = format!("ops:admin:{}, dashboard:read:{}", hash(ADMIN), hash(READER));
     let app = TestApp::spawn_with(&["--caller-tokens", &tokens]).await;
     let mut c = app.client.clone();

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use invitations::code::CodeGenerator;
+use invitations::domain::code::CodeGenerator;
 use invitations::pb;
 use serde_json::{Value, json};
 

@@ -16,11 +16,11 @@ async fn health_follows_the_database() {
         crate::helpers::with_database(&format!("postgres://postgres@127.0.0.1:{}/x", proxy.port), &placeholder.name);
     let extra_args = vec!["--db-acquire-timeout".to_string(), "300ms".to_string()];
     let app = TestApp::spawn_opts(Options { extra_args, database_url: Some(url) }).await;
-    assert_eq!(app.health_status(invitations::server::SERVICE_NAME).await.expect("health"), ServingStatus::Serving);
+    assert_eq!(app.health_status(invitations::app::SERVICE_NAME).await.expect("health"), ServingStatus::Serving);
     app.mint_one("alice").await;
     proxy.cut();
     app.wait_for_health(ServingStatus::NotServing).await;
-    assert_eq!(app.health_status(invitations::server::SERVICE_NAME).await.expect("health"), ServingStatus::NotServing);
+    assert_eq!(app.health_status(invitations::app::SERVICE_NAME).await.expect("health"), ServingStatus::NotServing);
     // Calls fail as retryable UNAVAILABLE, not INTERNAL, while the database is away.
     let err =
         app.mint(invitations::pb::MintRequest { unowned_count: 1, ..Default::default() }).await.expect_err("no db");

@@ -7,7 +7,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use clap::Parser;
-use invitations::config::{Cli, Command, ServeArgs};
+use invitations::cli::args::{Cli, Command, ServeArgs};
 use invitations::pb;
 use invitations::pb::invitation_service_client::InvitationServiceClient;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -315,8 +315,8 @@ async fn start_server(
     let addr = grpc.local_addr().expect("local addr");
     let admin_addr = admin.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
-    let listeners = invitations::server::Listeners { grpc, admin };
-    let server = tokio::spawn(invitations::server::serve(args, listeners, async move {
+    let listeners = invitations::app::Listeners { grpc, admin };
+    let server = tokio::spawn(invitations::app::serve(args, listeners, async move {
         let _ = rx.await;
     }));
     (addr, admin_addr, tx, server)

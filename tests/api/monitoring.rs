@@ -276,7 +276,12 @@ async fn every_metric_the_rules_and_the_dashboard_read_is_exported() {
     app.redeem(&code, "bo").await.expect("redeem");
     app.redeem(&code, "cy").await.expect_err("single use");
     let unknown = || pb::CheckCodeRequest {
-        code: invitations::code::CodeGenerator::new(15).expect("length").generate().expect("random").as_str().into(),
+        code: invitations::domain::code::CodeGenerator::new(15)
+            .expect("length")
+            .generate()
+            .expect("random")
+            .as_str()
+            .into(),
         client_ip: "192.0.2.7".into(),
     };
     app.client.clone().check_code(unknown()).await.expect("an unknown code is an answer");

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use invitations::code::CodeGenerator;
+use invitations::domain::code::CodeGenerator;
 use invitations::pb;
 use invitations::pb::invitation::State;
 use tonic::Code;

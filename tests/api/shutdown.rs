@@ -112,7 +112,7 @@ async fn sigterm_under_load_drains_in_flight_calls_and_exits_zero() {
 }
 
 async fn status(health: &HealthClient<tonic::transport::Channel>) -> Option<ServingStatus> {
-    let request = HealthCheckRequest { service: invitations::server::SERVICE_NAME.into() };
+    let request = HealthCheckRequest { service: invitations::app::SERVICE_NAME.into() };
     health.clone().check(request).await.ok().map(|r| r.into_inner().status())
 }
 

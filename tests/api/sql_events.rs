@@ -3,7 +3,7 @@
 //! writes: they decode to the change, re-encode to the same bytes (fields
 //! in order, defaults left out) and sit in the owner's partition.
 
-use invitations::events::{partition_of, reservation_ref};
+use invitations::domain::events::{partition_of, reservation_ref};
 use invitations::pb;
 use invitations::pb::invitation_event::Event;
 use prost::Message;

@@ -359,7 +359,7 @@ async fn stats_need_the_admin_scope() {
     const ADMIN: &str = "admin-token-0123456789";
     const READER: &str = "read-token-0123456789";
     const SIGNUP: &str = "signup-token-0123456789";
-    let hash = invitations::auth::token_digest_hex;
+    let hash = invitations::grpc::auth::token_digest_hex;
     let tokens = format!("ops:admin:{}, dash:read:{}, web:signup:{}", hash(ADMIN), hash(READER), hash(SIGNUP));
     let app = TestApp::spawn_with(&["--caller-tokens", &tokens]).await;
     let mut c = app.client.clone();

@@ -103,7 +103,7 @@ async fn client_certificates_map_to_callers() {
     let mut args = pki.server_args();
     let ca = pki.dir.join("ca.pem").display().to_string();
     let identities = "spiffe://test/ns/web/sa/signup:signup, ops.internal:admin";
-    let tokens = format!("ops:admin:{}", invitations::auth::token_digest_hex(token));
+    let tokens = format!("ops:admin:{}", invitations::grpc::auth::token_digest_hex(token));
     args.extend(["--tls-client-ca".into(), ca, "--client-identities".into(), identities.into()]);
     args.extend(["--caller-tokens".into(), tokens]);
 

@@ -6,9 +6,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use invitations::code::{CodeGenerator, DEFAULT_RANDOM_SYMBOLS, InvitationCode};
-use invitations::secret::Secrets;
-use invitations::vault::{Purpose, Vault};
+use invitations::crypto::secret::Secrets;
+use invitations::crypto::vault::{Purpose, Vault};
+use invitations::domain::code::{CodeGenerator, DEFAULT_RANDOM_SYMBOLS, InvitationCode};
 
 fn codes(c: &mut Criterion) {
     let generator = CodeGenerator::new(DEFAULT_RANDOM_SYMBOLS).expect("the default length is valid");

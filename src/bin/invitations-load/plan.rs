@@ -16,7 +16,7 @@
 //! odd k to one of `owners` members under roots 2..=roots (spread over every
 //! other tree). Each owner holds about `invitations / (2 * owners)`.
 
-use invitations::code::{CodeGenerator, DEFAULT_RANDOM_SYMBOLS, InvitationCode};
+use invitations::domain::code::{CodeGenerator, DEFAULT_RANDOM_SYMBOLS, InvitationCode};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use sha2::{Digest, Sha256};

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use invitations::code::InvitationCode;
+use invitations::domain::code::InvitationCode;
 use invitations::pb;
 use rand::Rng;
 use tonic::client::Grpc;

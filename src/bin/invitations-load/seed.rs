@@ -9,9 +9,9 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use invitations::secret::Secrets;
+use invitations::crypto::secret::Secrets;
+use invitations::crypto::vault::{Purpose, Vault};
 use invitations::store::{self, invitations as rows};
-use invitations::vault::{Purpose, Vault};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 

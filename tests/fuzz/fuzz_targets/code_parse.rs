@@ -2,7 +2,7 @@
 //! panics, and whatever parses is canonical and parses again to itself.
 #![no_main]
 
-use invitations::code::InvitationCode;
+use invitations::domain::code::InvitationCode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,8 +2,8 @@
 //! and never yields a cursor without the key (a forged token).
 #![no_main]
 
-use invitations::page_token::{MAX_CURSOR_LEN, PageTokens};
-use invitations::secret::Secrets;
+use invitations::crypto::page_token::{MAX_CURSOR_LEN, PageTokens};
+use invitations::crypto::secret::Secrets;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

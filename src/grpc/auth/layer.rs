@@ -121,7 +121,7 @@ fn identify<B>(callers: &Callers, request: &http::Request<B>) -> Result<Caller, 
         && let Some(certs) = info.peer_certs()
         && let Some(leaf) = certs.first()
     {
-        let names = crate::tls::identities(leaf.as_ref());
+        let names = crate::grpc::tls::identities(leaf.as_ref());
         return callers
             .by_identity(&names)
             .cloned()

@@ -13,27 +13,28 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::abuse::AbuseSettings;
-use crate::auth::{AuthLayer, Callers, auth_layer_policy};
-use crate::code::{CodeGenerator, validate_prefix};
-use crate::config::ServeArgs;
-use crate::events::CodeDisclosure;
+use crate::cli::args::ServeArgs;
+use crate::crypto::page_token::PageTokens;
+use crate::crypto::secret::Secrets;
+use crate::crypto::vault::Vault;
+use crate::domain::abuse::AbuseSettings;
+use crate::domain::code::{CodeGenerator, validate_prefix};
+use crate::domain::events::CodeDisclosure;
 use crate::grpc::InvitationApi;
+use crate::grpc::auth::{AuthLayer, Callers, auth_layer_policy};
 use crate::grpc::connections;
 use crate::grpc::convert::View;
 use crate::grpc::overload::OverloadLayer;
 use crate::outbox::Maintenance;
-use crate::page_token::PageTokens;
+use crate::outbox::relay::RelaySettings;
+use crate::outbox::{self, relay};
 use crate::pb;
-use crate::relay::RelaySettings;
-use crate::secret::Secrets;
 use crate::service::{
     Invitations, Placeholders, Quotas, ReservationSettings, fold_counts, grant_earned_invitations, rekey,
     sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
 };
+use crate::store;
 use crate::telemetry::{self, Metrics, RpcLayer};
-use crate::vault::Vault;
-use crate::{outbox, relay, store};
 
 /// How often expired IP hashes and attempt counters are deleted.
 const ABUSE_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
@@ -87,7 +88,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     let secrets = Secrets::parse(&args.secrets.secret, &args.secrets.previous_secrets).map_err(anyhow::Error::msg)?;
     let vault = Arc::new(Vault::new(&secrets));
     let callers = Callers::parse(&args.auth.caller_tokens, &args.auth.client_identities).map_err(anyhow::Error::msg)?;
-    let tls = crate::tls::server_config(&args.tls)?;
+    let tls = crate::grpc::tls::server_config(&args.tls)?;
     if callers.has_identities() && args.tls.tls_client_ca.is_none() {
         anyhow::bail!("--client-identities needs --tls-client-ca (client certificates are verified against it)");
     }
@@ -126,7 +127,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
             .with_code_disclosure(code_disclosure)
             .with_waker(waker.clone())
             .with_quotas(quotas)
-            .with_waitlist(crate::service::WaitlistSettings::from_args(&args.waitlist).map_err(anyhow::Error::msg)?)
+            .with_waitlist(args.waitlist.settings().map_err(anyhow::Error::msg)?)
             .with_max_call_time(args.limits.max_call_time),
     );
     // Background work, aborted at exit. Any of it may die with the process at

@@ -47,7 +47,7 @@ pub enum Command {
     /// Operator commands against a running service over gRPC: mint, revoke,
     /// stats, privileges, plan-wave. The bearer token comes from
     /// INVITATIONS_TOKEN.
-    Admin(crate::admin::AdminArgs),
+    Admin(crate::cli::admin::AdminArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -172,7 +172,7 @@ pub struct ServeArgs {
 
     /// Random symbols per code (8-29); each carries log2(31) ≈ 4.95 bits. A
     /// check symbol is added. The default 15 gives about 74 bits.
-    #[arg(long, env = "INVITATIONS_CODE_LENGTH", default_value_t = crate::code::DEFAULT_RANDOM_SYMBOLS)]
+    #[arg(long, env = "INVITATIONS_CODE_LENGTH", default_value_t = crate::domain::code::DEFAULT_RANDOM_SYMBOLS)]
     pub code_length: usize,
 
     /// Optional prefix shown before codes (letters and digits), e.g. `INV`.
@@ -500,4 +500,17 @@ pub struct WaitlistArgs {
     /// into the line (at the back).
     #[arg(long, env = "INVITATIONS_WAITLIST_REAPPLY_AFTER", default_value = "30days", value_parser = humantime::parse_duration)]
     pub waitlist_reapply_after: Duration,
+}
+
+impl WaitlistArgs {
+    /// The service's waitlist settings from the flags.
+    pub fn settings(&self) -> Result<crate::service::WaitlistSettings, String> {
+        Ok(crate::service::WaitlistSettings {
+            review_required: self.waitlist_review == ReviewMode::Required,
+            places_per_referral: self.waitlist_referral_bump,
+            places_per_redeemed: self.waitlist_redeem_bump,
+            max_bump: self.waitlist_max_bump,
+            reapply_after: time::Duration::try_from(self.waitlist_reapply_after).map_err(|e| e.to_string())?,
+        })
+    }
 }

@@ -18,7 +18,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::TryRngCore;
 
-use crate::secret::{Secret, Secrets, mac};
+use crate::crypto::secret::{Secret, Secrets, mac};
 
 const NONCE_LEN: usize = 24;
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::code::display_form;
+use crate::domain::code::display_form;
 
 /// The minted events of one batch: per partition, grants by inviter, at most
 /// [`MAX_INVITATIONS_PER_EVENT`] invitations each. All of `invitations`
@@ -130,7 +130,7 @@ fn invitation_ref(inv: &Invitation) -> pb::InvitationRef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::tests::invitation;
+    use crate::domain::events::tests::invitation;
 
     fn decode(event: &Event) -> pb::InvitationEvent {
         pb::InvitationEvent::decode(event.payload.as_slice()).expect("decodes")

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::config::{AbuseArgs, CheckMode};
+use crate::cli::args::{AbuseArgs, CheckMode};
 
 /// The bundled list of disposable e-mail domains.
 const BUNDLED_DOMAINS: &str = include_str!("disposable_domains.txt");
@@ -47,7 +47,9 @@ impl DisposableDomains {
         let extra = extra.split(|c: char| c == ',' || c.is_whitespace()).filter(|d| !d.is_empty());
         for domain in bundled.chain(extra) {
             let domain = domain.trim_start_matches('@').trim_start_matches("*.");
-            set.insert(crate::email::parse_domain(domain).map_err(|e| format!("disposable domain {domain:?}: {e}"))?);
+            set.insert(
+                crate::domain::email::parse_domain(domain).map_err(|e| format!("disposable domain {domain:?}: {e}"))?,
+            );
         }
         Ok(Self(set))
     }
@@ -178,7 +180,7 @@ mod tests {
         assert!(d.contains("eu.mailinator.com"), "subdomain");
         assert!(d.contains("a.b.mailinator.com"), "deeper subdomain");
         assert!(d.contains("example-burner.test"), "configured, case-folded");
-        let punycode = crate::email::parse_domain("BÜCHER-wegwerf.example").expect("valid");
+        let punycode = crate::domain::email::parse_domain("BÜCHER-wegwerf.example").expect("valid");
         assert!(punycode.starts_with("xn--") && d.contains(&punycode), "configured in Unicode, matched in punycode");
         assert!(d.contains(&format!("mail.{punycode}")));
         assert!(!d.contains("notmailinator.com"));
@@ -191,7 +193,7 @@ mod tests {
     #[test]
     fn e_mail_domains_are_normalised_before_matching() {
         let d = DisposableDomains::with_extra("").expect("valid");
-        let email = crate::email::Email::parse("Someone@MAILINATOR.com.").expect("valid");
+        let email = crate::domain::email::Email::parse("Someone@MAILINATOR.com.").expect("valid");
         assert!(d.contains(email.domain()));
     }
 

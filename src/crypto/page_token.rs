@@ -9,7 +9,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::secret::{Secrets, mac, verify};
+use crate::crypto::secret::{Secrets, mac, verify};
 
 const VERSION: u8 = 1;
 const TAG_LEN: usize = 16;

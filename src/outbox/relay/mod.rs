@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::config::EventArgs;
+use crate::cli::args::EventArgs;
 use crate::store::outbox;
 use crate::telemetry::OutboxMetrics;
 
@@ -246,7 +246,7 @@ mod tests {
 
     fn args() -> EventArgs {
         use clap::Parser;
-        let cli = crate::config::Cli::parse_from([
+        let cli = crate::cli::args::Cli::parse_from([
             "invitations",
             "serve",
             "--database-url",
@@ -255,7 +255,7 @@ mod tests {
             "a-test-secret-that-is-long-enough-0123",
         ]);
         match cli.command {
-            crate::config::Command::Serve(serve) => serve.events,
+            crate::cli::args::Command::Serve(serve) => serve.events,
             _ => unreachable!(),
         }
     }

@@ -38,8 +38,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::email::BindingKind;
 use crate::domain::{Invitation, Reservation, ReservationStatus};
-use crate::email::BindingKind;
 use crate::pb;
 use crate::pb::invitation_event::Event as Payload;
 

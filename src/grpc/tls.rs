@@ -7,7 +7,7 @@ use anyhow::Context;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::config::TlsArgs;
+use crate::cli::args::TlsArgs;
 
 /// The server's TLS configuration, or None to serve plaintext.
 pub fn server_config(args: &TlsArgs) -> anyhow::Result<Option<ServerTlsConfig>> {

@@ -1,11 +1,17 @@
 //! Domain types: validated ids and inputs, the invitation entity and its state.
 //! Once you hold one of these, it is valid; parsing happens at the edge.
 
+pub mod abuse;
+pub mod code;
+pub mod email;
+pub mod error;
+pub mod events;
+
 use time::OffsetDateTime;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use uuid::Uuid;
 
-use crate::email::{BindingKind, Email};
+use crate::domain::email::{BindingKind, Email};
 
 /// Longest user id, request id or caller name, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -254,7 +260,7 @@ impl Invitation {
     pub fn admits(&self, email: Option<&Email>) -> bool {
         match (self.binding, &self.binding_digest) {
             (None, _) => true,
-            (Some(kind), Some(digest)) => email.is_some_and(|e| crate::email::admits(kind, digest, e)),
+            (Some(kind), Some(digest)) => email.is_some_and(|e| crate::domain::email::admits(kind, digest, e)),
             (Some(_), None) => false,
         }
     }

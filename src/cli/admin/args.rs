@@ -121,10 +121,10 @@ pub struct StatsArgs {
     #[arg(long, default_value = "30d", value_parser = parse_time_duration, conflicts_with = "start")]
     pub since: time::Duration,
     /// The window's start (RFC 3339).
-    #[arg(long, value_parser = crate::config::parse_rfc3339)]
+    #[arg(long, value_parser = crate::cli::args::parse_rfc3339)]
     pub start: Option<time::OffsetDateTime>,
     /// The window's end (RFC 3339; default now).
-    #[arg(long, value_parser = crate::config::parse_rfc3339)]
+    #[arg(long, value_parser = crate::cli::args::parse_rfc3339)]
     pub end: Option<time::OffsetDateTime>,
     /// Only batches with this label.
     #[arg(long)]

@@ -4,6 +4,8 @@
 //! report, replay). Publishing is the relay's (`relay`); writing events is
 //! `store::outbox::append`'s.
 
+pub mod relay;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +13,8 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
-use crate::config::{OutboxAction, OutboxArgs};
-use crate::events::EventType;
+use crate::cli::args::{OutboxAction, OutboxArgs};
+use crate::domain::events::EventType;
 use crate::store::{self, outbox};
 use crate::telemetry::{OutboxMetrics, OutboxStats};
 
