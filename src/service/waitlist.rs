@@ -163,15 +163,10 @@ impl Invitations {
         // The applicant's own counter, like an invitee's on Redeem.
         attempt.invitee = Some(cmd.applicant.clone());
         let screening = self.screening(&attempt, cmd.email.as_ref());
-        let mut flags = Vec::new();
-        if screening.disposable == Some("flag") {
-            flags.push("DISPOSABLE_EMAIL".to_owned());
-        }
         let entry_id = Uuid::now_v7();
         let handle = referral_handle()?;
         let applicant = cmd.applicant.as_str();
-        // The event names no referrer: the statement decides which it is.
-        let event = Event::waitlist_joined(entry_id, applicant, (None, None), &flags);
+        let event = Event::waitlist_joined(entry_id, applicant, cmd.referrer.as_deref());
         let w = self.waitlist;
         let join = wl::Join {
             entry_id,

@@ -45,4 +45,6 @@ mod tls;
 mod user_ids;
 mod validation;
 mod waitlist;
+mod waitlist_races;
+mod waitlist_screening;
 mod waves;

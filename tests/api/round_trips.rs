@@ -10,7 +10,7 @@ use crate::pg_counter::{Exchange, PgCounter};
 
 /// A server whose only database traffic is its calls: background work off
 /// or far apart, one pooled connection (so a statement is prepared once).
-async fn counted(extra: &[&str]) -> (TestApp, PgCounter, TestDb) {
+pub async fn counted(extra: &[&str]) -> (TestApp, PgCounter, TestDb) {
     let db = TestDb::create().await;
     let counter = PgCounter::start().await;
     let mut args: Vec<String> = [
@@ -37,7 +37,7 @@ async fn counted(extra: &[&str]) -> (TestApp, PgCounter, TestDb) {
 
 /// The statements sent since the last look, leaving out the pool's pings
 /// and the debounced relay wake-up (at most one per 50 ms, not per call).
-fn statements(counter: &PgCounter) -> Vec<Exchange> {
+pub fn statements(counter: &PgCounter) -> Vec<Exchange> {
     counter
         .take()
         .into_iter()
@@ -50,7 +50,7 @@ fn statements(counter: &PgCounter) -> Vec<Exchange> {
 }
 
 #[track_caller]
-fn assert_one_statement(exchanges: &[Exchange], containing: &str) {
+pub fn assert_one_statement(exchanges: &[Exchange], containing: &str) {
     match exchanges {
         [Exchange::Statement(sql)] if sql.len() == 1 && sql[0].contains(containing) => {}
         other => panic!("expected one exchange running `{containing}`, got {other:#?}"),

@@ -14,18 +14,11 @@ pub struct Admitted<'a> {
 impl Event {
     /// An applicant joined (encoded before the statement that decides
     /// whether it is new; appended only if it is).
-    pub fn waitlist_joined(
-        entry_id: Uuid,
-        applicant_id: &str,
-        referrer: (Option<Uuid>, Option<&str>),
-        flags: &[String],
-    ) -> Self {
+    pub fn waitlist_joined(entry_id: Uuid, applicant_id: &str, referrer: Option<&str>) -> Self {
         let payload = Payload::WaitlistJoined(pb::WaitlistJoined {
             entry_id: entry_id.to_string(),
             applicant_id: applicant_id.to_owned(),
-            referrer_entry_id: referrer.0.map(|id| id.to_string()).unwrap_or_default(),
-            referrer_member_id: referrer.1.unwrap_or_default().to_owned(),
-            abuse_flags: flags.to_vec(),
+            referrer: referrer.unwrap_or_default().to_owned(),
         });
         Self::new(EventType::WaitlistJoined, applicant_partition(applicant_id), now(), payload)
     }
