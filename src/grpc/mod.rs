@@ -308,7 +308,7 @@ impl InvitationService for InvitationApi {
     async fn get_waitlist_entry(
         &self,
         request: Request<pb::GetWaitlistEntryRequest>,
-    ) -> Result<Response<pb::WaitlistEntry>, Status> {
+    ) -> Result<Response<pb::GetWaitlistEntryResponse>, Status> {
         waitlist::get(&self.service, &self.view, request).await
     }
 

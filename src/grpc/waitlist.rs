@@ -96,7 +96,7 @@ fn admit_command(r: pb::AdmitFromWaitlistRequest) -> Result<AdmitCommand, Error>
         v.push("count", format!("must be between 1 and {MAX_ADMIT}"));
     }
     let order = match pb::AdmissionOrder::try_from(r.order) {
-        Ok(pb::AdmissionOrder::Position) => Some(Order::Position),
+        Ok(pb::AdmissionOrder::Unspecified | pb::AdmissionOrder::Position) => Some(Order::Position),
         Ok(pb::AdmissionOrder::Oldest) => Some(Order::Oldest),
         Ok(pb::AdmissionOrder::Random) => Some(Order::Random),
         Err(_) => {
@@ -200,10 +200,10 @@ pub async fn get(
     service: &Invitations,
     view: &View,
     request: Request<pb::GetWaitlistEntryRequest>,
-) -> Result<Response<pb::WaitlistEntry>, Status> {
+) -> Result<Response<pb::GetWaitlistEntryResponse>, Status> {
     let key = entry_key(request.get_ref()).map_err(to_status)?;
     let entry = service.waitlist_entry(key).await.map_err(to_status)?;
-    Ok(Response::new(entry_pb(view, &entry)))
+    Ok(Response::new(pb::GetWaitlistEntryResponse { entry: Some(entry_pb(view, &entry)) }))
 }
 
 pub async fn review(

@@ -19,7 +19,7 @@ pub async fn joined(app: &TestApp, applicant: &str, referrer: &str) -> pb::Waitl
 
 pub async fn entry(app: &TestApp, applicant: &str) -> Result<pb::WaitlistEntry, tonic::Status> {
     let request = pb::GetWaitlistEntryRequest { applicant_id: applicant.into(), ..Default::default() };
-    app.client.clone().get_waitlist_entry(request).await.map(|r| r.into_inner())
+    app.client.clone().get_waitlist_entry(request).await.map(|r| r.into_inner().entry.expect("an entry"))
 }
 
 pub fn admit_request(count: u32) -> pb::AdmitFromWaitlistRequest {
@@ -186,7 +186,7 @@ async fn joining_twice_returns_the_same_entry_and_bad_input_names_the_field() {
     assert_eq!(first.entry.as_ref().map(|e| &e.id), again.entry.as_ref().map(|e| &e.id));
     let id = first.entry.expect("entry").id;
     let by_id = pb::GetWaitlistEntryRequest { entry_id: id.clone(), ..Default::default() };
-    assert_eq!(app.client.clone().get_waitlist_entry(by_id).await.expect("get").into_inner().applicant_id, "ann");
+    assert_eq!(app.client.clone().get_waitlist_entry(by_id).await.expect("get").into_inner().entry.expect("entry").applicant_id, "ann");
 
     let bad = |r: pb::JoinWaitlistRequest| {
         let mut client = app.client.clone();
