@@ -259,3 +259,6 @@ END $$;
 
 CREATE TRIGGER waitlist_redeemed BEFORE INSERT ON redemptions
     FOR EACH ROW EXECUTE FUNCTION inv_waitlist_redeemed();
+
+-- GetStats: reviews in a window.
+CREATE INDEX waitlist_review_time_idx ON waitlist_entries (review_time) WHERE review_time IS NOT NULL;

@@ -178,12 +178,13 @@ impl InvitationService for InvitationApi {
         };
         // One statement: the limit, the lookup, and (an unknown code is an
         // answer too, but counts against the limit) the count.
-        let CodeCheck { invitation, refusal, reserved_uses } =
+        let CodeCheck { invitation, refusal, reserved_uses, bound_to_applicant } =
             self.service.check(&code, &who).await.map_err(to_status)?;
         let mut response = pb::CheckCodeResponse {
             redeemable: refusal.is_none(),
             reserved: matches!(refusal, Some(crate::Error::Reserved)),
             reserved_uses,
+            bound_to_applicant,
             reason: refusal.map(|e| e.reason().to_owned()).unwrap_or_default(),
             normalized_code: code.display(&self.view.code_prefix),
             ..Default::default()

@@ -131,6 +131,7 @@ pub fn stats_response(s: &Stats) -> pb::GetStatsResponse {
             .iter()
             .map(|(flag, count)| pb::FlagCount { flag: flag.clone(), count: *count })
             .collect(),
+        waitlist: Some(super::waitlist::stats_pb(&s.waitlist)),
     }
 }
 

@@ -229,3 +229,32 @@ pub async fn admit(
     let outcome = service.admit_from_waitlist(command).await.map_err(to_status)?;
     Ok(Response::new(admit_response(view, &outcome)))
 }
+
+/// GetStats' waitlist section.
+pub fn stats_pb(w: &crate::service::WaitlistStats) -> pb::WaitlistStats {
+    let c = &w.counts;
+    let share = |part: i64, whole: i64| if whole > 0 { part as f64 / whole as f64 } else { 0.0 };
+    pb::WaitlistStats {
+        waiting: c.waiting,
+        joined: c.joined,
+        admitted: c.admitted,
+        by_day: w
+            .by_day
+            .iter()
+            .map(|&(day, joined, admitted)| pb::DailyWaitlist { day: Some(timestamp(day)), joined, admitted })
+            .collect(),
+        reviewed: c.reviewed,
+        approval_rate: share(c.approved, c.reviewed),
+        median_wait: c.median_wait_seconds.map(|s| {
+            let d = time::Duration::seconds_f64(s);
+            prost_types::Duration { seconds: d.whole_seconds(), nanos: d.subsec_nanoseconds() }
+        }),
+        admitted_redeemed: c.admitted_redeemed,
+        admitted_redeemed_rate: share(c.admitted_redeemed, c.admitted),
+        top_referrers: w
+            .top_referrers
+            .iter()
+            .map(|(referrer, referrals)| pb::ReferrerCount { referrer: referrer.clone(), referrals: *referrals })
+            .collect(),
+    }
+}

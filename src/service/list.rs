@@ -60,7 +60,8 @@ impl Invitations {
             self.count_failed_attempt(attempt).await;
         }
         let Some(invitation) = state.invitation else {
-            return Ok(CodeCheck { invitation: None, refusal: Some(Error::CodeNotFound), reserved_uses: 0 });
+            let refusal = Some(Error::CodeNotFound);
+            return Ok(CodeCheck { invitation: None, refusal, reserved_uses: 0, bound_to_applicant: false });
         };
         let refusal = match invitation.unavailable_reason(OffsetDateTime::now_utc()) {
             Some(reason) => Some(reason),
@@ -71,7 +72,8 @@ impl Invitations {
             None => None,
         };
         let reserved_uses = u32::try_from(state.reserved_uses).unwrap_or(u32::MAX);
-        Ok(CodeCheck { invitation: Some(invitation), refusal, reserved_uses })
+        let bound_to_applicant = state.bound_to_applicant;
+        Ok(CodeCheck { invitation: Some(invitation), refusal, reserved_uses, bound_to_applicant })
     }
 }
 

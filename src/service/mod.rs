@@ -34,7 +34,7 @@ pub use quotas::{Earn, Quotas, grant_earned_invitations};
 pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
-pub use stats::{Period, Stats, StatsQuery, fold_counts};
+pub use stats::{Period, Stats, StatsQuery, WaitlistStats, fold_counts};
 pub use waitlist::{AdmitCommand, AdmitOutcome, Entry, EntryState, JoinCommand, JoinOutcome, Order};
 pub use waitlist::{ReviewCommand, ReviewOutcome, WaitlistSettings};
 
@@ -170,6 +170,8 @@ pub struct CodeCheck {
     pub refusal: Option<Error>,
     /// Uses held by live reservations.
     pub reserved_uses: u32,
+    /// Admitted from the waitlist: only its applicant may redeem it.
+    pub bound_to_applicant: bool,
 }
 
 pub enum RevokeTarget {

@@ -40,6 +40,15 @@ pub struct Stats {
     pub top_inviters: Vec<(String, i64)>,
     pub reservations: ReservationCounts,
     pub abuse_flags: Vec<(String, i64)>,
+    pub waitlist: WaitlistStats,
+}
+
+/// The waitlist's section: the counts, every day of the window (day,
+/// joined, admitted), and the top referrers.
+pub struct WaitlistStats {
+    pub counts: store::waitlist::WaitlistCounts,
+    pub by_day: Vec<(OffsetDateTime, i64, i64)>,
+    pub top_referrers: Vec<(String, i64)>,
 }
 
 impl Invitations {
@@ -57,6 +66,12 @@ impl Invitations {
         let top_inviters = stats::top_inviters(&mut tx, &f, i64::from(q.leaderboard_size)).await?;
         let reservations = stats::reservation_counts(&mut tx, &f).await?;
         let abuse_flags = stats::flag_counts(&mut tx, &f).await?;
+        let waitlist = WaitlistStats {
+            counts: store::waitlist::counts(&mut tx, q.start, q.end).await?,
+            by_day: every_day(q.start, q.end, &store::waitlist::per_day(&mut tx, q.start, q.end).await?),
+            top_referrers: store::waitlist::top_referrers(&mut tx, q.start, q.end, i64::from(q.leaderboard_size))
+                .await?,
+        };
         tx.commit().await?;
 
         let mut overall = CohortRow::default();
@@ -80,6 +95,7 @@ impl Invitations {
             top_inviters,
             reservations,
             abuse_flags,
+            waitlist,
         })
     }
 }

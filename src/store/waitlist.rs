@@ -269,3 +269,82 @@ pub const LINE_COUNTS: super::Counters = super::Counters {
     key: "bucket",
     columns: &["entries"],
 };
+
+/// The waitlist's section of GetStats (in the caller's snapshot).
+#[derive(Debug, Clone, Default, FromRow)]
+pub struct WaitlistCounts {
+    pub waiting: i64,
+    pub joined: i64,
+    pub admitted: i64,
+    pub reviewed: i64,
+    pub approved: i64,
+    pub median_wait_seconds: Option<f64>,
+    pub admitted_redeemed: i64,
+}
+
+/// The line from its bucket counters; the window's joins, reviews and
+/// admissions from index ranges.
+pub async fn counts(
+    conn: &mut PgConnection,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> Result<WaitlistCounts, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT coalesce(sum(entries), 0) FROM waitlist_line_counts)::bigint \
+              + (SELECT coalesce(sum(entries), 0) FROM waitlist_line_deltas)::bigint AS waiting, \
+                (SELECT count(*) FROM waitlist_entries WHERE join_time >= $1 AND join_time < $2) AS joined, \
+                a.admitted, a.median_wait_seconds, a.admitted_redeemed, r.reviewed, r.approved \
+         FROM (SELECT count(*) AS admitted, count(redeem_time) AS admitted_redeemed, \
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM admit_time - join_time)) \
+                          AS median_wait_seconds \
+               FROM waitlist_entries WHERE admit_time >= $1 AND admit_time < $2) a, \
+              (SELECT count(*) AS reviewed, count(*) FILTER (WHERE state <> 'rejected') AS approved \
+               FROM waitlist_entries WHERE review_time >= $1 AND review_time < $2) r",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_one(conn)
+    .await
+}
+
+/// Joined and admitted per UTC day with any, by day.
+pub async fn per_day(
+    conn: &mut PgConnection,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> Result<Vec<(OffsetDateTime, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT day, sum(joined)::bigint, sum(admitted)::bigint FROM ( \
+             SELECT date_trunc('day', join_time, 'UTC') AS day, 1 AS joined, 0 AS admitted \
+             FROM waitlist_entries WHERE join_time >= $1 AND join_time < $2 \
+             UNION ALL \
+             SELECT date_trunc('day', admit_time, 'UTC'), 0, 1 \
+             FROM waitlist_entries WHERE admit_time >= $1 AND admit_time < $2) t \
+         GROUP BY day ORDER BY day",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(conn)
+    .await
+}
+
+/// Referrers by applicants who joined through them in the window.
+pub async fn top_referrers(
+    conn: &mut PgConnection,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(e.referrer_member_id, r.applicant_id) AS referrer, count(*) AS referrals \
+         FROM waitlist_entries e LEFT JOIN waitlist_entries r ON r.id = e.referrer_entry_id \
+         WHERE e.join_time >= $1 AND e.join_time < $2 \
+           AND (e.referrer_member_id IS NOT NULL OR e.referrer_entry_id IS NOT NULL) \
+         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $3",
+    )
+    .bind(start)
+    .bind(end)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}

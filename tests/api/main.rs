@@ -45,6 +45,7 @@ mod tls;
 mod user_ids;
 mod validation;
 mod waitlist;
+mod waitlist_cli;
 mod waitlist_races;
 mod waitlist_screening;
 mod waves;

@@ -132,8 +132,10 @@ async fn an_admitted_applicant_redeems_under_its_referrer_and_nobody_else_can() 
     assert_eq!(first_inv.inviter_id, "", "a referrer who is not a member: unowned");
     assert!(!alice_inv.code.is_empty() && alice_inv.link.contains(&alice_inv.code));
 
-    // CheckCode sees an ordinary, redeemable invitation.
-    assert!(app.check(&alice_inv.code).await.redeemable);
+    // CheckCode says it is bound to an applicant (never which one).
+    let check = app.check(&alice_inv.code).await;
+    assert!(check.redeemable && check.bound_to_applicant);
+    assert!(!app.check(&app.mint_one("zed").await.code).await.bound_to_applicant, "an ordinary invitation");
     // Somebody else: refused on the one-statement path and on the general
     // path (a request_id takes it), and nothing is spent.
     let err = app.redeem(&alice_inv.code, "mallory").await.expect_err("bound");
@@ -172,6 +174,16 @@ async fn an_admitted_applicant_redeems_under_its_referrer_and_nobody_else_can() 
     let after = entry(&app, "first").await.expect("get");
     assert_eq!((before.redeemed_referrals, after.redeemed_referrals), (0, 1));
     assert_eq!(after.bump, before.bump + 5);
+    // GetStats' waitlist section.
+    let stats = app.client.clone().get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner();
+    let w = stats.waitlist.expect("a waitlist section");
+    assert_eq!((w.waiting, w.joined, w.admitted, w.reviewed), (1, 3, 2, 2));
+    assert_eq!((w.approval_rate, w.admitted_redeemed, w.admitted_redeemed_rate), (1.0, 2, 1.0));
+    assert!(w.median_wait.is_some());
+    assert_eq!(w.by_day.iter().map(|d| (d.joined, d.admitted)).fold((0, 0), |a, d| (a.0 + d.0, a.1 + d.1)), (3, 2));
+    let mut referrers: Vec<(String, i64)> = w.top_referrers.into_iter().map(|r| (r.referrer, r.referrals)).collect();
+    referrers.sort();
+    assert_eq!(referrers, [("alice".to_string(), 1), ("first".to_string(), 1)]);
     // A member who never joined the waitlist is refused.
     let err = join(&app, "alice", "").await.expect_err("a member");
     assert_error(&err, tonic::Code::FailedPrecondition, "ALREADY_MEMBER", None);

@@ -41,6 +41,8 @@ pub enum AdminCommand {
     /// a number of new members within a time, from the measured redemption
     /// rate; print the reasoning; mint with --apply.
     PlanWave(PlanWaveArgs),
+    /// The waitlist: show an entry, review entries, admit a wave.
+    Waitlist(super::waitlist::WaitlistArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -195,6 +197,11 @@ pub struct PlanWaveArgs {
     /// Lifetime of the new invitations (default: --within).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub ttl: Option<Duration>,
+    /// Fill the target from the waitlist instead: admit entries, planned
+    /// with the measured rate at which admitted entries redeem (--selector,
+    /// --min-age and --history-label do not apply).
+    #[arg(long, conflicts_with_all = ["selector", "history_label"])]
+    pub from_waitlist: bool,
     /// Mint the planned wave (otherwise only print the plan).
     #[arg(long)]
     pub apply: bool,

@@ -25,7 +25,7 @@ pub fn time(t: OffsetDateTime) -> Value {
     t.format(&Rfc3339).map_or(Value::Null, Value::String)
 }
 
-fn timestamp(t: Option<&prost_types::Timestamp>) -> Value {
+pub fn timestamp(t: Option<&prost_types::Timestamp>) -> Value {
     t.and_then(|t| {
         let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
         OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
