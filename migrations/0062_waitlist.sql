@@ -94,15 +94,19 @@ CREATE TRIGGER waitlist_count_line AFTER INSERT OR UPDATE OF state, bump OR DELE
 -- the entries of the buckets before its own, counted, plus those ahead of
 -- it in its own bucket, scanned (at most about 1024 index entries).
 CREATE FUNCTION inv_waitlist_position(e waitlist_entries) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN inv_waitlist_in_line(e.state) THEN
-        1 + (SELECT coalesce(sum(entries), 0) FROM waitlist_line_counts WHERE bucket < (e.score >> 10))::bigint
-          + (SELECT coalesce(sum(entries), 0) FROM waitlist_line_deltas WHERE bucket < (e.score >> 10))::bigint
-          + (SELECT count(*) FROM waitlist_entries o
-             WHERE inv_waitlist_in_line(o.state) AND o.score >= ((e.score >> 10) << 10)
-               AND (o.score, o.seq) < (e.score, e.seq))
-    END
-$$;
+LANGUAGE plpgsql STABLE AS $$
+-- PL/pgSQL, not SQL: a SQL function this size is not inlined and is planned
+-- again on every call (about 1 ms); PL/pgSQL keeps its plans per session.
+BEGIN
+    IF e.state NOT IN ('waiting', 'approved') THEN
+        RETURN NULL;
+    END IF;
+    RETURN 1 + (SELECT coalesce(sum(entries), 0) FROM waitlist_line_counts WHERE bucket < (e.score >> 10))::bigint
+             + (SELECT coalesce(sum(entries), 0) FROM waitlist_line_deltas WHERE bucket < (e.score >> 10))::bigint
+             + (SELECT count(*) FROM waitlist_entries o
+                WHERE o.state IN ('waiting', 'approved') AND o.score >= ((e.score >> 10) << 10)
+                  AND (o.score, o.seq) < (e.score, e.seq));
+END $$;
 
 -- JoinWaitlist (service::waitlist) in one statement: screens the request
 -- (the abuse settings of Redeem, as inv_screening), inserts the entry and
