@@ -52,8 +52,8 @@ use crate::outbox::Waker;
 use crate::store::{self, graph, idempotency, invitations, members, outbox, tree};
 use crate::telemetry::DomainMetrics;
 
-/// Attempts for a transaction that lost a deadlock or a unique-key race.
-pub(crate) const MAX_ATTEMPTS: usize = 5;
+/// Draws of a new code after one collided (Mint, inside its transaction).
+pub(crate) const MAX_CODE_DRAWS: usize = 5;
 
 /// An idempotency key and how to turn an answer into the bytes stored for it.
 pub struct Idempotency<'a, T> {
@@ -370,12 +370,6 @@ impl Invitations {
 /// Associated data of a stored answer: it opens only for its own key.
 fn answer_aad(method: &str, request_id: &str) -> Vec<u8> {
     [method.as_bytes(), b"\0", request_id.as_bytes()].concat()
-}
-
-/// A deadlock or serialization failure that reached the domain's error type
-/// (through `?` on a store call): worth retrying the transaction.
-pub(crate) fn retryable(e: &Error) -> bool {
-    matches!(e, Error::Internal(inner) if inner.downcast_ref::<sqlx::Error>().is_some_and(store::is_retryable))
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
