@@ -2,6 +2,9 @@
 //! act on. The transport layer (`grpc::status`) maps each variant to a gRPC
 //! status; nothing here knows about tonic.
 
+/// The `domain` of every `google.rpc.ErrorInfo` this service sends.
+pub const ERROR_DOMAIN: &str = "invitations";
+
 /// One bad field of a request (AIP-193 `BadRequest.FieldViolation`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {

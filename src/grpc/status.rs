@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+pub use crate::domain::error::ERROR_DOMAIN;
 use crate::domain::error::{DbClass, Error, classify};
-
-pub const ERROR_DOMAIN: &str = "invitations";
 
 pub fn to_status(error: Error) -> Status {
     let reason = error.reason();

@@ -29,7 +29,7 @@ pub use expiry::sweep_expired_invitations;
 pub use invite_graph::WalkQuery;
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
 pub use public_view::Placeholders;
-pub use quotas::{Earn, Quotas, grant_earned_invitations};
+pub use quotas::{Earn, MAX_GRANT, Quotas, grant_earned_invitations};
 pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
@@ -47,6 +47,7 @@ use crate::domain::code::{CodeGenerator, InvitationCode};
 use crate::domain::email::{Binding, Email};
 use crate::domain::error::Error;
 use crate::domain::events::{self, CodeDisclosure, Event};
+pub use crate::domain::selector::{Selector, Wave};
 use crate::domain::{Invitation, Member, RequestId, State, UserId};
 use crate::outbox::Waker;
 use crate::store::{self, graph, idempotency, invitations, members, outbox, tree};
@@ -84,26 +85,6 @@ pub struct MintCommand {
     /// Mint for members a selector chooses instead (then `owners` is empty
     /// and `unowned` 0).
     pub wave: Option<Wave>,
-}
-
-/// Which members a wave goes to (members with disabled invite privileges
-/// never match).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selector {
-    /// No unspent invitation right now.
-    NoUnspentInvitation,
-    /// Never issued any invitation, and joined at least this long ago.
-    NeverIssued { joined_at_least: time::Duration },
-    /// Their most recent redemption was at least this long ago.
-    LastRedeemed { at_least: time::Duration },
-}
-
-/// `count` invitations, one each for members drawn at random among those
-/// `selector` matches.
-#[derive(Debug, Clone, Copy)]
-pub struct Wave {
-    pub selector: Selector,
-    pub count: u32,
 }
 
 #[derive(Default)]
