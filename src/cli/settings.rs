@@ -109,6 +109,7 @@ pub fn relay(args: &EventArgs) -> anyhow::Result<Option<RelaySettings>> {
         batch_size: args.outbox_batch_size,
         poll_interval: args.outbox_poll_interval,
         max_backoff: args.outbox_max_backoff.max(MIN_BACKOFF),
+        #[cfg(feature = "test-hooks")]
         crash_after_publish: args.outbox_test_crash_after_publish,
     }))
 }

@@ -53,7 +53,9 @@ pub struct RelaySettings {
     pub batch_size: u32,
     pub poll_interval: Duration,
     pub max_backoff: Duration,
-    /// Test hook: stop after the first publish, before marking.
+    /// Test hook (feature `test-hooks`): stop after the first publish,
+    /// before marking.
+    #[cfg(feature = "test-hooks")]
     pub crash_after_publish: bool,
 }
 
@@ -145,6 +147,7 @@ async fn relay(
                     }
                 }
             }
+            #[cfg(feature = "test-hooks")]
             Err(RoundError::Crashed) => {
                 tracing::warn!("outbox relay: test hook: stopped after publishing, before marking sent");
                 health.set_service_status(HEALTH_NAME, ServingStatus::NotServing).await;
