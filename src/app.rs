@@ -14,6 +14,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::cli::args::ServeArgs;
+use crate::cli::settings;
 use crate::crypto::page_token::PageTokens;
 use crate::crypto::secret::Secrets;
 use crate::crypto::vault::Vault;
@@ -26,12 +27,11 @@ use crate::grpc::connections;
 use crate::grpc::convert::View;
 use crate::grpc::overload::OverloadLayer;
 use crate::outbox::Maintenance;
-use crate::outbox::relay::RelaySettings;
 use crate::outbox::{self, relay};
 use crate::pb;
 use crate::service::{
-    Invitations, Placeholders, Quotas, ReservationSettings, fold_counts, grant_earned_invitations, rekey,
-    sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
+    Invitations, Placeholders, ReservationSettings, fold_counts, grant_earned_invitations, rekey, sweep_abuse_records,
+    sweep_expired_invitations, sweep_lapsed_reservations,
 };
 use crate::store;
 use crate::telemetry::{self, Metrics, RpcLayer};
@@ -88,12 +88,12 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     let secrets = Secrets::parse(&args.secrets.secret, &args.secrets.previous_secrets).map_err(anyhow::Error::msg)?;
     let vault = Arc::new(Vault::new(&secrets));
     let callers = Callers::parse(&args.auth.caller_tokens, &args.auth.client_identities).map_err(anyhow::Error::msg)?;
-    let tls = crate::grpc::tls::server_config(&args.tls)?;
+    let tls = crate::grpc::tls::server_config(&(&args.tls).into())?;
     if callers.has_identities() && args.tls.tls_client_ca.is_none() {
         anyhow::bail!("--client-identities needs --tls-client-ca (client certificates are verified against it)");
     }
     secure_by_default(&callers, listener.local_addr()?, args.auth.insecure_allow_unauthenticated)?;
-    let abuse = Arc::new(AbuseSettings::from_args(&args.abuse).map_err(anyhow::Error::msg)?);
+    let abuse = Arc::new(settings::abuse(&args.abuse).map_err(anyhow::Error::msg)?);
     let db = &args.database;
     let pool = store::connect_lazy(&db.database_url, db.db_max_connections, db.db_acquire_timeout)
         .context("DATABASE_URL is not a valid Postgres URL")?;
@@ -111,8 +111,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     tracing::info!(address = %admin_address, "serving metrics");
 
     let reservations = reservation_settings(&args)?;
-    let quotas = Quotas::from_args(&args.quotas).map_err(anyhow::Error::msg)?;
-    let relay_settings = RelaySettings::from_args(&args.events)?;
+    let quotas = settings::quotas(&args.quotas).map_err(anyhow::Error::msg)?;
+    let relay_settings = settings::relay(&args.events)?;
     let code_disclosure = args
         .events
         .events_include_codes

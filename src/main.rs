@@ -17,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = match invitations::telemetry::init(cli.log_format, &cli.log) {
+    let telemetry = match invitations::telemetry::init(cli.log_format.into(), &cli.log) {
         Ok(telemetry) => telemetry,
         Err(e) => {
             eprintln!("error: setting up telemetry: {}", invitations::telemetry::error_chain(&e));
@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Migrate(db) => migrate(db).await,
-        Command::Outbox(args) => invitations::outbox::command(args).await,
+        Command::Outbox(args) => invitations::cli::outbox::command(args).await,
         Command::Rekey(args) => rekey(args).await,
         Command::HashToken(args) => hash_token(args),
         Command::Admin(args) => invitations::cli::admin::run(args).await,

@@ -309,7 +309,9 @@ pub struct EventArgs {
     pub outbox_stats_interval: Duration,
 
     /// TEST ONLY: the relay stops after its first publish, before marking
-    /// the events sent (a crash at the worst moment). Hidden from --help.
+    /// the events sent (a crash at the worst moment). Hidden from --help,
+    /// and only built with the `test-hooks` feature (the tests' own).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, default_value_t = false)]
     pub outbox_test_crash_after_publish: bool,
 }

@@ -1,5 +1,8 @@
-//! The command line: the clap tree (`args`) and the operator's admin client
-//! (`admin`). Nothing below this layer should know about clap.
+//! The command line: the clap tree (`args`), every `*Args → *Settings`
+//! conversion (`settings`), the operator's admin client (`admin`) and the
+//! `outbox` command. Nothing below this layer knows about clap.
 
 pub mod admin;
 pub mod args;
+pub mod outbox;
+pub mod settings;

@@ -2,6 +2,9 @@
 //! act on. The transport layer (`grpc::status`) maps each variant to a gRPC
 //! status; nothing here knows about tonic.
 
+/// The `domain` of every `google.rpc.ErrorInfo` this service sends.
+pub const ERROR_DOMAIN: &str = "invitations";
+
 /// One bad field of a request (AIP-193 `BadRequest.FieldViolation`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -86,12 +89,25 @@ pub enum Error {
     /// The request_id was used before with a different request.
     #[error("request_id was already used for a different request")]
     RequestIdReused,
+    /// A database error, kept typed up to the transport: [`classify`] says
+    /// whether the caller hears UNAVAILABLE (retry later) or INTERNAL.
+    #[error("{}", database_message(.0))]
+    Database(#[source] sqlx::Error),
     /// The database cannot be reached right now; retrying later may work.
-    #[error("the service cannot reach its database; retry later")]
+    #[error("{UNAVAILABLE_MESSAGE}")]
     Unavailable(#[source] anyhow::Error),
     /// Something failed inside the service; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+const UNAVAILABLE_MESSAGE: &str = "the service cannot reach its database; retry later";
+
+fn database_message(e: &sqlx::Error) -> &'static str {
+    match classify(e) {
+        DbClass::Unavailable => UNAVAILABLE_MESSAGE,
+        DbClass::Retry | DbClass::Internal => "internal error",
+    }
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -133,6 +149,10 @@ impl Error {
             Error::AlreadyAdmitted { .. } => "ALREADY_ADMITTED",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
+            Error::Database(e) => match classify(e) {
+                DbClass::Unavailable => "UNAVAILABLE",
+                DbClass::Retry | DbClass::Internal => "INTERNAL",
+            },
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
         }
@@ -142,17 +162,38 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error::Unavailable(e.into()),
-            sqlx::Error::Database(ref db) if db.code().as_deref().is_some_and(connection_lost) => {
-                Error::Unavailable(e.into())
-            }
             // The waitlist's binding, checked on every insert of a
             // redemption (migrations/0062_waitlist.sql), so on both Redeem paths.
             sqlx::Error::Database(ref db) if db.code().as_deref() == Some(APPLICANT_MISMATCH) => {
                 Error::ApplicantMismatch
             }
-            e => Error::Internal(e.into()),
+            e => Error::Database(e),
         }
+    }
+}
+
+/// What a database error means for the call: the one place that decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbClass {
+    /// A deadlock or serialization failure: the transaction may be run
+    /// again (`store::with_retry`). One that still fails is INTERNAL.
+    Retry,
+    /// The database is away (pool timeout or closed, I/O, connection
+    /// ended or refused): UNAVAILABLE, the caller may retry later.
+    Unavailable,
+    /// Anything else: INTERNAL.
+    Internal,
+}
+
+pub fn classify(e: &sqlx::Error) -> DbClass {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => DbClass::Unavailable,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("40001" | "40P01") => DbClass::Retry,
+            Some(code) if connection_lost(code) => DbClass::Unavailable,
+            _ => DbClass::Internal,
+        },
+        _ => DbClass::Internal,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod code;
 pub mod email;
 pub mod error;
 pub mod events;
+pub mod selector;
 
 use time::OffsetDateTime;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::error::Error;
-
-pub const ERROR_DOMAIN: &str = "invitations";
+pub use crate::domain::error::ERROR_DOMAIN;
+use crate::domain::error::{DbClass, Error, classify};
 
 pub fn to_status(error: Error) -> Status {
     let reason = error.reason();
@@ -68,6 +67,17 @@ pub fn to_status(error: Error) -> Status {
         Error::InvitePrivilegesDisabled { user_id } => {
             details.add_precondition_failure_violation(error.reason(), user_id.clone(), error.to_string());
             Code::FailedPrecondition
+        }
+        Error::Database(cause) => {
+            let code = match classify(cause) {
+                DbClass::Unavailable => {
+                    tracing::warn!(error = ?cause, "database unavailable");
+                    return Status::with_error_details(Code::Unavailable, error.to_string(), details);
+                }
+                DbClass::Retry | DbClass::Internal => Code::Internal,
+            };
+            tracing::error!(error = ?cause, "internal error");
+            return Status::with_error_details(code, "internal error", details);
         }
         Error::Unavailable(cause) => {
             tracing::warn!(error = ?cause, "database unavailable");

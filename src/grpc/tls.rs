@@ -7,10 +7,17 @@ use anyhow::Context;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::cli::args::TlsArgs;
+/// The PEM files of the listener's TLS (`--tls-cert`, `--tls-key`,
+/// `--tls-client-ca`), as configured.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    pub tls_client_ca: Option<std::path::PathBuf>,
+}
 
 /// The server's TLS configuration, or None to serve plaintext.
-pub fn server_config(args: &TlsArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
+pub fn server_config(args: &TlsSettings) -> anyhow::Result<Option<ServerTlsConfig>> {
     let (cert, key) = match (&args.tls_cert, &args.tls_key) {
         (None, None) => {
             if args.tls_client_ca.is_some() {

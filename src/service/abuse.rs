@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::cli::args::CheckMode;
+use crate::domain::abuse::CheckMode;
 use crate::domain::abuse::{AbuseSettings, Flag};
 use crate::store::{abuse, common_path};
 

@@ -1,7 +1,7 @@
 //! ListForUser and CheckCode: reading invitations.
 
 use super::*;
-use crate::cli::args::CheckMode;
+use crate::domain::abuse::CheckMode;
 use crate::service::abuse::Attempt;
 use crate::store::common_path;
 

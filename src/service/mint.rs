@@ -120,7 +120,7 @@ impl Invitations {
             }
             let mut minted: Vec<Invitation> = Vec::with_capacity(pending.len());
             // A code collision (about 2^-74 per pair) only redraws that code.
-            for _ in 0..MAX_ATTEMPTS {
+            for _ in 0..MAX_CODE_DRAWS {
                 let inserted = invitations::insert_invitations(&mut *tx, batch, &pending).await?;
                 let done: HashSet<Uuid> = inserted.iter().map(|inv| inv.id).collect();
                 for mut inv in inserted {

@@ -30,7 +30,7 @@ pub use expiry::sweep_expired_invitations;
 pub use invite_graph::WalkQuery;
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
 pub use public_view::Placeholders;
-pub use quotas::{Earn, Quotas, grant_earned_invitations};
+pub use quotas::{Earn, MAX_GRANT, Quotas, grant_earned_invitations};
 pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
@@ -50,13 +50,14 @@ use crate::domain::code::{CodeGenerator, InvitationCode};
 use crate::domain::email::{Binding, Email};
 use crate::domain::error::Error;
 use crate::domain::events::{self, CodeDisclosure, Event};
+pub use crate::domain::selector::{Selector, Wave};
 use crate::domain::{Invitation, Member, RequestId, State, UserId};
 use crate::outbox::Waker;
 use crate::store::{self, graph, idempotency, invitations, members, outbox, tree};
 use crate::telemetry::DomainMetrics;
 
-/// Attempts for a transaction that lost a deadlock or a unique-key race.
-pub(crate) const MAX_ATTEMPTS: usize = 5;
+/// Draws of a new code after one collided (Mint, inside its transaction).
+pub(crate) const MAX_CODE_DRAWS: usize = 5;
 
 /// An idempotency key and how to turn an answer into the bytes stored for it.
 pub struct Idempotency<'a, T> {
@@ -87,26 +88,6 @@ pub struct MintCommand {
     /// Mint for members a selector chooses instead (then `owners` is empty
     /// and `unowned` 0).
     pub wave: Option<Wave>,
-}
-
-/// Which members a wave goes to (members with disabled invite privileges
-/// never match).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selector {
-    /// No unspent invitation right now.
-    NoUnspentInvitation,
-    /// Never issued any invitation, and joined at least this long ago.
-    NeverIssued { joined_at_least: time::Duration },
-    /// Their most recent redemption was at least this long ago.
-    LastRedeemed { at_least: time::Duration },
-}
-
-/// `count` invitations, one each for members drawn at random among those
-/// `selector` matches.
-#[derive(Debug, Clone, Copy)]
-pub struct Wave {
-    pub selector: Selector,
-    pub count: u32,
 }
 
 #[derive(Default)]
@@ -377,12 +358,6 @@ impl Invitations {
 /// Associated data of a stored answer: it opens only for its own key.
 fn answer_aad(method: &str, request_id: &str) -> Vec<u8> {
     [method.as_bytes(), b"\0", request_id.as_bytes()].concat()
-}
-
-/// A deadlock or serialization failure that reached the domain's error type
-/// (through `?` on a store call): worth retrying the transaction.
-pub(crate) fn retryable(e: &Error) -> bool {
-    matches!(e, Error::Internal(inner) if inner.downcast_ref::<sqlx::Error>().is_some_and(store::is_retryable))
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> Error {

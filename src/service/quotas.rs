@@ -19,7 +19,6 @@ use std::collections::HashMap;
 
 use super::mint::Recipients;
 use super::*;
-use crate::cli::args::QuotaArgs;
 use crate::domain::events::EventHead;
 use crate::store::common_path::{PreparedGrant, QuotaGrants};
 use crate::store::invitations::{BatchAttributes, Owner};
@@ -30,7 +29,7 @@ const EARN_BATCH: i64 = 1000;
 
 /// Most invitations a welcome grant or refill gives one member (a
 /// RegisterMembers call of 10,000 members then mints at most a million).
-const MAX_GRANT: u32 = 100;
+pub const MAX_GRANT: u32 = 100;
 
 /// The configured policies.
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,28 +49,8 @@ pub struct Earn {
 }
 
 impl Earn {
-    fn interval_secs(&self) -> f64 {
+    pub(crate) fn interval_secs(&self) -> f64 {
         self.interval.as_secs_f64()
-    }
-}
-
-impl Quotas {
-    pub fn from_args(args: &QuotaArgs) -> Result<Self, String> {
-        let earn = if args.earn_interval.is_zero() {
-            None
-        } else if args.earn_cap == 0 {
-            return Err("--earn-interval needs --earn-cap of at least 1".into());
-        } else if args.earn_interval < Duration::from_secs(1) {
-            return Err("--earn-interval must be at least 1s".into());
-        } else {
-            Some(Earn { interval: args.earn_interval, cap: args.earn_cap })
-        };
-        for (flag, value) in [("--welcome-grant", args.welcome_grant), ("--refill-to", args.refill_to)] {
-            if value > MAX_GRANT {
-                return Err(format!("{flag} must be at most {MAX_GRANT}"));
-            }
-        }
-        Ok(Quotas { welcome: args.welcome_grant, refill_to: args.refill_to, earn })
     }
 }
 
@@ -242,44 +221,5 @@ pub async fn grant_earned_invitations(service: std::sync::Arc<Invitations>, inte
             Err(e) => tracing::warn!(error = %e, "granting earned invitations failed; retrying next interval"),
         }
         tokio::time::sleep(interval).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(welcome: u32, refill: u32, earn_interval: Duration, earn_cap: u32) -> QuotaArgs {
-        QuotaArgs {
-            welcome_grant: welcome,
-            refill_to: refill,
-            earn_interval,
-            earn_cap,
-            earn_grant_interval: Duration::from_secs(60),
-        }
-    }
-
-    #[test]
-    fn every_policy_is_off_by_default() {
-        let quotas = Quotas::from_args(&args(0, 0, Duration::ZERO, 0)).expect("valid");
-        assert_eq!((quotas.welcome, quotas.refill_to), (0, 0));
-        assert!(quotas.earn.is_none());
-    }
-
-    #[test]
-    fn earning_needs_a_cap_and_a_sensible_interval() {
-        let hour = Duration::from_secs(3600);
-        assert!(Quotas::from_args(&args(0, 0, hour, 0)).is_err(), "no cap");
-        assert!(Quotas::from_args(&args(0, 0, Duration::from_millis(500), 3)).is_err(), "below a second");
-        let earn = Quotas::from_args(&args(0, 0, hour, 3)).expect("valid").earn.expect("on");
-        assert_eq!((earn.interval, earn.cap), (hour, 3));
-        assert_eq!(earn.interval_secs(), 3600.0);
-    }
-
-    #[test]
-    fn grants_are_bounded() {
-        assert!(Quotas::from_args(&args(MAX_GRANT, MAX_GRANT, Duration::ZERO, 0)).is_ok());
-        assert!(Quotas::from_args(&args(MAX_GRANT + 1, 0, Duration::ZERO, 0)).is_err());
-        assert!(Quotas::from_args(&args(0, MAX_GRANT + 1, Duration::ZERO, 0)).is_err());
     }
 }

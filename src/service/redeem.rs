@@ -19,30 +19,22 @@ impl Invitations {
             RedeemTarget::Code(code) => self.code_hashes(code),
             RedeemTarget::Reservation(_) => Vec::new(),
         };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut tx = self.pool.begin().await?;
-            let result = self.redeem_in(&mut tx, &cmd, &code_hashes).await;
-            let (mut redemption, spent_now) = match result {
-                Ok(r) => r,
-                Err(RedeemFailure::Sql(e)) if attempt < MAX_ATTEMPTS && retryable_redeem_error(&e) => {
-                    tx.rollback().await?;
-                    continue;
-                }
-                Err(RedeemFailure::Sql(e)) => return Err(e.into()),
-                Err(RedeemFailure::Refused(e)) => return Err(e),
-            };
-            self.reveal_one(&mut redemption.invitation);
-            let answer = self.commit_answer(tx, "Redeem", &idem, redemption).await?;
-            if let (Some(granted), Answer::Fresh(_)) = (spent_now, &answer) {
-                self.metrics.redeemed();
-                if granted > 0 {
-                    self.metrics.minted(granted);
-                }
+        let (cmd, code_hashes) = (&cmd, &code_hashes[..]);
+        let ((mut redemption, spent_now), tx) =
+            store::with_retry(&self.pool, graph::is_redeem_race, |mut tx| async move {
+                let result = self.redeem_in(&mut tx, cmd, code_hashes).await;
+                (tx, result)
+            })
+            .await?;
+        self.reveal_one(&mut redemption.invitation);
+        let answer = self.commit_answer(tx, "Redeem", &idem, redemption).await?;
+        if let (Some(granted), Answer::Fresh(_)) = (spent_now, &answer) {
+            self.metrics.redeemed();
+            if granted > 0 {
+                self.metrics.minted(granted);
             }
-            return Ok(answer);
         }
+        Ok(answer)
     }
 }
 
@@ -73,7 +65,7 @@ impl Invitations {
             Ok(Status::General) => return Ok(None),
             // Races the general path retries: deadlocks, the invitee's
             // unique key, the same invitee joining concurrently.
-            Err(e) if retryable_redeem_error(&e) || common_path::is_hand_over(&e) => return Ok(None),
+            Err(e) if graph::is_redeem_race(&e) || common_path::is_hand_over(&e) => return Ok(None),
             Err(e) if common_path::is_past_deadline(&e) => return Err(Error::Unavailable(e.into())),
             Err(e) => return Err(e.into()),
         };
@@ -100,34 +92,6 @@ impl Invitations {
     }
 }
 
-pub(super) enum RedeemFailure {
-    Refused(Error),
-    Sql(sqlx::Error),
-}
-
-impl From<sqlx::Error> for RedeemFailure {
-    fn from(e: sqlx::Error) -> Self {
-        RedeemFailure::Sql(e)
-    }
-}
-
-/// A policy grant's failure: database errors stay retryable.
-fn grant_failure(e: Error) -> RedeemFailure {
-    match e {
-        Error::Internal(inner) => match inner.downcast::<sqlx::Error>() {
-            Ok(sql) => RedeemFailure::Sql(sql),
-            Err(inner) => RedeemFailure::Refused(Error::Internal(inner)),
-        },
-        other => RedeemFailure::Refused(other),
-    }
-}
-
-/// Deadlocks between redeems joining trees, and the invitee's unique key when
-/// two of its redeems raced (the retry then sees the winner).
-fn retryable_redeem_error(e: &sqlx::Error) -> bool {
-    store::is_retryable(e) || store::is_constraint_violation(e, "redemptions_invitee_id_key")
-}
-
 impl Invitations {
     /// One redeem attempt inside a transaction, and whether it spent a use (not
     /// a retry): then how many invitations policies granted with it. See docs/design.md ("Redeem" and "Graph storage") for why the
@@ -137,7 +101,7 @@ impl Invitations {
         let (invitation, may_retry) = reservation::target_invitation(tx, &cmd.target, code_hashes, invitee).await?;
         let inviter = invitation.inviter_id.clone();
         if inviter.as_deref() == Some(invitee) {
-            return Err(RedeemFailure::Refused(Error::SelfInvite));
+            return Err(Error::SelfInvite);
         }
         members::ensure_one(tx, invitee).await?;
         // A retry of a finished redeem is answered before taking any lock.
@@ -147,7 +111,7 @@ impl Invitations {
         let (member, parent) = match inviter.as_deref() {
             Some(inviter) => match super::locking::lock_move(tx, invitee, Some(inviter)).await? {
                 Some(locked) => (locked.mover, locked.parent),
-                None => return Err(RedeemFailure::Sql(sqlx::Error::RowNotFound)),
+                None => return Err(sqlx::Error::RowNotFound.into()),
             },
             None => (graph::lock_member(tx, invitee).await?.ok_or(sqlx::Error::RowNotFound)?, None),
         };
@@ -155,22 +119,20 @@ impl Invitations {
             return answer;
         }
         if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
-            return Err(RedeemFailure::Refused(reason));
+            return Err(reason);
         }
         reservation::check_email(&invitation, cmd)?;
         let mut screening =
-            abuse::screen(tx, &self.abuse, &self.vault, cmd.client_ip, cmd.email.as_ref(), inviter.as_deref())
-                .await
-                .map_err(RedeemFailure::Refused)?;
+            abuse::screen(tx, &self.abuse, &self.vault, cmd.client_ip, cmd.email.as_ref(), inviter.as_deref()).await?;
         if cmd.over_attempt_limit {
             screening.flags.push(crate::domain::abuse::Flag::AttemptLimit);
         }
         if let Some(parent) = &parent {
             if !parent.privileges.enabled {
-                return Err(RedeemFailure::Refused(Error::InviterDisabled));
+                return Err(Error::InviterDisabled);
             }
             if parent.path.contains(&member.id) {
-                return Err(RedeemFailure::Refused(Error::InviteCycle));
+                return Err(Error::InviteCycle);
             }
         }
         let (mut spent, completed) = reservation::take_use(tx, &cmd.target, invitation.id, invitee).await?;
@@ -182,10 +144,10 @@ impl Invitations {
         // registered before); the inviter's spent use may be refilled.
         let mut granted = 0;
         if member.join_time.is_none() {
-            granted += self.on_join(tx, &[invitee.to_owned()]).await.map_err(grant_failure)?;
+            granted += self.on_join(tx, &[invitee.to_owned()]).await?;
         }
         if let Some(parent) = &parent {
-            granted += self.refill(tx, parent).await.map_err(grant_failure)?;
+            granted += self.refill(tx, parent).await?;
         }
         abuse::record(tx, &self.abuse, &self.vault, cmd.client_ip, invitee, &screening.flags).await?;
         let mut emitted = vec![Event::redeemed(&spent, invitee, completed.is_some())];
@@ -206,7 +168,7 @@ impl Invitations {
     }
 }
 
-type Outcome = Result<(Redemption, Option<u64>), RedeemFailure>;
+type Outcome = Result<(Redemption, Option<u64>), Error>;
 
 /// Whether the invitee already joined: through this invitation, a retry
 /// (the same success) when `may_retry`; through another, through this one
@@ -225,8 +187,8 @@ async fn joined_before(
             let invitation = invitation.clone();
             Some(Ok((Redemption { invitation, invitee_id: invitee.to_owned(), redeem_time, flags }, None)))
         }
-        Some(_) => Some(Err(RedeemFailure::Refused(Error::AlreadyInvited))),
-        None if inviter.is_some() => Some(Err(RedeemFailure::Refused(Error::AlreadyInvited))),
+        Some(_) => Some(Err(Error::AlreadyInvited)),
+        None if inviter.is_some() => Some(Err(Error::AlreadyInvited)),
         None => None,
     })
 }

@@ -18,34 +18,37 @@ impl Invitations {
     /// given join time (unless they joined through Redeem) and visibility.
     #[tracing::instrument(name = "db.register_members", skip_all, fields(db.system = "postgresql"))]
     pub async fn register_members(&self, cmd: RegisterCommand) -> Result<RegisterOutcome, Error> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut tx = self.pool.begin().await?;
-            let result = async {
-                let created = members::insert_new(&mut tx, &cmd.members).await?;
-                let updated = members::update_known(&mut tx, &cmd.members, &created).await?;
-                // Joining: new members, and known ones given their first join time.
-                let mut joined = created.clone();
-                joined.extend(updated.iter().filter(|(_, joining)| *joining).map(|(user, _)| user.clone()));
-                let granted = self.on_join(&mut tx, &joined).await?;
-                Ok::<_, Error>((created.len() as u32, updated.len() as u32, granted))
-            }
-            .await;
-            match result {
-                Ok((created, updated, granted)) => {
-                    tx.commit().await?;
-                    if granted > 0 {
-                        self.waker.committed();
-                        self.metrics.minted(granted);
-                    }
-                    tracing::info!(created, updated, granted, "registered members");
-                    return Ok(RegisterOutcome { created, updated });
-                }
-                // Two calls naming the same users in another order can deadlock.
-                Err(e) if attempt < MAX_ATTEMPTS && retryable(&e) => tx.rollback().await?,
-                Err(e) => return Err(e),
-            }
+        let members = &cmd.members[..];
+        // Two calls naming the same users in another order can deadlock.
+        let ((created, updated, granted), tx) =
+            store::with_retry(&self.pool, store::is_retryable, |mut tx| async move {
+                let result = self.register_in(&mut tx, members).await;
+                (tx, result)
+            })
+            .await?;
+        tx.commit().await?;
+        if granted > 0 {
+            self.waker.committed();
+            self.metrics.minted(granted);
         }
+        tracing::info!(created, updated, granted, "registered members");
+        Ok(RegisterOutcome { created, updated })
+    }
+}
+
+impl Invitations {
+    /// One attempt: how many members were created, updated, and invitations granted.
+    async fn register_in(
+        &self,
+        tx: &mut store::Tx<'_>,
+        registrations: &[Registration],
+    ) -> Result<(u32, u32, u64), Error> {
+        let created = members::insert_new(tx, registrations).await?;
+        let updated = members::update_known(tx, registrations, &created).await?;
+        // Joining: new members, and known ones given their first join time.
+        let mut joined = created.clone();
+        joined.extend(updated.iter().filter(|(_, joining)| *joining).map(|(user, _)| user.clone()));
+        let granted = self.on_join(tx, &joined).await?;
+        Ok((created.len() as u32, updated.len() as u32, granted))
     }
 }

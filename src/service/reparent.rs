@@ -27,48 +27,31 @@ pub struct ReparentOutcome {
 impl Invitations {
     #[tracing::instrument(name = "db.reparent", skip_all, fields(db.system = "postgresql"))]
     pub async fn reparent(&self, cmd: ReparentCommand) -> Result<ReparentOutcome, Error> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut tx = self.pool.begin().await?;
-            match reparent_in(&mut tx, &cmd).await {
-                Ok(outcome) => {
-                    tx.commit().await?;
-                    if outcome.changed {
-                        tracing::info!(moved = outcome.moved_count, "reparented a member");
-                    }
-                    return Ok(outcome);
-                }
-                // Two moves that each wait for the other's tree: one retries.
-                Err(Failure::Sql(e)) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => tx.rollback().await?,
-                Err(Failure::Sql(e)) => return Err(e.into()),
-                Err(Failure::Refused(e)) => return Err(e),
-            }
+        let cmd = &cmd;
+        // Two moves that each wait for the other's tree: one retries.
+        let (outcome, tx) = store::with_retry(&self.pool, store::is_retryable, |mut tx| async move {
+            let result = reparent_in(&mut tx, cmd).await;
+            (tx, result)
+        })
+        .await?;
+        tx.commit().await?;
+        if outcome.changed {
+            tracing::info!(moved = outcome.moved_count, "reparented a member");
         }
+        Ok(outcome)
     }
 }
 
-enum Failure {
-    Refused(Error),
-    Sql(sqlx::Error),
-}
-
-impl From<sqlx::Error> for Failure {
-    fn from(e: sqlx::Error) -> Self {
-        Failure::Sql(e)
-    }
-}
-
-async fn reparent_in(tx: &mut store::Tx<'_>, cmd: &ReparentCommand) -> Result<ReparentOutcome, Failure> {
+async fn reparent_in(tx: &mut store::Tx<'_>, cmd: &ReparentCommand) -> Result<ReparentOutcome, Error> {
     let user = cmd.user.as_str();
     let new_inviter = cmd.new_inviter.as_ref().map(UserId::as_str);
     let Some(locked) = locking::lock_move(tx, user, new_inviter).await? else {
         let field = if graph::root_of(tx, user).await?.is_none() { "user_id" } else { "new_inviter_id" };
-        return Err(Failure::Refused(Error::NotFound { what: "member", field }));
+        return Err(Error::NotFound { what: "member", field });
     };
     let (mover, parent) = (locked.mover, locked.parent);
     if parent.as_ref().is_some_and(|p| p.path.contains(&mover.id)) {
-        return Err(Failure::Refused(Error::InviteCycle));
+        return Err(Error::InviteCycle);
     }
     if mover.inviter_id.as_deref() == new_inviter {
         return Ok(ReparentOutcome {

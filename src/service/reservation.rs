@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use super::redeem::RedeemFailure;
 use super::*;
 use crate::domain::events::EventHead;
 use crate::domain::{Reservation, ReservationStatus};
@@ -219,45 +218,44 @@ pub(super) async fn target_invitation(
     target: &RedeemTarget,
     code_hashes: &[Vec<u8>],
     invitee: &str,
-) -> Result<(Invitation, bool), RedeemFailure> {
+) -> Result<(Invitation, bool), Error> {
     let id = match target {
         RedeemTarget::Code(_) => {
             let invitation = invitations::by_code_hash(tx, code_hashes).await?;
-            return invitation.map(|i| (i, true)).ok_or(RedeemFailure::Refused(Error::CodeNotFound));
+            return invitation.map(|i| (i, true)).ok_or(Error::CodeNotFound);
         }
         RedeemTarget::Reservation(id) => *id,
     };
     let Some(reservation) = reservations::by_id(tx, id).await? else {
-        return Err(RedeemFailure::Refused(reservation_not_found()));
+        return Err(reservation_not_found());
     };
     let completed_by_invitee = reservation.invitee_id.as_deref() == Some(invitee);
     if !completed_by_invitee {
         refuse_unless_held(&reservation, OffsetDateTime::now_utc())?;
     }
     let invitation = invitations::by_id(tx, reservation.invitation_id).await?;
-    let invitation = invitation
-        .ok_or_else(|| RedeemFailure::Refused(Error::Internal(anyhow::anyhow!("reservation without invitation"))))?;
+    let invitation = invitation.ok_or_else(|| Error::Internal(anyhow::anyhow!("reservation without invitation")))?;
     Ok((invitation, completed_by_invitee))
 }
 
-fn refuse_unless_held(reservation: &Reservation, now: OffsetDateTime) -> Result<(), RedeemFailure> {
+fn refuse_unless_held(reservation: &Reservation, now: OffsetDateTime) -> Result<(), Error> {
     let refusal = match reservation.status_at(now) {
         ReservationStatus::Held => return Ok(()),
         ReservationStatus::Completed => Error::ReservationCompleted,
         ReservationStatus::Released => Error::ReservationReleased,
         ReservationStatus::Lapsed => Error::ReservationExpired,
     };
-    Err(RedeemFailure::Refused(refusal))
+    Err(refusal)
 }
 
 /// A bound invitation needs a matching address. Completing a reservation may
 /// omit it (Reserve checked it) but may not present another one.
-pub(super) fn check_email(invitation: &Invitation, cmd: &RedeemCommand) -> Result<(), RedeemFailure> {
+pub(super) fn check_email(invitation: &Invitation, cmd: &RedeemCommand) -> Result<(), Error> {
     let admitted = match (&cmd.target, &cmd.email) {
         (RedeemTarget::Reservation(_), None) => true,
         (_, email) => invitation.admits(email.as_ref()),
     };
-    if admitted { Ok(()) } else { Err(RedeemFailure::Refused(Error::EmailMismatch)) }
+    if admitted { Ok(()) } else { Err(Error::EmailMismatch) }
 }
 
 /// Spends the use: a free one for a code, the held one for a reservation
@@ -268,13 +266,13 @@ pub(super) async fn take_use(
     target: &RedeemTarget,
     invitation_id: Uuid,
     invitee: &str,
-) -> Result<(Invitation, Option<Reservation>), RedeemFailure> {
+) -> Result<(Invitation, Option<Reservation>), Error> {
     let (spent, completed) = match target {
         RedeemTarget::Code(_) => (invitations::take_use(tx, invitation_id, invitee).await?, None),
         RedeemTarget::Reservation(id) => {
             reservations::lock_invitation(tx, invitation_id).await?;
             let Some((reservation, db_now)) = reservations::lock(tx, *id).await? else {
-                return Err(RedeemFailure::Refused(reservation_not_found()));
+                return Err(reservation_not_found());
             };
             refuse_unless_held(&reservation, db_now)?;
             let spent = reservations::take_reserved_use(tx, invitation_id, invitee).await?;
@@ -288,7 +286,7 @@ pub(super) async fn take_use(
     match spent {
         Some(invitation) => Ok((invitation, completed)),
         // Lost the race for the last use, or the database clock says expired.
-        None => Err(RedeemFailure::Refused(refusal(tx, invitation_id).await?)),
+        None => Err(refusal(tx, invitation_id).await?),
     }
 }
 

@@ -151,6 +151,12 @@ pub async fn joined_through(
         .await
 }
 
+/// Deadlocks between redeems joining trees, and the invitee's unique key when
+/// two of its redeems raced (run again, the redeem sees the winner).
+pub fn is_redeem_race(e: &sqlx::Error) -> bool {
+    super::is_retryable(e) || super::is_constraint_violation(e, "redemptions_invitee_id_key")
+}
+
 /// Records the edge (with the invitation's batch, for stats), counts the use
 /// for stats (`stats::count_use`), and who invited the invitee. The
 /// invitee's join time becomes the redeem time unless it was registered

@@ -22,6 +22,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::domain::error::{DbClass, Error, classify};
+
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 
 /// The embedded migrations in `migrations/`.
@@ -108,9 +110,38 @@ pub fn is_constraint_violation(error: &sqlx::Error, constraint: &str) -> bool {
 /// Whether a database error asks us to retry the transaction (serialization
 /// failure or deadlock).
 pub fn is_retryable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
-        _ => false,
+    classify(error) == DbClass::Retry
+}
+
+/// Most times a transaction is run by [`with_retry`].
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// Runs `op` in a transaction of its own, and again in a fresh one (after a
+/// rollback) while it fails with a database error `retry` accepts, up to
+/// [`MAX_ATTEMPTS`] runs. The transaction comes back uncommitted with the
+/// value: the caller commits, some after writing their stored answer.
+///
+/// `op` takes the transaction and hands it back rather than borrowing it:
+/// an async closure over `&mut Tx` makes a future rustc cannot prove `Send`
+/// for every lifetime, which the tonic handlers need.
+pub async fn with_retry<T, F, Fut>(
+    pool: &PgPool,
+    retry: impl Fn(&sqlx::Error) -> bool,
+    mut op: F,
+) -> Result<(T, Tx<'static>), Error>
+where
+    F: FnMut(Tx<'static>) -> Fut,
+    Fut: std::future::Future<Output = (Tx<'static>, Result<T, Error>)>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (tx, result) = op(pool.begin().await?).await;
+        match result {
+            Ok(value) => return Ok((value, tx)),
+            Err(Error::Database(e)) if attempt < MAX_ATTEMPTS && retry(&e) => tx.rollback().await?,
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use sqlx::PgConnection;
 
-use crate::service::Selector;
+use crate::domain::selector::Selector;
 
 /// The open-invitation test (not revoked, uses left, not expired) on `i`:
 /// an invitation in state UNSPENT. `invitations_open_inviter_idx` holds

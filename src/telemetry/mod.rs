@@ -39,8 +39,6 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::cli::args::LogFormat;
-
 pub use layer::RpcLayer;
 pub use metrics::{DomainMetrics, Metrics, OutboxMetrics, OutboxStats};
 pub use rpc::CallerSlot;
@@ -62,6 +60,13 @@ impl Telemetry {
             flush_bounded("spans", move || tracer.shutdown_with_timeout(FLUSH_TIMEOUT));
         }
     }
+}
+
+/// How log lines are written: human text or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Installs the global subscriber: `filter` (EnvFilter syntax) over a text or

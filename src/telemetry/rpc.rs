@@ -177,7 +177,7 @@ fn error_reason(headers: &HeaderMap) -> Option<String> {
     let well_formed = !info.reason.is_empty()
         && info.reason.len() <= 64
         && info.reason.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-    (info.domain == crate::grpc::status::ERROR_DOMAIN && well_formed).then_some(info.reason)
+    (info.domain == crate::domain::error::ERROR_DOMAIN && well_formed).then_some(info.reason)
 }
 
 /// Server-side errors per the OpenTelemetry gRPC conventions; the rest are

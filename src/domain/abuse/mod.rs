@@ -6,7 +6,14 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::cli::args::{AbuseArgs, CheckMode};
+/// What an abuse check does when it fires: `Block` refuses the call, `Flag`
+/// allows it and records the signal on the redemption, `Off` does not check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckMode {
+    Block,
+    Flag,
+    Off,
+}
 
 /// The bundled list of disposable e-mail domains.
 const BUNDLED_DOMAINS: &str = include_str!("disposable_domains.txt");
@@ -111,29 +118,6 @@ impl Default for AbuseSettings {
 }
 
 impl AbuseSettings {
-    pub fn from_args(args: &AbuseArgs) -> Result<Self, String> {
-        let ip_window = time::Duration::try_from(args.abuse_ip_window).map_err(|e| e.to_string())?;
-        let attempt_window = time::Duration::try_from(args.attempt_window).map_err(|e| e.to_string())?;
-        if ip_window < time::Duration::SECOND || attempt_window < time::Duration::SECOND {
-            return Err("the abuse windows must be at least 1s".into());
-        }
-        if args.attempt_limit == 0 {
-            return Err("--attempt-limit must be at least 1".into());
-        }
-        Ok(Self {
-            ip_reuse: args.abuse_ip_reuse,
-            same_ip: args.abuse_same_ip,
-            ip_window,
-            ipv4_prefix: args.abuse_ipv4_prefix,
-            ipv6_prefix: args.abuse_ipv6_prefix,
-            disposable_email: args.abuse_disposable_email,
-            disposable_domains: DisposableDomains::with_extra(&args.disposable_domains)?,
-            attempts: args.abuse_attempts,
-            attempt_limit: args.attempt_limit,
-            attempt_window,
-        })
-    }
-
     /// The bytes an address counts as: its family, prefix length and the
     /// address with the host bits cleared (what is hashed and stored).
     pub fn ip_prefix(&self, ip: IpAddr) -> Vec<u8> {

@@ -33,14 +33,13 @@ use tokio::sync::Notify;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::cli::args::EventArgs;
 use crate::store::outbox;
 use crate::telemetry::OutboxMetrics;
 
 /// The health service name that reports the relay.
 pub const HEALTH_NAME: &str = "outbox-relay";
 
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where and how to publish.
 #[derive(Debug, Clone)]
@@ -54,42 +53,14 @@ pub struct RelaySettings {
     pub batch_size: u32,
     pub poll_interval: Duration,
     pub max_backoff: Duration,
-    /// Test hook: stop after the first publish, before marking.
+    /// Test hook (feature `test-hooks`): stop after the first publish,
+    /// before marking.
+    #[cfg(feature = "test-hooks")]
     pub crash_after_publish: bool,
 }
 
 impl RelaySettings {
-    /// The relay settings, when a broker is configured.
-    pub fn from_args(args: &EventArgs) -> anyhow::Result<Option<Self>> {
-        let Some(nats_url) = args.nats_url.clone().filter(|u| !u.trim().is_empty()) else { return Ok(None) };
-        let prefix = args.nats_subject_prefix.trim_end_matches('.').to_owned();
-        if prefix.is_empty() || prefix.split('.').any(|t| t.is_empty() || t.contains(['*', '>', ' '])) {
-            anyhow::bail!("--nats-subject-prefix must be dot-separated tokens without wildcards or spaces");
-        }
-        if args.nats_stream.is_empty() || args.nats_stream.contains(['.', '*', '>', ' ', '/', '\\']) {
-            anyhow::bail!("--nats-stream must be a JetStream stream name (no dots, spaces or wildcards)");
-        }
-        if args.events_source.trim().is_empty() {
-            anyhow::bail!("--events-source (CloudEvents ce-source) must not be empty");
-        }
-        if args.outbox_batch_size == 0 {
-            anyhow::bail!("--outbox-batch-size must be positive");
-        }
-        Ok(Some(Self {
-            nats_url,
-            stream: args.nats_stream.clone(),
-            subject_prefix: prefix,
-            duplicate_window: args.nats_duplicate_window,
-            publish_timeout: args.nats_publish_timeout,
-            source: args.events_source.clone(),
-            batch_size: args.outbox_batch_size,
-            poll_interval: args.outbox_poll_interval,
-            max_backoff: args.outbox_max_backoff.max(MIN_BACKOFF),
-            crash_after_publish: args.outbox_test_crash_after_publish,
-        }))
-    }
-
-    fn subject(&self, event_type: &str) -> String {
+    pub(crate) fn subject(&self, event_type: &str) -> String {
         format!("{}.{}", self.subject_prefix, event_type)
     }
 }
@@ -176,6 +147,7 @@ async fn relay(
                     }
                 }
             }
+            #[cfg(feature = "test-hooks")]
             Err(RoundError::Crashed) => {
                 tracing::warn!("outbox relay: test hook: stopped after publishing, before marking sent");
                 health.set_service_status(HEALTH_NAME, ServingStatus::NotServing).await;
@@ -237,46 +209,5 @@ async fn listen(pool: PgPool, wake: Arc<Notify>) {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args() -> EventArgs {
-        use clap::Parser;
-        let cli = crate::cli::args::Cli::parse_from([
-            "invitations",
-            "serve",
-            "--database-url",
-            "postgres://x/y",
-            "--secret",
-            "a-test-secret-that-is-long-enough-0123",
-        ]);
-        match cli.command {
-            crate::cli::args::Command::Serve(serve) => serve.events,
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn no_url_means_no_relay() {
-        assert!(RelaySettings::from_args(&args()).expect("valid").is_none());
-    }
-
-    #[test]
-    fn subjects_and_names_are_checked() {
-        let mut a = args();
-        a.nats_url = Some("nats://127.0.0.1:4222".into());
-        let s = RelaySettings::from_args(&a).expect("valid").expect("relay on");
-        assert_eq!(s.subject("reservation.lapsed"), "invitations.v1.reservation.lapsed");
-        for bad in ["", "a..b", "a.*", "a.>", "a b"] {
-            a.nats_subject_prefix = bad.into();
-            assert!(RelaySettings::from_args(&a).is_err(), "{bad:?} accepted");
-        }
-        a.nats_subject_prefix = "acme.invites".into();
-        a.nats_stream = "A.B".into();
-        assert!(RelaySettings::from_args(&a).is_err());
     }
 }

@@ -21,10 +21,9 @@ pub(super) enum RoundError {
     /// The round failed. `unpublished`: how many of the events it had read
     /// it could not publish (they stay pending); `None` when it failed
     /// before reading any (the database, or the stream check).
-    Failed {
-        error: anyhow::Error,
-        unpublished: Option<usize>,
-    },
+    Failed { error: anyhow::Error, unpublished: Option<usize> },
+    /// The `test-hooks` crash: published, not marked.
+    #[cfg(feature = "test-hooks")]
     Crashed,
 }
 
@@ -118,6 +117,7 @@ impl Relay {
                 first_error = result.error;
             }
         }
+        #[cfg(feature = "test-hooks")]
         if self.settings.crash_after_publish {
             drop(tx);
             return Err(RoundError::Crashed);
@@ -245,6 +245,7 @@ mod tests {
             batch_size: 1,
             poll_interval: std::time::Duration::from_secs(5),
             max_backoff: std::time::Duration::from_secs(5),
+            #[cfg(feature = "test-hooks")]
             crash_after_publish: false,
         };
         let headers = cloud_event_headers(&settings, &event).expect("headers");

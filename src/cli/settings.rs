@@ -1,0 +1,191 @@
+//! Every `*Args → *Settings` conversion: the checked settings the layers
+//! below take, built from clap types they never see. The messages name the
+//! flags, which only this layer knows.
+
+use std::time::Duration;
+
+use super::args::{AbuseArgs, CheckMode, EventArgs, LogFormat, QuotaArgs, TlsArgs};
+use crate::domain::abuse::{self, AbuseSettings, DisposableDomains};
+use crate::grpc::tls::TlsSettings;
+use crate::outbox::relay::{MIN_BACKOFF, RelaySettings};
+use crate::service::{Earn, MAX_GRANT, Quotas};
+use crate::telemetry;
+
+impl From<CheckMode> for abuse::CheckMode {
+    fn from(mode: CheckMode) -> Self {
+        match mode {
+            CheckMode::Block => abuse::CheckMode::Block,
+            CheckMode::Flag => abuse::CheckMode::Flag,
+            CheckMode::Off => abuse::CheckMode::Off,
+        }
+    }
+}
+
+impl From<LogFormat> for telemetry::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => telemetry::LogFormat::Text,
+            LogFormat::Json => telemetry::LogFormat::Json,
+        }
+    }
+}
+
+impl From<&TlsArgs> for TlsSettings {
+    fn from(args: &TlsArgs) -> Self {
+        TlsSettings {
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+            tls_client_ca: args.tls_client_ca.clone(),
+        }
+    }
+}
+
+/// The abuse settings, checked.
+pub fn abuse(args: &AbuseArgs) -> Result<AbuseSettings, String> {
+    let ip_window = time::Duration::try_from(args.abuse_ip_window).map_err(|e| e.to_string())?;
+    let attempt_window = time::Duration::try_from(args.attempt_window).map_err(|e| e.to_string())?;
+    if ip_window < time::Duration::SECOND || attempt_window < time::Duration::SECOND {
+        return Err("the abuse windows must be at least 1s".into());
+    }
+    if args.attempt_limit == 0 {
+        return Err("--attempt-limit must be at least 1".into());
+    }
+    Ok(AbuseSettings {
+        ip_reuse: args.abuse_ip_reuse.into(),
+        same_ip: args.abuse_same_ip.into(),
+        ip_window,
+        ipv4_prefix: args.abuse_ipv4_prefix,
+        ipv6_prefix: args.abuse_ipv6_prefix,
+        disposable_email: args.abuse_disposable_email.into(),
+        disposable_domains: DisposableDomains::with_extra(&args.disposable_domains)?,
+        attempts: args.abuse_attempts.into(),
+        attempt_limit: args.attempt_limit,
+        attempt_window,
+    })
+}
+
+/// The quota policies, checked.
+pub fn quotas(args: &QuotaArgs) -> Result<Quotas, String> {
+    let earn = if args.earn_interval.is_zero() {
+        None
+    } else if args.earn_cap == 0 {
+        return Err("--earn-interval needs --earn-cap of at least 1".into());
+    } else if args.earn_interval < Duration::from_secs(1) {
+        return Err("--earn-interval must be at least 1s".into());
+    } else {
+        Some(Earn { interval: args.earn_interval, cap: args.earn_cap })
+    };
+    for (flag, value) in [("--welcome-grant", args.welcome_grant), ("--refill-to", args.refill_to)] {
+        if value > MAX_GRANT {
+            return Err(format!("{flag} must be at most {MAX_GRANT}"));
+        }
+    }
+    Ok(Quotas { welcome: args.welcome_grant, refill_to: args.refill_to, earn })
+}
+
+/// The relay settings, when a broker is configured.
+pub fn relay(args: &EventArgs) -> anyhow::Result<Option<RelaySettings>> {
+    let Some(nats_url) = args.nats_url.clone().filter(|u| !u.trim().is_empty()) else { return Ok(None) };
+    let prefix = args.nats_subject_prefix.trim_end_matches('.').to_owned();
+    if prefix.is_empty() || prefix.split('.').any(|t| t.is_empty() || t.contains(['*', '>', ' '])) {
+        anyhow::bail!("--nats-subject-prefix must be dot-separated tokens without wildcards or spaces");
+    }
+    if args.nats_stream.is_empty() || args.nats_stream.contains(['.', '*', '>', ' ', '/', '\\']) {
+        anyhow::bail!("--nats-stream must be a JetStream stream name (no dots, spaces or wildcards)");
+    }
+    if args.events_source.trim().is_empty() {
+        anyhow::bail!("--events-source (CloudEvents ce-source) must not be empty");
+    }
+    if args.outbox_batch_size == 0 {
+        anyhow::bail!("--outbox-batch-size must be positive");
+    }
+    Ok(Some(RelaySettings {
+        nats_url,
+        stream: args.nats_stream.clone(),
+        subject_prefix: prefix,
+        duplicate_window: args.nats_duplicate_window,
+        publish_timeout: args.nats_publish_timeout,
+        source: args.events_source.clone(),
+        batch_size: args.outbox_batch_size,
+        poll_interval: args.outbox_poll_interval,
+        max_backoff: args.outbox_max_backoff.max(MIN_BACKOFF),
+        #[cfg(feature = "test-hooks")]
+        crash_after_publish: args.outbox_test_crash_after_publish,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+
+    fn events() -> EventArgs {
+        use clap::Parser;
+        let cli = Cli::parse_from([
+            "invitations",
+            "serve",
+            "--database-url",
+            "postgres://x/y",
+            "--secret",
+            "a-test-secret-that-is-long-enough-0123",
+        ]);
+        match cli.command {
+            Command::Serve(serve) => serve.events,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn no_url_means_no_relay() {
+        assert!(relay(&events()).expect("valid").is_none());
+    }
+
+    #[test]
+    fn subjects_and_names_are_checked() {
+        let mut a = events();
+        a.nats_url = Some("nats://127.0.0.1:4222".into());
+        let s = relay(&a).expect("valid").expect("relay on");
+        assert_eq!(s.subject("reservation.lapsed"), "invitations.v1.reservation.lapsed");
+        for bad in ["", "a..b", "a.*", "a.>", "a b"] {
+            a.nats_subject_prefix = bad.into();
+            assert!(relay(&a).is_err(), "{bad:?} accepted");
+        }
+        a.nats_subject_prefix = "acme.invites".into();
+        a.nats_stream = "A.B".into();
+        assert!(relay(&a).is_err());
+    }
+
+    fn quota_args(welcome: u32, refill: u32, earn_interval: Duration, earn_cap: u32) -> QuotaArgs {
+        QuotaArgs {
+            welcome_grant: welcome,
+            refill_to: refill,
+            earn_interval,
+            earn_cap,
+            earn_grant_interval: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn every_policy_is_off_by_default() {
+        let quotas = quotas(&quota_args(0, 0, Duration::ZERO, 0)).expect("valid");
+        assert_eq!((quotas.welcome, quotas.refill_to), (0, 0));
+        assert!(quotas.earn.is_none());
+    }
+
+    #[test]
+    fn earning_needs_a_cap_and_a_sensible_interval() {
+        let hour = Duration::from_secs(3600);
+        assert!(quotas(&quota_args(0, 0, hour, 0)).is_err(), "no cap");
+        assert!(quotas(&quota_args(0, 0, Duration::from_millis(500), 3)).is_err(), "below a second");
+        let earn = quotas(&quota_args(0, 0, hour, 3)).expect("valid").earn.expect("on");
+        assert_eq!((earn.interval, earn.cap), (hour, 3));
+        assert_eq!(earn.interval_secs(), 3600.0);
+    }
+
+    #[test]
+    fn grants_are_bounded() {
+        assert!(quotas(&quota_args(MAX_GRANT, MAX_GRANT, Duration::ZERO, 0)).is_ok());
+        assert!(quotas(&quota_args(MAX_GRANT + 1, 0, Duration::ZERO, 0)).is_err());
+        assert!(quotas(&quota_args(0, MAX_GRANT + 1, Duration::ZERO, 0)).is_err());
+    }
+}
