@@ -127,7 +127,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
             .with_code_disclosure(code_disclosure)
             .with_waker(waker.clone())
             .with_quotas(quotas)
-            .with_waitlist(args.waitlist.settings().map_err(anyhow::Error::msg)?)
+            .with_waitlist(settings::waitlist(&args.waitlist).map_err(anyhow::Error::msg)?)
             .with_max_call_time(args.limits.max_call_time),
     );
     // Background work, aborted at exit. Any of it may die with the process at

@@ -503,16 +503,3 @@ pub struct WaitlistArgs {
     #[arg(long, env = "INVITATIONS_WAITLIST_REAPPLY_AFTER", default_value = "30days", value_parser = humantime::parse_duration)]
     pub waitlist_reapply_after: Duration,
 }
-
-impl WaitlistArgs {
-    /// The service's waitlist settings from the flags.
-    pub fn settings(&self) -> Result<crate::service::WaitlistSettings, String> {
-        Ok(crate::service::WaitlistSettings {
-            review_required: self.waitlist_review == ReviewMode::Required,
-            places_per_referral: self.waitlist_referral_bump,
-            places_per_redeemed: self.waitlist_redeem_bump,
-            max_bump: self.waitlist_max_bump,
-            reapply_after: time::Duration::try_from(self.waitlist_reapply_after).map_err(|e| e.to_string())?,
-        })
-    }
-}

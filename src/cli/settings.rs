@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use super::args::{AbuseArgs, CheckMode, EventArgs, LogFormat, QuotaArgs, TlsArgs};
+use super::args::{AbuseArgs, CheckMode, EventArgs, LogFormat, QuotaArgs, ReviewMode, TlsArgs, WaitlistArgs};
 use crate::domain::abuse::{self, AbuseSettings, DisposableDomains};
 use crate::grpc::tls::TlsSettings;
 use crate::outbox::relay::{MIN_BACKOFF, RelaySettings};
-use crate::service::{Earn, MAX_GRANT, Quotas};
+use crate::service::{Earn, MAX_GRANT, Quotas, WaitlistSettings};
 use crate::telemetry;
 
 impl From<CheckMode> for abuse::CheckMode {
@@ -81,6 +81,18 @@ pub fn quotas(args: &QuotaArgs) -> Result<Quotas, String> {
         }
     }
     Ok(Quotas { welcome: args.welcome_grant, refill_to: args.refill_to, earn })
+}
+
+/// The waitlist's settings.
+pub fn waitlist(args: &WaitlistArgs) -> Result<WaitlistSettings, String> {
+    Ok(WaitlistSettings {
+        review_required: args.waitlist_review == ReviewMode::Required,
+        places_per_referral: args.waitlist_referral_bump,
+        places_per_redeemed: args.waitlist_redeem_bump,
+        max_bump: args.waitlist_max_bump,
+        reapply_after: time::Duration::try_from(args.waitlist_reapply_after)
+            .map_err(|e| format!("--waitlist-reapply-after: {e}"))?,
+    })
 }
 
 /// The relay settings, when a broker is configured.

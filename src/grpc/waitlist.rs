@@ -6,9 +6,9 @@ use std::collections::HashSet;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::recorded_actor;
 use super::convert::{View, parse_ttl, timestamp};
 use super::{attempt, caller, status::to_status};
-use super::auth::recorded_actor;
 use crate::domain::code::display_form;
 use crate::domain::error::{Error, Violations};
 use crate::domain::{self, UserId};
@@ -42,9 +42,7 @@ fn join_command(r: &pb::JoinWaitlistRequest) -> Result<JoinCommand, Error> {
 
 fn entry_key(r: &pb::GetWaitlistEntryRequest) -> Result<EntryKey<'_>, Error> {
     match (r.entry_id.is_empty(), r.applicant_id.is_empty()) {
-        (false, true) => {
-            domain::parse_uuid(&r.entry_id).map(EntryKey::Id).map_err(|d| Error::invalid("entry_id", d))
-        }
+        (false, true) => domain::parse_uuid(&r.entry_id).map(EntryKey::Id).map_err(|d| Error::invalid("entry_id", d)),
         (true, false) => UserId::parse(&r.applicant_id)
             .map(|_| EntryKey::Applicant(&r.applicant_id))
             .map_err(|d| Error::invalid("applicant_id", d)),

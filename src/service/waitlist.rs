@@ -139,14 +139,14 @@ impl Invitations {
     fn entry(&self, row: EntryRow) -> Result<Entry, Error> {
         let state = EntryState::parse(&row.state)?;
         let code = match (row.invitation_id, row.code_key_id, row.code_ciphertext.as_deref()) {
-            (Some(id), Some(key_id), Some(sealed)) => {
-                self.vault.open(key_id, id.as_bytes(), sealed).and_then(|b| String::from_utf8(b).ok()).unwrap_or_else(
-                    || {
-                        tracing::warn!(invitation_id = %id, key_id, "code sealed under a secret that is not configured");
-                        String::new()
-                    },
-                )
-            }
+            (Some(id), Some(key_id), Some(sealed)) => self
+                .vault
+                .open(key_id, id.as_bytes(), sealed)
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_else(|| {
+                    tracing::warn!(invitation_id = %id, key_id, "code sealed under a secret that is not configured");
+                    String::new()
+                }),
             _ => String::new(),
         };
         let reapply_time = match state {
@@ -180,7 +180,7 @@ impl Invitations {
             reapply_before: OffsetDateTime::now_utc() - w.reapply_after,
             event: &event,
         };
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..store::MAX_ATTEMPTS {
             let mut conn = self.pool.acquire().await?;
             let joined = match wl::join(&mut conn, &join, &screening).await {
                 Ok(joined) => joined,

@@ -9,7 +9,8 @@ use invitations::pb::waitlist_entry::State;
 use crate::helpers::{TestApp, assert_error, member};
 
 pub async fn join(app: &TestApp, applicant: &str, referrer: &str) -> Result<pb::JoinWaitlistResponse, tonic::Status> {
-    let request = pb::JoinWaitlistRequest { applicant_id: applicant.into(), referrer: referrer.into(), ..Default::default() };
+    let request =
+        pb::JoinWaitlistRequest { applicant_id: applicant.into(), referrer: referrer.into(), ..Default::default() };
     app.client.clone().join_waitlist(request).await.map(|r| r.into_inner())
 }
 
@@ -66,7 +67,7 @@ async fn positions_after_joins_and_bumps_follow_the_model() {
     let mut x: u64 = 12345;
     for i in 0..40 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let referrer = if i > 0 && (x >> 33) % 3 != 0 { Some(((x >> 40) as usize) % handles.len()) } else { None };
+        let referrer = if i > 0 && !(x >> 33).is_multiple_of(3) { Some(((x >> 40) as usize) % handles.len()) } else { None };
         let handle = referrer.map(|r| handles[r].clone()).unwrap_or_default();
         let e = joined(&app, &format!("applicant-{i}"), &handle).await;
         assert_eq!(e.state, State::Waiting as i32);
@@ -198,7 +199,18 @@ async fn joining_twice_returns_the_same_entry_and_bad_input_names_the_field() {
     assert_eq!(first.entry.as_ref().map(|e| &e.id), again.entry.as_ref().map(|e| &e.id));
     let id = first.entry.expect("entry").id;
     let by_id = pb::GetWaitlistEntryRequest { entry_id: id.clone(), ..Default::default() };
-    assert_eq!(app.client.clone().get_waitlist_entry(by_id).await.expect("get").into_inner().entry.expect("entry").applicant_id, "ann");
+    assert_eq!(
+        app.client
+            .clone()
+            .get_waitlist_entry(by_id)
+            .await
+            .expect("get")
+            .into_inner()
+            .entry
+            .expect("entry")
+            .applicant_id,
+        "ann"
+    );
 
     let bad = |r: pb::JoinWaitlistRequest| {
         let mut client = app.client.clone();

@@ -14,7 +14,8 @@ async fn the_cli_reads_reviews_and_admits_entries_as_json() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["entries"][0]["applicant_id"], "ana");
     assert_eq!((v["entries"][0]["position"].as_u64(), v["entries"][0]["referrals"].as_u64()), (Some(1), Some(1)));
-    let out = stdout(&admin(&app, None, &["waitlist", "review", "--entry", &a.id, "--reject", "--output", "json"]).await);
+    let out =
+        stdout(&admin(&app, None, &["waitlist", "review", "--entry", &a.id, "--reject", "--output", "json"]).await);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!((v["changed_count"].as_u64(), v["entries"][0]["state"].as_str()), (Some(1), Some("rejected")));
     let out = stdout(&admin(&app, None, &["waitlist", "admit", "--count", "5", "--dry-run", "--output", "json"]).await);
@@ -38,10 +39,12 @@ async fn plan_wave_from_the_waitlist_uses_the_admitted_redeem_rate() {
         app.redeem(code, &e.applicant_id).await.expect("redeem");
     }
     let pool = app.pool().await;
-    sqlx::query("UPDATE waitlist_entries SET join_time = now() - interval '25 days', admit_time = now() - interval '20 days'")
-        .execute(&pool)
-        .await
-        .expect("age the history");
+    sqlx::query(
+        "UPDATE waitlist_entries SET join_time = now() - interval '25 days', admit_time = now() - interval '20 days'",
+    )
+    .execute(&pool)
+    .await
+    .expect("age the history");
     for i in 0..8 {
         joined(&app, &format!("new-{i}"), "").await;
     }

@@ -48,10 +48,8 @@ async fn disposable_e_mail_is_refused_or_flagged() {
     assert_eq!(e.abuse_flags, ["DISPOSABLE_EMAIL"]);
     // Only keyed digests are kept: no address, no IP in the table.
     let pool = flagging.pool().await;
-    let text: String = sqlx::query_scalar("SELECT row_to_json(e)::text FROM waitlist_entries e")
-        .fetch_one(&pool)
-        .await
-        .expect("row");
+    let text: String =
+        sqlx::query_scalar("SELECT row_to_json(e)::text FROM waitlist_entries e").fetch_one(&pool).await.expect("row");
     assert!(!text.contains("mailinator") && !text.contains("someone"), "{text}");
 }
 

@@ -91,7 +91,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 Output::Json => json::write(out, &json::privileges(&user, &response))?,
             }
         }
-        AdminCommand::PlanWave(p) if p.from_waitlist => waitlist::plan_from_waitlist(&mut client, &p, output, out).await?,
+        AdminCommand::PlanWave(p) if p.from_waitlist => {
+            waitlist::plan_from_waitlist(&mut client, &p, output, out).await?
+        }
         AdminCommand::PlanWave(p) => wave::plan_wave(&mut client, &p, output, out).await?,
         AdminCommand::Waitlist(w) => waitlist::run(&mut client, w, output, out).await?,
     }

@@ -75,8 +75,10 @@ pub async fn run(client: &mut Client, w: WaitlistArgs, output: Output, out: &mut
     let mut summary = json!({});
     match w.action {
         WaitlistAction::Get { entry, applicant } => {
-            let request =
-                pb::GetWaitlistEntryRequest { entry_id: entry.unwrap_or_default(), applicant_id: applicant.unwrap_or_default() };
+            let request = pb::GetWaitlistEntryRequest {
+                entry_id: entry.unwrap_or_default(),
+                applicant_id: applicant.unwrap_or_default(),
+            };
             let response = client.get_waitlist_entry(request).await.map_err(explain)?.into_inner();
             entries = response.entry.into_iter().collect();
         }
@@ -209,7 +211,8 @@ pub async fn plan_from_waitlist(
     let w = stats.waitlist.unwrap_or_default();
     // Admitted entries of cohorts at least --within old, and how many of
     // them redeemed (by now): the yield of an admission.
-    let history = History { minted: w.admitted, redeemed_within: w.admitted_redeemed, redemptions: w.admitted_redeemed };
+    let history =
+        History { minted: w.admitted, redeemed_within: w.admitted_redeemed, redemptions: w.admitted_redeemed };
     let planned = plan::plan(p.target_new_members, &history).map_err(|e| anyhow::anyhow!("{e}"))?;
     let count = u32::try_from(planned.invitations).unwrap_or(u32::MAX).min(10_000);
     let ttl = match p.ttl {
@@ -260,9 +263,17 @@ pub async fn plan_from_waitlist(
                 planned.invitations
             )?;
             if dry.exhausted {
-                writeln!(out, "Short: only {eligible} entries are eligible; admitting them reaches about {expected:.0}.")?;
+                writeln!(
+                    out,
+                    "Short: only {eligible} entries are eligible; admitting them reaches about {expected:.0}."
+                )?;
             }
-            writeln!(out, "Plan: admit {} entries from the waitlist (label {:?}).", count.min(eligible as u32), p.label)?;
+            writeln!(
+                out,
+                "Plan: admit {} entries from the waitlist (label {:?}).",
+                count.min(eligible as u32),
+                p.label
+            )?;
             match &admitted {
                 Some(r) => writeln!(out, "Admitted {} (batch {}).", r.admitted_count, r.batch_id)?,
                 None => writeln!(out, "Nothing admitted: run again with --apply to admit this wave.")?,
