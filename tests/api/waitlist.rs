@@ -67,7 +67,8 @@ async fn positions_after_joins_and_bumps_follow_the_model() {
     let mut x: u64 = 12345;
     for i in 0..40 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let referrer = if i > 0 && !(x >> 33).is_multiple_of(3) { Some(((x >> 40) as usize) % handles.len()) } else { None };
+        let referrer =
+            if i > 0 && !(x >> 33).is_multiple_of(3) { Some(((x >> 40) as usize) % handles.len()) } else { None };
         let handle = referrer.map(|r| handles[r].clone()).unwrap_or_default();
         let e = joined(&app, &format!("applicant-{i}"), &handle).await;
         assert_eq!(e.state, State::Waiting as i32);

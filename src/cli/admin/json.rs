@@ -153,6 +153,26 @@ pub fn stats(s: &pb::GetStatsResponse) -> Value {
             "lapsed": r.lapsed,
         },
         "abuse_flags": s.abuse_flags.iter().map(|f| json!({ "flag": f.flag, "count": f.count })).collect::<Vec<_>>(),
+        "waitlist": s.waitlist.as_ref().map(waitlist_stats),
+    })
+}
+
+fn waitlist_stats(w: &pb::WaitlistStats) -> Value {
+    json!({
+        "waiting": w.waiting,
+        "joined": w.joined,
+        "admitted": w.admitted,
+        "by_day": w.by_day.iter().map(|d| json!({
+            "day": timestamp(d.day.as_ref()),
+            "joined": d.joined,
+            "admitted": d.admitted,
+        })).collect::<Vec<_>>(),
+        "reviewed": w.reviewed,
+        "approval_rate": w.approval_rate,
+        "median_wait_seconds": seconds(w.median_wait.as_ref()),
+        "admitted_redeemed": w.admitted_redeemed,
+        "admitted_redeemed_rate": w.admitted_redeemed_rate,
+        "top_referrers": w.top_referrers.iter().map(|r| json!({ "referrer": r.referrer, "referrals": r.referrals })).collect::<Vec<_>>(),
     })
 }
 
