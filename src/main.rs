@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use invitations::app::Listeners;
-use invitations::cli::args::{Cli, Command};
+
+use invitations::cli::args::Cli;
 
 /// mimalloc instead of glibc's malloc: a ListForUser answer allocates a few
 /// hundred small strings, and glibc's malloc/free were ~11 % of the
@@ -24,17 +24,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Serve(args) => match Listeners::bind(&args).await {
-            Ok(listeners) => invitations::app::serve(args, listeners, shutdown_signal()).await,
-            Err(e) => Err(e),
-        },
-        Command::Migrate(db) => migrate(db).await,
-        Command::Outbox(args) => invitations::cli::outbox::command(args).await,
-        Command::Rekey(args) => rekey(args).await,
-        Command::HashToken(args) => hash_token(args),
-        Command::Admin(args) => invitations::cli::admin::run(args).await,
-    };
+    let result = invitations::cli::run(cli.command, shutdown_signal()).await;
     let code = match &result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -52,60 +42,6 @@ async fn main() -> ExitCode {
     };
     telemetry.shutdown();
     code
-}
-
-async fn migrate(db: invitations::cli::args::DatabaseArgs) -> anyhow::Result<()> {
-    let pool = invitations::store::connect_lazy(&db.database_url, 1, db.db_acquire_timeout)?;
-    invitations::app::apply_migrations(&pool, db.db_acquire_timeout).await?;
-    tracing::info!("migrations applied");
-    Ok(())
-}
-
-async fn rekey(args: invitations::cli::args::RekeyArgs) -> anyhow::Result<()> {
-    let secrets = invitations::crypto::secret::Secrets::parse(&args.secrets.secret, &args.secrets.previous_secrets)
-        .map_err(anyhow::Error::msg)?;
-    let vault = invitations::crypto::vault::Vault::new(&secrets);
-    let db = &args.database;
-    let pool = invitations::store::connect_lazy(&db.database_url, 2, db.db_acquire_timeout)?;
-    let report = invitations::service::rekey::run(&pool, &vault).await?;
-    invitations::service::rekey::log_report(&report);
-    let r = report.remaining;
-    println!(
-        "rekeyed {} codes and {} stored answers; not yet under the current secret: {} codes, {} answers          (of which under an unknown secret: {} codes, {} answers)",
-        report.codes, report.answers, r.codes, r.answers, r.unknown_key_codes, r.unknown_key_answers
-    );
-    if r.codes > 0 || r.answers > 0 {
-        anyhow::bail!("some rows are not under the current secret yet (see above)");
-    }
-    Ok(())
-}
-
-/// Prints the SHA-256 of a token for `--caller-tokens`. The token comes from
-/// standard input (never a flag: it would land in shell history and `ps`).
-fn hash_token(args: invitations::cli::args::HashTokenArgs) -> anyhow::Result<()> {
-    use std::io::Read;
-    let token = if args.generate {
-        let mut bytes = [0u8; 32];
-        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut bytes)?;
-        let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
-        println!("token:  {token}");
-        token
-    } else {
-        let mut input = String::new();
-        std::io::stdin().read_to_string(&mut input)?;
-        let token = input.trim_end_matches(['\n', '\r']).to_owned();
-        if token.is_empty() {
-            anyhow::bail!("no token on standard input (or pass --generate)");
-        }
-        token
-    };
-    let hash = invitations::grpc::auth::token_digest_hex(&token);
-    if args.generate {
-        println!("sha256: {hash}");
-    } else {
-        println!("{hash}");
-    }
-    Ok(())
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

@@ -232,3 +232,31 @@ impl Violations {
         if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_that_is_away_is_unavailable_and_anything_else_internal() {
+        let reset = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        for away in [sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed, reset()] {
+            assert_eq!(classify(&away), DbClass::Unavailable, "{away}");
+            let error = Error::from(away);
+            assert_eq!((error.reason(), error.to_string()), ("UNAVAILABLE", UNAVAILABLE_MESSAGE.to_owned()));
+        }
+        let fault = Error::from(sqlx::Error::RowNotFound);
+        assert!(matches!(fault, Error::Database(sqlx::Error::RowNotFound)), "kept typed");
+        assert_eq!((fault.reason(), fault.to_string()), ("INTERNAL", "internal error".to_owned()));
+    }
+
+    #[test]
+    fn lost_connections_are_told_from_other_sqlstates() {
+        for lost in ["08000", "08006", "57P01", "57P03"] {
+            assert!(connection_lost(lost), "{lost}");
+        }
+        for other in ["40001", "40P01", "23505", "57014"] {
+            assert!(!connection_lost(other), "{other}");
+        }
+    }
+}
