@@ -94,3 +94,31 @@ async fn join_and_get_are_one_round_trip_each() {
     app.client.clone().get_waitlist_entry(by_id).await.expect("get");
     assert_one_statement(&statements(&counter), "FROM waitlist_entries");
 }
+
+#[tokio::test]
+async fn joining_and_reading_are_signup_review_and_admission_admin() {
+    use crate::helpers::{assert_error, bearer};
+    const ADMIN: &str = "admin-token-0123456789";
+    const SIGNUP: &str = "signup-token-0123456789";
+    let hash = invitations::grpc::auth::token_digest_hex;
+    let tokens = format!("ops:admin:{}, signup-svc:signup:{}", hash(ADMIN), hash(SIGNUP));
+    let app = TestApp::spawn_with(&["--caller-tokens", &tokens]).await;
+    let mut c = app.client.clone();
+    let join = pb::JoinWaitlistRequest { applicant_id: "ana".into(), ..Default::default() };
+    let e = c.join_waitlist(bearer(join, SIGNUP)).await.expect("signup joins").into_inner().entry.expect("entry");
+    let get = pb::GetWaitlistEntryRequest { applicant_id: "ana".into(), ..Default::default() };
+    c.get_waitlist_entry(bearer(get, SIGNUP)).await.expect("signup reads");
+    let review = pb::ReviewWaitlistEntriesRequest {
+        entry_ids: vec![e.id],
+        decision: pb::ReviewDecision::Approve as i32,
+        ..Default::default()
+    };
+    let err = c.review_waitlist_entries(bearer(review.clone(), SIGNUP)).await.expect_err("not signup");
+    assert_error(&err, tonic::Code::PermissionDenied, "PERMISSION_DENIED", None);
+    let err = c.admit_from_waitlist(bearer(admit_request(1), SIGNUP)).await.expect_err("not signup");
+    assert_error(&err, tonic::Code::PermissionDenied, "PERMISSION_DENIED", None);
+    let reviewed = c.review_waitlist_entries(bearer(review, ADMIN)).await.expect("admin reviews").into_inner();
+    assert_eq!(reviewed.entries[0].reviewed_by, "ops", "the caller is recorded as the reviewer");
+    let admitted = c.admit_from_waitlist(bearer(admit_request(1), ADMIN)).await.expect("admin admits").into_inner();
+    assert_eq!(admitted.admitted_count, 1);
+}
