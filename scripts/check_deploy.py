@@ -114,7 +114,7 @@ def flush_timeout_seconds() -> float:
 
 
 def health_names() -> set[str]:
-    with open(os.path.join(REPO, "src", "server.rs"), encoding="utf-8") as f:
+    with open(os.path.join(REPO, "src", "app.rs"), encoding="utf-8") as f:
         source = f.read()
     return {""} | set(re.findall(r'pub const (?:SERVICE_NAME|LIVENESS_NAME): &str = "([^"]*)";', source))
 
