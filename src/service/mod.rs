@@ -216,12 +216,13 @@ pub struct Invitations {
     /// call past it does not commit.
     pub(crate) max_call_time: Option<std::time::Duration>,
     pub(crate) waitlist: WaitlistSettings,
+    /// Where read-only calls read (`--database-read-url`).
+    pub(crate) replicas: Arc<crate::store::replicas::Replicas>,
 }
 
 impl Invitations {
     pub fn new(pool: PgPool, codes: CodeGenerator, page_tokens: PageTokens, vault: Arc<Vault>) -> Self {
         Self {
-            pool,
             codes,
             page_tokens,
             metrics: DomainMetrics::disabled(),
@@ -234,7 +235,13 @@ impl Invitations {
             quotas: Quotas::default(),
             max_call_time: None,
             waitlist: WaitlistSettings::default(),
+            replicas: crate::store::replicas::Replicas::primary_only(pool.clone()),
+            pool,
         }
+    }
+
+    pub fn with_replicas(self, replicas: Arc<crate::store::replicas::Replicas>) -> Self {
+        Self { replicas, ..self }
     }
 
     pub fn with_max_call_time(self, max_call_time: std::time::Duration) -> Self {
