@@ -8,7 +8,6 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// A code to rewrite: plaintext (legacy) or sealed under `key_id`.
-#[derive(sqlx::FromRow)]
 pub struct StoredCode {
     pub id: Uuid,
     pub plaintext: Option<String>,
@@ -22,13 +21,14 @@ pub async fn codes_to_rekey(
     old_key_ids: &[i32],
     limit: i64,
 ) -> Result<Vec<StoredCode>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        StoredCode,
         "SELECT id, code AS plaintext, code_key_id AS key_id, code_ciphertext AS ciphertext FROM invitations \
          WHERE code IS NOT NULL OR code_key_id = ANY($1) \
          ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        old_key_ids,
+        limit,
     )
-    .bind(old_key_ids)
-    .bind(limit)
     .fetch_all(conn)
     .await
 }
@@ -41,14 +41,14 @@ pub async fn set_sealed_codes(
     hashes: &[Vec<u8>],
     ciphertexts: &[Vec<u8>],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE invitations i SET code = NULL, code_hash = t.h, code_ciphertext = t.c, code_key_id = $4 \
          FROM unnest($1::uuid[], $2::bytea[], $3::bytea[]) AS t(id, h, c) WHERE i.id = t.id",
+        ids,
+        hashes,
+        ciphertexts,
+        key_id,
     )
-    .bind(ids)
-    .bind(hashes)
-    .bind(ciphertexts)
-    .bind(key_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -67,19 +67,16 @@ pub async fn answers_to_rekey(
     old_key_ids: &[i32],
     limit: i64,
 ) -> Result<Vec<StoredAnswer>, sqlx::Error> {
-    let rows: Vec<(String, String, Option<i32>, Vec<u8>)> = sqlx::query_as(
-        "SELECT method, request_id, response_key_id, response FROM idempotency_keys \
+    sqlx::query_as!(
+        StoredAnswer,
+        "SELECT method, request_id, response_key_id AS key_id, response FROM idempotency_keys \
          WHERE response_key_id IS NULL OR response_key_id = ANY($1) \
          LIMIT $2 FOR UPDATE SKIP LOCKED",
+        old_key_ids,
+        limit,
     )
-    .bind(old_key_ids)
-    .bind(limit)
     .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(method, request_id, key_id, response)| StoredAnswer { method, request_id, key_id, response })
-        .collect())
+    .await
 }
 
 pub async fn set_sealed_answer(
@@ -89,13 +86,13 @@ pub async fn set_sealed_answer(
     key_id: i32,
     response: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE idempotency_keys SET response = $3, response_key_id = $4 WHERE method = $1 AND request_id = $2",
+        method,
+        request_id,
+        response,
+        key_id,
     )
-    .bind(method)
-    .bind(request_id)
-    .bind(response)
-    .bind(key_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -104,7 +101,7 @@ pub async fn set_sealed_answer(
 /// What is still not under the current secret: codes and answers sealed
 /// under a secret that is not configured (unreadable until it is), and the
 /// ones under configured previous secrets or in plaintext (rekey's work).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Remaining {
     pub codes: i64,
     pub answers: i64,
@@ -113,15 +110,16 @@ pub struct Remaining {
 }
 
 pub async fn remaining(conn: &mut PgConnection, current: i32, known: &[i32]) -> Result<Remaining, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT \
-           (SELECT count(*) FROM invitations WHERE code IS NOT NULL OR code_key_id <> $1) AS codes, \
-           (SELECT count(*) FROM idempotency_keys WHERE response_key_id IS DISTINCT FROM $1) AS answers, \
-           (SELECT count(*) FROM invitations WHERE code_key_id <> ALL($2)) AS unknown_key_codes, \
-           (SELECT count(*) FROM idempotency_keys WHERE response_key_id <> ALL($2)) AS unknown_key_answers",
+    sqlx::query_as!(
+        Remaining,
+        r#"SELECT
+             (SELECT count(*) FROM invitations WHERE code IS NOT NULL OR code_key_id <> $1) AS "codes!",
+             (SELECT count(*) FROM idempotency_keys WHERE response_key_id IS DISTINCT FROM $1) AS "answers!",
+             (SELECT count(*) FROM invitations WHERE code_key_id <> ALL($2)) AS "unknown_key_codes!",
+             (SELECT count(*) FROM idempotency_keys WHERE response_key_id <> ALL($2)) AS "unknown_key_answers!""#,
+        current,
+        known,
     )
-    .bind(current)
-    .bind(known)
     .fetch_one(conn)
     .await
 }
