@@ -126,7 +126,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
             .with_abuse(AbuseSettings::clone(&abuse))
             .with_code_disclosure(code_disclosure)
             .with_waker(waker.clone())
-            .with_quotas(quotas)
+            .with_quotas(quotas.clone())
             .with_waitlist(settings::waitlist(&args.waitlist).map_err(anyhow::Error::msg)?)
             .with_max_call_time(args.limits.max_call_time),
     );

@@ -467,6 +467,12 @@ pub struct QuotaArgs {
     /// due (replicas share the work). Grants arrive up to this late.
     #[arg(long, env = "INVITATIONS_EARN_GRANT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub earn_grant_interval: Duration,
+
+    /// Attributes every quota grant's invitations carry (welcome, refill and
+    /// earn), as `key=value` pairs separated by commas, e.g.
+    /// `source=welcome,group=beta`. The limits of Invitation.attributes apply.
+    #[arg(long, env = "INVITATIONS_GRANT_ATTRIBUTES", value_delimiter = ',')]
+    pub grant_attributes: Vec<String>,
 }
 
 /// Whether the waitlist admits only entries a reviewer approved.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::args::{AbuseArgs, CheckMode, EventArgs, LogFormat, QuotaArgs, ReviewMode, TlsArgs, WaitlistArgs};
 use crate::domain::abuse::{self, AbuseSettings, DisposableDomains};
+use crate::domain::attributes::Attributes;
 use crate::grpc::tls::TlsSettings;
 use crate::outbox::relay::{MIN_BACKOFF, RelaySettings};
 use crate::service::{Earn, MAX_GRANT, Quotas, WaitlistSettings};
@@ -80,7 +81,9 @@ pub fn quotas(args: &QuotaArgs) -> Result<Quotas, String> {
             return Err(format!("{flag} must be at most {MAX_GRANT}"));
         }
     }
-    Ok(Quotas { welcome: args.welcome_grant, refill_to: args.refill_to, earn })
+    let grant_attributes =
+        Attributes::parse_pairs(&args.grant_attributes).map_err(|e| format!("--grant-attributes: {e}"))?;
+    Ok(Quotas { welcome: args.welcome_grant, refill_to: args.refill_to, earn, grant_attributes })
 }
 
 /// The waitlist's settings.
@@ -174,7 +177,18 @@ mod tests {
             earn_interval,
             earn_cap,
             earn_grant_interval: Duration::from_secs(60),
+            grant_attributes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn grant_attributes_are_checked() {
+        let mut args = quota_args(1, 0, Duration::ZERO, 0);
+        args.grant_attributes = vec!["source=welcome".into(), "group=beta".into()];
+        let q = quotas(&args).expect("valid");
+        assert_eq!(q.grant_attributes.keys().collect::<Vec<_>>(), ["group", "source"]);
+        args.grant_attributes = vec!["bad key=1".into()];
+        assert!(quotas(&args).expect_err("bad key").starts_with("--grant-attributes"));
     }
 
     #[test]

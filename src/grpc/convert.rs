@@ -1,8 +1,11 @@
 //! Proto messages to domain commands (validation: every bad field is named)
 //! and domain results back to proto messages.
 
+use std::collections::BTreeMap;
+
 use time::OffsetDateTime;
 
+use crate::domain::attributes::Attributes;
 use crate::domain::code::{CodeError, InvitationCode, display_form};
 use crate::domain::email::{self, Binding, BindingKind, Email};
 use crate::domain::error::{Error, Violations};
@@ -67,6 +70,7 @@ impl View {
             minted_by: inv.minted_by.clone(),
             binding: binding_pb(inv.binding) as i32,
             abuse_flags: inv.abuse_flags.clone(),
+            attributes: inv.attributes.to_map(),
         }
     }
 
@@ -132,6 +136,19 @@ fn parse_binding(v: &mut Violations, bound_email: &str, bound_domain: &str) -> O
         (false, false) => {
             v.push("bound_domain", "set bound_email or bound_domain, not both");
             None
+        }
+    }
+}
+
+/// A request's attributes; each broken limit is a violation naming its key.
+pub(crate) fn parse_attributes(v: &mut Violations, map: &BTreeMap<String, String>) -> Attributes {
+    match Attributes::parse(map) {
+        Ok(attributes) => attributes,
+        Err(errors) => {
+            for e in errors {
+                v.push(e.field, e.description);
+            }
+            Attributes::default()
         }
     }
 }
@@ -220,6 +237,7 @@ impl TryFrom<pb::MintRequest> for MintCommand {
         let minted_by = v.check("minted_by", domain::parse_actor(&r.minted_by));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         let binding = parse_binding(&mut v, &r.bound_email, &r.bound_domain);
+        let attributes = parse_attributes(&mut v, &r.attributes);
         v.into_result()?;
         Ok(MintCommand {
             owners,
@@ -233,6 +251,7 @@ impl TryFrom<pb::MintRequest> for MintCommand {
             dry_run: r.dry_run,
             binding,
             wave,
+            attributes,
         })
     }
 }

@@ -194,6 +194,7 @@ impl InvitationService for InvitationApi {
             response.expire_time = inv.expire_time.map(convert::timestamp);
             response.remaining_uses = (inv.max_uses - inv.uses).max(0) as u32;
             response.binding = convert::binding_pb(inv.binding) as i32;
+            response.attributes = inv.attributes.to_map();
         }
         Ok(Response::new(response))
     }

@@ -95,6 +95,7 @@ impl Invitations {
             expire_time: cmd.ttl.map(|ttl| OffsetDateTime::now_utc() + ttl),
             key_id: self.vault.current_key_id(),
             binding,
+            attributes: &cmd.attributes,
         })
     }
 

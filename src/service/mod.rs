@@ -46,6 +46,7 @@ use uuid::Uuid;
 
 use crate::crypto::page_token::PageTokens;
 use crate::crypto::vault::{Purpose, Vault};
+use crate::domain::attributes::Attributes;
 use crate::domain::code::{CodeGenerator, InvitationCode};
 use crate::domain::email::{Binding, Email};
 use crate::domain::error::Error;
@@ -88,6 +89,8 @@ pub struct MintCommand {
     /// Mint for members a selector chooses instead (then `owners` is empty
     /// and `unowned` 0).
     pub wave: Option<Wave>,
+    /// Carried by every minted invitation.
+    pub attributes: Attributes,
 }
 
 #[derive(Default)]

@@ -301,6 +301,7 @@ impl Invitations {
             expire_time: cmd.ttl.map(|ttl| OffsetDateTime::now_utc() + ttl),
             key_id: self.vault.current_key_id(),
             binding: None,
+            attributes: &crate::domain::attributes::NONE,
         };
         let minted = self.mint_batch(&mut tx, &batch, Recipients::Listed(&owners), usize::MAX).await?;
         // Invitations of one owner are alike: hand them out per owner.

@@ -5,6 +5,7 @@ mod abuse;
 mod admin_cli;
 mod admin_json;
 mod at_rest;
+mod attributes;
 mod auth;
 mod bound;
 mod checks;

@@ -151,6 +151,7 @@ impl Event {
             uses: invitation.uses as u32,
             max_uses: invitation.max_uses as u32,
             via_reservation,
+            attributes: invitation.attributes.to_map(),
         });
         Self::new(EventType::Redeemed, partition_for(invitation), now(), payload)
     }
@@ -309,6 +310,7 @@ mod tests {
             binding: None,
             binding_digest: None,
             abuse_flags: Vec::new(),
+            attributes: Default::default(),
         }
     }
 
