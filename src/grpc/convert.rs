@@ -140,13 +140,14 @@ fn parse_binding(v: &mut Violations, bound_email: &str, bound_domain: &str) -> O
     }
 }
 
-/// A request's attributes; each broken limit is a violation naming its key.
-pub(crate) fn parse_attributes(v: &mut Violations, map: &BTreeMap<String, String>) -> Attributes {
+/// A request's attributes; each broken limit is a violation naming its key
+/// (`attributes.<key>`, under `prefix`).
+pub(crate) fn parse_attributes(v: &mut Violations, prefix: &str, map: &BTreeMap<String, String>) -> Attributes {
     match Attributes::parse(map) {
         Ok(attributes) => attributes,
         Err(errors) => {
             for e in errors {
-                v.push(e.field, e.description);
+                v.push(format!("{prefix}{}", e.field), e.description);
             }
             Attributes::default()
         }
@@ -237,7 +238,7 @@ impl TryFrom<pb::MintRequest> for MintCommand {
         let minted_by = v.check("minted_by", domain::parse_actor(&r.minted_by));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         let binding = parse_binding(&mut v, &r.bound_email, &r.bound_domain);
-        let attributes = parse_attributes(&mut v, &r.attributes);
+        let attributes = parse_attributes(&mut v, "", &r.attributes);
         v.into_result()?;
         Ok(MintCommand {
             owners,

@@ -7,6 +7,7 @@ pub mod connections;
 pub mod convert;
 pub mod deadline;
 mod graph;
+mod lifecycle;
 mod members;
 pub mod overload;
 mod reservation;
@@ -326,5 +327,19 @@ impl InvitationService for InvitationApi {
         request: Request<pb::AdmitFromWaitlistRequest>,
     ) -> Result<Response<pb::AdmitFromWaitlistResponse>, Status> {
         waitlist::admit(&self.service, &self.view, request).await
+    }
+
+    async fn update_invitation(
+        &self,
+        request: Request<pb::UpdateInvitationRequest>,
+    ) -> Result<Response<pb::Invitation>, Status> {
+        lifecycle::update(&self.service, &self.view, request).await
+    }
+
+    async fn restore_invitation(
+        &self,
+        request: Request<pb::RestoreInvitationRequest>,
+    ) -> Result<Response<pb::Invitation>, Status> {
+        lifecycle::restore(&self.service, &self.view, request).await
     }
 }

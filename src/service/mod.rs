@@ -9,6 +9,7 @@
 pub mod abuse;
 mod expiry;
 mod invite_graph;
+mod lifecycle;
 mod list;
 mod locking;
 mod mint;
@@ -28,6 +29,7 @@ mod wave;
 pub use abuse::{Attempt, sweep_abuse_records};
 pub use expiry::sweep_expired_invitations;
 pub use invite_graph::WalkQuery;
+pub use lifecycle::{RestoreCommand, UpdateCommand};
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
 pub use public_view::Placeholders;
 pub use quotas::{Earn, MAX_GRANT, Quotas, grant_earned_invitations};

@@ -7,6 +7,7 @@ pub mod common_path;
 pub mod graph;
 pub mod idempotency;
 pub mod invitations;
+pub mod lifecycle;
 pub mod members;
 pub mod outbox;
 pub mod quotas;

@@ -21,6 +21,7 @@ mod grpcurl;
 mod hardening;
 mod health;
 mod helpers;
+mod lifecycle;
 mod members;
 mod metrics;
 mod mint_list;

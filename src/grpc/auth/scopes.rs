@@ -8,7 +8,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Operators: Mint, Revoke, RegisterMembers, SetInvitePrivileges,
-    /// Reparent, GetStats, ReviewWaitlistEntries, AdmitFromWaitlist.
+    /// Reparent, GetStats, ReviewWaitlistEntries, AdmitFromWaitlist,
+    /// UpdateInvitation, RestoreInvitation.
     Admin,
     /// The sign-up flow: Redeem, CheckCode, Reserve, Release, JoinWaitlist,
     /// GetWaitlistEntry.
@@ -58,6 +59,8 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("GetWaitlistEntry", Scope::Signup),
     ("ReviewWaitlistEntries", Scope::Admin),
     ("AdmitFromWaitlist", Scope::Admin),
+    ("UpdateInvitation", Scope::Admin),
+    ("RestoreInvitation", Scope::Admin),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.
