@@ -72,7 +72,7 @@ impl Invitations {
             None => None,
         };
         let reserved_uses = u32::try_from(state.reserved_uses).unwrap_or(u32::MAX);
-        let bound_to_applicant = state.bound_to_applicant;
+        let bound_to_applicant = invitation.bound_to_applicant();
         Ok(CodeCheck { invitation: Some(invitation), refusal, reserved_uses, bound_to_applicant })
     }
 }

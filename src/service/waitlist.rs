@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use rand::TryRngCore;
 
 use super::*;
+use crate::domain::email::BindingKind;
 use crate::domain::events::Admitted;
 use crate::service::abuse::Attempt;
 use crate::service::mint::Recipients;
@@ -300,7 +301,11 @@ impl Invitations {
             max_uses: 1,
             expire_time: cmd.ttl.map(|ttl| OffsetDateTime::now_utc() + ttl),
             key_id: self.vault.current_key_id(),
-            binding: None,
+            // Bound to each entry's applicant: the batch says the kind (and
+            // the minted events show it); the digests differ per invitation
+            // and are set below in this transaction. Until then the empty
+            // digest admits nobody.
+            binding: Some((BindingKind::Applicant, Vec::new())),
             attributes: &crate::domain::attributes::NONE,
         };
         let minted = self.mint_batch(&mut tx, &batch, Recipients::Listed(&owners), usize::MAX).await?;
@@ -316,6 +321,12 @@ impl Invitations {
         }
         let entry_ids: Vec<Uuid> = paired.iter().map(|(id, _, _)| *id).collect();
         let invitation_ids: Vec<Uuid> = paired.iter().map(|(_, _, inv)| inv.id).collect();
+        let mut digests = Vec::with_capacity(paired.len());
+        for (_, applicant, _) in &paired {
+            digests
+                .push(Binding::applicant(applicant).digest().map_err(|e| internal(format!("OS random source: {e}")))?);
+        }
+        invitations::set_binding_digests(&mut tx, &invitation_ids, &digests).await?;
         wl::mark_admitted(&mut tx, &entry_ids, &invitation_ids).await?;
         let events: Vec<Event> = paired
             .iter()
