@@ -88,6 +88,11 @@ pub enum Error {
     /// held by live reservations.
     #[error("max_uses must be at least {held}: {held} uses are spent or held by live reservations")]
     MaxUsesBelowHeld { held: i64 },
+    /// CreateMemberInvitation refused by an operator limit: `limit` names
+    /// it (MAX_USES, MAX_TTL, TTL_REQUIRED, MEMBER_AGE, RATE, MAX_UNSPENT,
+    /// PRIVILEGES, MEMBER_INVITATIONS_OFF), `flag` the setting behind it.
+    #[error("member limit {limit} ({flag}): {detail}")]
+    MemberLimit { limit: &'static str, flag: &'static str, detail: String, retry_after: Option<time::Duration> },
     /// RestoreInvitation of an invitation that is not revoked.
     #[error("the invitation is not revoked")]
     NotRevoked,
@@ -156,6 +161,7 @@ impl Error {
             Error::AlreadyAdmitted { .. } => "ALREADY_ADMITTED",
             Error::MaxUsesBelowHeld { .. } => "MAX_USES_BELOW_HELD",
             Error::NotRevoked => "NOT_REVOKED",
+            Error::MemberLimit { .. } => "MEMBER_LIMIT",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
             Error::Database(e) => match classify(e) {

@@ -7,13 +7,14 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use super::auth::recorded_actor;
-use super::convert::{View, parse_attributes};
+use super::convert::{View, parse_attributes, parse_ttl};
 use super::members::parse_timestamp;
 use super::{caller, request_hash, request_id, respond, status::to_status};
+use crate::domain::UserId;
 use crate::domain::error::{Error, Violations};
 use crate::domain::{self, Invitation};
 use crate::pb;
-use crate::service::{Idempotency, Invitations, RestoreCommand, UpdateCommand};
+use crate::service::{Idempotency, Invitations, MemberMintCommand, RestoreCommand, UpdateCommand};
 
 /// The paths UpdateInvitation takes ("*" is all of them).
 pub const UPDATABLE: [&str; 5] = ["expire_time", "max_uses", "label", "note", "attributes"];
@@ -87,6 +88,23 @@ fn restore_command(r: &pb::RestoreInvitationRequest) -> Result<RestoreCommand, E
     })
 }
 
+fn member_command(r: &pb::CreateMemberInvitationRequest) -> Result<MemberMintCommand, Error> {
+    let mut v = Violations::default();
+    let user_id = v.check("user_id", UserId::parse(&r.user_id));
+    let ttl = r.ttl.as_ref().and_then(|ttl| v.check("ttl", parse_ttl(ttl)));
+    let label = v.check("label", domain::parse_text(&r.label, domain::MAX_LABEL_LEN));
+    let attributes = parse_attributes(&mut v, "", &r.attributes);
+    v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
+    v.into_result()?;
+    Ok(MemberMintCommand {
+        user_id: user_id.ok_or_else(|| Error::invalid("user_id", "is required"))?,
+        max_uses: r.max_uses.max(1),
+        ttl,
+        label: label.unwrap_or_default(),
+        attributes,
+    })
+}
+
 fn invitation_pb(view: &View, inv: &Invitation) -> pb::Invitation {
     view.invitation(inv, OffsetDateTime::now_utc())
 }
@@ -122,6 +140,21 @@ pub async fn restore(
     let encode = |inv: &_| invitation_pb(view, inv).encode_to_vec();
     let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
     let answer = service.restore_invitation(command, idem).await.map_err(to_status)?;
+    respond(answer, |inv| invitation_pb(view, inv))
+}
+
+pub async fn create_for_member(
+    service: &Invitations,
+    view: &View,
+    request: Request<pb::CreateMemberInvitationRequest>,
+) -> Result<Response<pb::Invitation>, Status> {
+    let request = request.into_inner();
+    let hash = request_hash(&request);
+    let request_id = request_id(&request.request_id)?;
+    let command = member_command(&request).map_err(to_status)?;
+    let encode = |inv: &_| invitation_pb(view, inv).encode_to_vec();
+    let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
+    let answer = service.create_member_invitation(command, idem).await.map_err(to_status)?;
     respond(answer, |inv| invitation_pb(view, inv))
 }
 

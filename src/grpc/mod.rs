@@ -342,4 +342,11 @@ impl InvitationService for InvitationApi {
     ) -> Result<Response<pb::Invitation>, Status> {
         lifecycle::restore(&self.service, &self.view, request).await
     }
+
+    async fn create_member_invitation(
+        &self,
+        request: Request<pb::CreateMemberInvitationRequest>,
+    ) -> Result<Response<pb::Invitation>, Status> {
+        lifecycle::create_for_member(&self.service, &self.view, request).await
+    }
 }

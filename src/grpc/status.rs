@@ -51,6 +51,13 @@ pub fn to_status(error: Error) -> Status {
         | Error::AlreadyMember
         | Error::ApplicantMismatch
         | Error::NotRevoked => Code::FailedPrecondition,
+        Error::MemberLimit { limit, flag, retry_after, .. } => {
+            details.add_precondition_failure_violation(*limit, *flag, error.to_string());
+            if let Some(after) = retry_after {
+                details.set_retry_info(Some(std::time::Duration::from_secs(after.whole_seconds().max(1) as u64)));
+            }
+            Code::FailedPrecondition
+        }
         Error::MaxUsesBelowHeld { .. } => {
             details.add_precondition_failure_violation(error.reason(), "max_uses", error.to_string());
             Code::FailedPrecondition

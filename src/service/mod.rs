@@ -12,6 +12,7 @@ mod invite_graph;
 mod lifecycle;
 mod list;
 mod locking;
+mod member_mint;
 mod mint;
 mod privileges;
 mod public_view;
@@ -30,6 +31,7 @@ pub use abuse::{Attempt, sweep_abuse_records};
 pub use expiry::sweep_expired_invitations;
 pub use invite_graph::WalkQuery;
 pub use lifecycle::{RestoreCommand, UpdateCommand};
+pub use member_mint::{MemberLimits, MemberMintCommand};
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
 pub use public_view::Placeholders;
 pub use quotas::{Earn, MAX_GRANT, Quotas, grant_earned_invitations};
@@ -221,6 +223,8 @@ pub struct Invitations {
     /// call past it does not commit.
     pub(crate) max_call_time: Option<std::time::Duration>,
     pub(crate) waitlist: WaitlistSettings,
+    /// What members may create themselves (CreateMemberInvitation).
+    pub(crate) member_limits: MemberLimits,
 }
 
 impl Invitations {
@@ -239,6 +243,7 @@ impl Invitations {
             quotas: Quotas::default(),
             max_call_time: None,
             waitlist: WaitlistSettings::default(),
+            member_limits: MemberLimits::default(),
         }
     }
 

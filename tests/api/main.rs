@@ -22,6 +22,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod lifecycle;
+mod member_invitations;
 mod members;
 mod metrics;
 mod mint_list;

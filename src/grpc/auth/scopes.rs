@@ -16,6 +16,8 @@ pub enum Scope {
     Signup,
     /// Reading: ListForUser, GetInviteGraph, WalkInviteForest.
     Read,
+    /// The product acting for its members: CreateMemberInvitation.
+    Member,
 }
 
 impl Scope {
@@ -24,7 +26,8 @@ impl Scope {
             "admin" => Ok(Scope::Admin),
             "signup" => Ok(Scope::Signup),
             "read" => Ok(Scope::Read),
-            other => Err(format!("unknown scope {other:?} (admin, signup, read)")),
+            "member" => Ok(Scope::Member),
+            other => Err(format!("unknown scope {other:?} (admin, signup, read, member)")),
         }
     }
 
@@ -33,6 +36,7 @@ impl Scope {
             Scope::Admin => "admin",
             Scope::Signup => "signup",
             Scope::Read => "read",
+            Scope::Member => "member",
         }
     }
 }
@@ -61,6 +65,7 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("AdmitFromWaitlist", Scope::Admin),
     ("UpdateInvitation", Scope::Admin),
     ("RestoreInvitation", Scope::Admin),
+    ("CreateMemberInvitation", Scope::Member),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.
