@@ -155,7 +155,11 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     if !args.graph_fold_interval.is_zero() {
         background.spawn(fold_counts(pool.clone(), args.graph_fold_interval));
     }
-    let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
+    let view = View {
+        code_prefix: args.code_prefix.clone(),
+        link_template: args.link_template.clone(),
+        vanity_codes: args.vanity_codes,
+    };
     let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view))
         .max_decoding_message_size(args.limits.max_request_bytes);
 

@@ -179,6 +179,13 @@ pub struct ServeArgs {
     #[arg(long, env = "INVITATIONS_CODE_PREFIX", default_value = "")]
     pub code_prefix: String,
 
+    /// Allow vanity codes (Mint's custom_code). Also makes CheckCode, Reserve
+    /// and Redeem look up input that is not a generated code's format but is
+    /// vanity-shaped (CODE_NOT_FOUND, a counted attempt, instead of
+    /// INVALID_CODE_FORMAT without a lookup).
+    #[arg(long, env = "INVITATIONS_VANITY_CODES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub vanity_codes: bool,
+
     #[command(flatten)]
     pub secrets: SecretArgs,
 

@@ -93,6 +93,9 @@ pub enum Error {
     /// PRIVILEGES, MEMBER_INVITATIONS_OFF), `flag` the setting behind it.
     #[error("member limit {limit} ({flag}): {detail}")]
     MemberLimit { limit: &'static str, flag: &'static str, detail: String, retry_after: Option<time::Duration> },
+    /// Mint with a custom_code another invitation has.
+    #[error("the code is already taken")]
+    CodeTaken,
     /// RestoreInvitation of an invitation that is not revoked.
     #[error("the invitation is not revoked")]
     NotRevoked,
@@ -161,6 +164,7 @@ impl Error {
             Error::AlreadyAdmitted { .. } => "ALREADY_ADMITTED",
             Error::MaxUsesBelowHeld { .. } => "MAX_USES_BELOW_HELD",
             Error::NotRevoked => "NOT_REVOKED",
+            Error::CodeTaken => "CODE_TAKEN",
             Error::MemberLimit { .. } => "MEMBER_LIMIT",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",

@@ -21,6 +21,8 @@ use crate::service::{
 pub struct View {
     pub code_prefix: String,
     pub link_template: String,
+    /// Vanity codes are on (`--vanity-codes`).
+    pub vanity_codes: bool,
 }
 
 pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
@@ -41,10 +43,16 @@ impl View {
         if input.is_empty() {
             return Err(Error::invalid(field, "is required"));
         }
-        InvitationCode::parse(input, &self.code_prefix).map_err(|e| match e {
-            CodeError::InvalidFormat => Error::InvalidCodeFormat { field },
-            CodeError::ChecksumMismatch => Error::CodeChecksumMismatch { field },
-        })
+        match InvitationCode::parse(input, &self.code_prefix) {
+            Ok(code) => Ok(code),
+            // Not a generated code: it may be a vanity code (they never look
+            // like generated ones, so a typo still fails the check symbol).
+            Err(CodeError::InvalidFormat) if self.vanity_codes => {
+                InvitationCode::parse_vanity(input).map_err(|_| Error::InvalidCodeFormat { field })
+            }
+            Err(CodeError::InvalidFormat) => Err(Error::InvalidCodeFormat { field }),
+            Err(CodeError::ChecksumMismatch) => Err(Error::CodeChecksumMismatch { field }),
+        }
     }
 
     pub fn invitation(&self, inv: &Invitation, now: OffsetDateTime) -> pb::Invitation {
@@ -240,6 +248,12 @@ impl TryFrom<pb::MintRequest> for MintCommand {
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         let binding = parse_binding(&mut v, &r.bound_email, &r.bound_domain);
         let attributes = parse_attributes(&mut v, "", &r.attributes);
+        let custom_code = if r.custom_code.is_empty() {
+            None
+        } else {
+            check_custom_code(&mut v, &r, total);
+            v.check("custom_code", InvitationCode::parse_vanity(&r.custom_code))
+        };
         v.into_result()?;
         Ok(MintCommand {
             owners,
@@ -254,7 +268,22 @@ impl TryFrom<pb::MintRequest> for MintCommand {
             binding,
             wave,
             attributes,
+            custom_code,
         })
+    }
+}
+
+/// A vanity code names one invitation that must end: exactly one (one user
+/// or one unowned, not a wave), with max_uses and ttl set.
+fn check_custom_code(v: &mut Violations, r: &pb::MintRequest, total: u64) {
+    if r.selector.is_some() || total != 1 {
+        v.push("custom_code", "names one invitation: one user_id (per_user 1) or unowned_count 1, not a wave");
+    }
+    if r.max_uses == 0 {
+        v.push("max_uses", "is required with custom_code");
+    }
+    if r.ttl.is_none() {
+        v.push("ttl", "is required with custom_code");
     }
 }
 

@@ -110,6 +110,10 @@ impl InvitationService for InvitationApi {
         let request = request.into_inner();
         let hash = request_hash(&request);
         let request_id = request_id(&request.request_id)?;
+        if !request.custom_code.is_empty() && !self.view.vanity_codes {
+            let off = "vanity codes are off on this server (--vanity-codes true turns them on)";
+            return Err(to_status(crate::Error::invalid("custom_code", off)));
+        }
         let mut command: MintCommand = request.try_into().map_err(to_status)?;
         command.minted_by = recorded_actor(caller.as_ref(), &command.minted_by);
         let encode = |o: &_| self.view.mint_response(o).encode_to_vec();

@@ -29,6 +29,10 @@ pub fn to_status(error: Error) -> Status {
             Code::InvalidArgument
         }
         Error::CodeNotFound => Code::NotFound,
+        Error::CodeTaken => {
+            details.add_bad_request_violation("custom_code", error.to_string());
+            Code::AlreadyExists
+        }
         Error::NotFound { field, .. } => {
             details.add_bad_request_violation(*field, error.to_string());
             Code::NotFound

@@ -95,6 +95,8 @@ pub struct MintCommand {
     pub wave: Option<Wave>,
     /// Carried by every minted invitation.
     pub attributes: Attributes,
+    /// A vanity code for the one invitation (`InvitationCode::parse_vanity`).
+    pub custom_code: Option<InvitationCode>,
 }
 
 #[derive(Default)]

@@ -310,7 +310,7 @@ async fn restore_is_refused_after_expiry_or_with_privileges_off() {
 #[tokio::test]
 async fn the_cli_mints_with_attributes_updates_and_restores() {
     use crate::admin_cli::{ADMIN, admin, secured, stderr_of_failure, stdout};
-    let app = secured().await;
+    let app = secured(&["--vanity-codes", "true"]).await;
     let out = admin(&app, Some(ADMIN), &["--output", "json", "mint", "--user", "ana", "--attribute", "org=acme"]).await;
     let minted: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     let id = minted["invitations"][0]["id"].as_str().expect("id").to_owned();
@@ -331,4 +331,10 @@ async fn the_cli_mints_with_attributes_updates_and_restores() {
     assert!(text.starts_with(&format!("Restored invitation {id}  UNSPENT")), "{text}");
     let err = stderr_of_failure(&admin(&app, Some(ADMIN), &["restore", "--id", &id]).await);
     assert!(err.contains("[NOT_REVOKED]"), "{err}");
+
+    let vanity = ["mint", "--unowned", "1", "--custom-code", "launch-2026", "--max-uses", "9", "--ttl", "7d"];
+    let text = stdout(&admin(&app, Some(ADMIN), &vanity).await);
+    assert!(text.contains("  LAUNCH2026  "), "{text}");
+    let err = stderr_of_failure(&admin(&app, Some(ADMIN), &vanity).await);
+    assert!(err.contains("AlreadyExists") && err.contains("[CODE_TAKEN]"), "{err}");
 }

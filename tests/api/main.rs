@@ -47,6 +47,7 @@ mod stats;
 mod tls;
 mod user_ids;
 mod validation;
+mod vanity;
 mod waitlist;
 mod waitlist_cli;
 mod waitlist_races;

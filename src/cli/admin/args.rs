@@ -99,6 +99,10 @@ pub struct MintArgs {
     pub label: Option<String>,
     #[arg(long)]
     pub note: Option<String>,
+    /// A vanity code for the one invitation minted (e.g. LAUNCH-2026; needs
+    /// --max-uses and --ttl).
+    #[arg(long)]
+    pub custom_code: Option<String>,
     /// An attribute every minted invitation carries, `key=value` (repeat
     /// for several).
     #[arg(long = "attribute", value_name = "KEY=VALUE")]

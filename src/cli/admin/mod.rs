@@ -164,6 +164,7 @@ fn mint_request(m: &MintArgs) -> anyhow::Result<pb::MintRequest> {
         dry_run: m.dry_run,
         request_id: m.request_id.clone().unwrap_or_default(),
         attributes: lifecycle::attribute_map(&m.attributes)?,
+        custom_code: m.custom_code.clone().unwrap_or_default(),
         ..Default::default()
     };
     if let Some(kind) = m.selector {
