@@ -15,6 +15,7 @@ use crate::domain::events::Admitted;
 use crate::service::abuse::Attempt;
 use crate::service::mint::Recipients;
 use crate::store::invitations::BatchAttributes;
+use crate::store::replicas::ReadFrom;
 use crate::store::waitlist::{self as wl, EntryKey, EntryRow};
 
 pub use crate::store::waitlist::Order;
@@ -214,13 +215,21 @@ impl Invitations {
 
     /// GetWaitlistEntry in one statement.
     #[tracing::instrument(name = "db.get_waitlist_entry", skip_all, fields(db.system = "postgresql"))]
-    pub async fn waitlist_entry(&self, key: EntryKey<'_>) -> Result<Entry, Error> {
+    pub async fn waitlist_entry(&self, key: EntryKey<'_>, read: ReadFrom) -> Result<Entry, Error> {
         let field = match key {
             EntryKey::Id(_) => "entry_id",
             EntryKey::Applicant(_) => "applicant_id",
         };
-        let mut conn = self.pool.acquire().await?;
-        match wl::get(&mut conn, &key).await? {
+        let (pool, source) = self.replicas.read_pool(read);
+        let mut conn = pool.acquire().await?;
+        let mut row = wl::get(&mut conn, &key).await?;
+        drop(conn);
+        // As CheckCode: never "not found" from a standby (an entry that
+        // joined a moment ago).
+        if row.is_none() && source != crate::store::replicas::Source::Primary {
+            row = wl::get(&mut *self.pool.acquire().await?, &key).await?;
+        }
+        match row {
             Some(row) => self.entry(row),
             None => Err(Error::NotFound { what: "waitlist entry", field }),
         }
