@@ -109,53 +109,65 @@ fn invitation_pb(view: &View, inv: &Invitation) -> pb::Invitation {
     view.invitation(inv, OffsetDateTime::now_utc())
 }
 
+fn update_pb(view: &View, inv: &Invitation) -> pb::UpdateInvitationResponse {
+    pb::UpdateInvitationResponse { invitation: Some(invitation_pb(view, inv)) }
+}
+
+fn restore_pb(view: &View, inv: &Invitation) -> pb::RestoreInvitationResponse {
+    pb::RestoreInvitationResponse { invitation: Some(invitation_pb(view, inv)) }
+}
+
+fn created_pb(view: &View, inv: &Invitation) -> pb::CreateMemberInvitationResponse {
+    pb::CreateMemberInvitationResponse { invitation: Some(invitation_pb(view, inv)) }
+}
+
 pub async fn update(
     service: &Invitations,
     view: &View,
     request: Request<pb::UpdateInvitationRequest>,
-) -> Result<Response<pb::Invitation>, Status> {
+) -> Result<Response<pb::UpdateInvitationResponse>, Status> {
     let caller = caller(&request);
     let request = request.into_inner();
     let hash = request_hash(&request);
     let request_id = request_id(&request.request_id)?;
     let mut command = update_command(&request).map_err(to_status)?;
     command.updated_by = recorded_actor(caller.as_ref(), &command.updated_by);
-    let encode = |inv: &_| invitation_pb(view, inv).encode_to_vec();
+    let encode = |inv: &_| update_pb(view, inv).encode_to_vec();
     let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
     let answer = service.update_invitation(command, idem).await.map_err(to_status)?;
-    respond(answer, |inv| invitation_pb(view, inv))
+    respond(answer, |inv| update_pb(view, inv))
 }
 
 pub async fn restore(
     service: &Invitations,
     view: &View,
     request: Request<pb::RestoreInvitationRequest>,
-) -> Result<Response<pb::Invitation>, Status> {
+) -> Result<Response<pb::RestoreInvitationResponse>, Status> {
     let caller = caller(&request);
     let request = request.into_inner();
     let hash = request_hash(&request);
     let request_id = request_id(&request.request_id)?;
     let mut command = restore_command(&request).map_err(to_status)?;
     command.restored_by = recorded_actor(caller.as_ref(), &command.restored_by);
-    let encode = |inv: &_| invitation_pb(view, inv).encode_to_vec();
+    let encode = |inv: &_| restore_pb(view, inv).encode_to_vec();
     let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
     let answer = service.restore_invitation(command, idem).await.map_err(to_status)?;
-    respond(answer, |inv| invitation_pb(view, inv))
+    respond(answer, |inv| restore_pb(view, inv))
 }
 
 pub async fn create_for_member(
     service: &Invitations,
     view: &View,
     request: Request<pb::CreateMemberInvitationRequest>,
-) -> Result<Response<pb::Invitation>, Status> {
+) -> Result<Response<pb::CreateMemberInvitationResponse>, Status> {
     let request = request.into_inner();
     let hash = request_hash(&request);
     let request_id = request_id(&request.request_id)?;
     let command = member_command(&request).map_err(to_status)?;
-    let encode = |inv: &_| invitation_pb(view, inv).encode_to_vec();
+    let encode = |inv: &_| created_pb(view, inv).encode_to_vec();
     let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
     let answer = service.create_member_invitation(command, idem).await.map_err(to_status)?;
-    respond(answer, |inv| invitation_pb(view, inv))
+    respond(answer, |inv| created_pb(view, inv))
 }
 
 #[cfg(test)]

@@ -342,21 +342,21 @@ impl InvitationService for InvitationApi {
     async fn update_invitation(
         &self,
         request: Request<pb::UpdateInvitationRequest>,
-    ) -> Result<Response<pb::Invitation>, Status> {
+    ) -> Result<Response<pb::UpdateInvitationResponse>, Status> {
         lifecycle::update(&self.service, &self.view, request).await
     }
 
     async fn restore_invitation(
         &self,
         request: Request<pb::RestoreInvitationRequest>,
-    ) -> Result<Response<pb::Invitation>, Status> {
+    ) -> Result<Response<pb::RestoreInvitationResponse>, Status> {
         lifecycle::restore(&self.service, &self.view, request).await
     }
 
     async fn create_member_invitation(
         &self,
         request: Request<pb::CreateMemberInvitationRequest>,
-    ) -> Result<Response<pb::Invitation>, Status> {
+    ) -> Result<Response<pb::CreateMemberInvitationResponse>, Status> {
         lifecycle::create_for_member(&self.service, &self.view, request).await
     }
 }

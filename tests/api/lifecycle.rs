@@ -30,7 +30,7 @@ pub async fn update(
         updated_by: "ops".into(),
         ..Default::default()
     };
-    app.client.clone().update_invitation(request).await.map(|r| r.into_inner())
+    app.client.clone().update_invitation(request).await.map(|r| r.into_inner().invitation.expect("the invitation"))
 }
 
 pub async fn restore(app: &TestApp, id: &str) -> Result<pb::Invitation, tonic::Status> {
@@ -40,7 +40,7 @@ pub async fn restore(app: &TestApp, id: &str) -> Result<pb::Invitation, tonic::S
         restored_by: "ops".into(),
         ..Default::default()
     };
-    app.client.clone().restore_invitation(request).await.map(|r| r.into_inner())
+    app.client.clone().restore_invitation(request).await.map(|r| r.into_inner().invitation.expect("the invitation"))
 }
 
 async fn events(app: &TestApp, event_type: &str) -> Vec<Payload> {

@@ -53,7 +53,7 @@ fn request(user: &str, max_uses: u32, ttl_secs: Option<i64>) -> pb::CreateMember
 }
 
 async fn create(app: &TestApp, r: pb::CreateMemberInvitationRequest) -> Result<pb::Invitation, tonic::Status> {
-    app.client.clone().create_member_invitation(r).await.map(|r| r.into_inner())
+    app.client.clone().create_member_invitation(r).await.map(|r| r.into_inner().invitation.expect("the invitation"))
 }
 
 /// The limit a refusal names, after checking it is MEMBER_LIMIT.

@@ -102,8 +102,8 @@ fn update_request(u: &UpdateArgs) -> anyhow::Result<pb::UpdateInvitationRequest>
 }
 
 pub async fn update(client: &mut Client, u: &UpdateArgs, output: Output, out: &mut impl Write) -> anyhow::Result<()> {
-    let inv = client.update_invitation(update_request(u)?).await.map_err(explain)?.into_inner();
-    show(out, "Updated", &inv, output)
+    let response = client.update_invitation(update_request(u)?).await.map_err(explain)?.into_inner();
+    show(out, "Updated", &response.invitation.unwrap_or_default(), output)
 }
 
 pub async fn restore(client: &mut Client, r: &RestoreArgs, output: Output, out: &mut impl Write) -> anyhow::Result<()> {
@@ -113,8 +113,8 @@ pub async fn restore(client: &mut Client, r: &RestoreArgs, output: Output, out: 
         restored_by: String::new(),
         request_id: r.request_id.clone().unwrap_or_default(),
     };
-    let inv = client.restore_invitation(request).await.map_err(explain)?.into_inner();
-    show(out, "Restored", &inv, output)
+    let response = client.restore_invitation(request).await.map_err(explain)?.into_inner();
+    show(out, "Restored", &response.invitation.unwrap_or_default(), output)
 }
 
 fn show(out: &mut impl Write, verb: &str, inv: &pb::Invitation, output: Output) -> anyhow::Result<()> {
