@@ -3,8 +3,17 @@
 //! each, under the invitation's row lock (`store::lifecycle`), with their
 //! event in the same transaction and the answer stored for request_id.
 
-use super::*;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::Invitation;
+use crate::domain::attributes::Attributes;
+use crate::domain::error::Error;
+use crate::domain::events::Event;
 use crate::store::lifecycle::{self, Edit, Locked};
+use crate::store::outbox;
+
+use super::{Answer, Idempotency, Invitations};
 
 /// The editable fields; `None` leaves a field as it is.
 #[derive(Default)]

@@ -7,9 +7,16 @@
 
 use std::collections::BTreeSet;
 
-use super::*;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::attributes::Attributes;
+use crate::domain::error::Error;
+use crate::domain::{Invitation, UserId};
 use crate::store::invitations::BatchAttributes;
 use crate::store::member_mint::{self, MINTED_BY, MemberState};
+
+use super::{Answer, Idempotency, Invitations, mint};
 
 /// The operator's limits. `None` / 0: that limit is off.
 #[derive(Debug, Clone, Default)]

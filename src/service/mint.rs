@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::crypto::vault::Purpose;
+use crate::domain::code::InvitationCode;
 use crate::domain::error::Error;
 use crate::domain::{Invitation, events};
 use crate::store::invitations::{self, BatchAttributes, NewInvitation, Owner};

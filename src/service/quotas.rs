@@ -18,6 +18,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::Member;
+use crate::domain::attributes::Attributes;
 use crate::domain::error::Error;
 use crate::domain::events::{self, EventHead};
 use crate::store::common_path::{PreparedGrant, QuotaGrants};

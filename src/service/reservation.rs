@@ -12,6 +12,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::attributes::Attributes;
 use crate::domain::code::InvitationCode;
 use crate::domain::email::Email;
 use crate::domain::error::Error;
