@@ -2,7 +2,9 @@
 //! RestoreInvitation): admin calls, each an ordinary transaction that takes
 //! the invitation's row lock first, so it is ordered with every Redeem and
 //! Reserve of that invitation (they take the same lock before they spend or
-//! hold a use; `reservations::lock_invitation`).
+//! hold a use; `reservations::lock_invitation`). The statements are built
+//! at run time because they return `invitations::COLUMNS` (decoded by
+//! position) and read `reservations::LIVE_COUNT`, shared with those paths.
 
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;

@@ -33,6 +33,7 @@ pub async fn lock_and_read(
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
+    // Built at run time: the unspent test is the waves' shared `OPEN`.
     let row = sqlx::query(&format!(
         "SELECT m.join_time, m.invite_enabled, \
              (SELECT count(*) FROM invitations i WHERE i.inviter_id = m.user_id AND {open}) AS unspent, \
