@@ -110,6 +110,7 @@ DEFAULTS = {
     "code": "Mint.invitations[0].code",
     "reservation_id": "Reserve.reservation.id",
     "invitation_ids": "Mint.invitations[0].id",
+    "invitation_id": "Mint.invitations[0].id",
 }
 
 

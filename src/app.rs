@@ -147,8 +147,9 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
             .with_abuse(AbuseSettings::clone(&abuse))
             .with_code_disclosure(code_disclosure)
             .with_waker(waker.clone())
-            .with_quotas(quotas)
+            .with_quotas(quotas.clone())
             .with_waitlist(settings::waitlist(&args.waitlist).map_err(anyhow::Error::msg)?)
+            .with_member_limits(settings::member_limits(&args.members).map_err(anyhow::Error::msg)?)
             .with_max_call_time(args.limits.max_call_time)
             .with_replicas(replicas.clone()),
     );
@@ -176,7 +177,11 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     if !args.graph_fold_interval.is_zero() {
         background.spawn(fold_counts(pool.clone(), args.graph_fold_interval));
     }
-    let view = View { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() };
+    let view = View {
+        code_prefix: args.code_prefix.clone(),
+        link_template: args.link_template.clone(),
+        vanity_codes: args.vanity_codes,
+    };
     let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view))
         .max_decoding_message_size(args.limits.max_request_bytes);
 

@@ -195,6 +195,13 @@ pub struct ServeArgs {
     #[arg(long, env = "INVITATIONS_CODE_PREFIX", default_value = "")]
     pub code_prefix: String,
 
+    /// Allow vanity codes (Mint's custom_code). Also makes CheckCode, Reserve
+    /// and Redeem look up input that is not a generated code's format but is
+    /// vanity-shaped (CODE_NOT_FOUND, a counted attempt, instead of
+    /// INVALID_CODE_FORMAT without a lookup).
+    #[arg(long, env = "INVITATIONS_VANITY_CODES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub vanity_codes: bool,
+
     #[command(flatten)]
     pub secrets: SecretArgs,
 
@@ -232,6 +239,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub waitlist: WaitlistArgs,
+
+    #[command(flatten)]
+    pub members: MemberArgs,
 
     /// Lease of a Reserve call that names no ttl.
     #[arg(long, env = "INVITATIONS_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
@@ -485,6 +495,54 @@ pub struct QuotaArgs {
     /// due (replicas share the work). Grants arrive up to this late.
     #[arg(long, env = "INVITATIONS_EARN_GRANT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub earn_grant_interval: Duration,
+
+    /// Attributes every quota grant's invitations carry (welcome, refill and
+    /// earn), as `key=value` pairs separated by commas, e.g.
+    /// `source=welcome,group=beta`. The limits of Invitation.attributes apply.
+    #[arg(long, env = "INVITATIONS_GRANT_ATTRIBUTES", value_delimiter = ',')]
+    pub grant_attributes: Vec<String>,
+}
+
+/// What members may create themselves (CreateMemberInvitation).
+#[derive(Debug, Clone, Args)]
+pub struct MemberArgs {
+    /// Let the product create invitations on behalf of members
+    /// (CreateMemberInvitation, `member` scope) within the limits below.
+    #[arg(long, env = "INVITATIONS_MEMBER_INVITATIONS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub member_invitations: bool,
+
+    /// Most uses of an invitation a member creates.
+    #[arg(long, env = "INVITATIONS_MEMBER_MAX_USES", default_value_t = 1)]
+    pub member_max_uses: u32,
+
+    /// Longest lifetime of an invitation a member creates; when set (not
+    /// `0s`), a ttl is required.
+    #[arg(long, env = "INVITATIONS_MEMBER_MAX_TTL", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub member_max_ttl: Duration,
+
+    /// How long someone must have been a member (since joining) to create
+    /// invitations; `0s`: no minimum.
+    #[arg(long, env = "INVITATIONS_MEMBER_MIN_AGE", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub member_min_age: Duration,
+
+    /// At most this many created per --member-rate-period per member; `0`:
+    /// no rate limit.
+    #[arg(long, env = "INVITATIONS_MEMBER_RATE", default_value_t = 0)]
+    pub member_rate: u32,
+
+    /// The period of --member-rate (a sliding window).
+    #[arg(long, env = "INVITATIONS_MEMBER_RATE_PERIOD", default_value = "1d", value_parser = humantime::parse_duration)]
+    pub member_rate_period: Duration,
+
+    /// No more while the member holds this many unspent invitations (of any
+    /// origin); `0`: no limit.
+    #[arg(long, env = "INVITATIONS_MEMBER_MAX_UNSPENT", default_value_t = 0)]
+    pub member_max_unspent: u32,
+
+    /// Attribute keys a member's invitation may carry (comma-separated);
+    /// empty: none.
+    #[arg(long, env = "INVITATIONS_MEMBER_ATTRIBUTE_KEYS", value_delimiter = ',')]
+    pub member_attribute_keys: Vec<String>,
 }
 
 /// Whether the waitlist admits only entries a reviewer approved.

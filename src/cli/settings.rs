@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
-use super::args::{AbuseArgs, CheckMode, EventArgs, LogFormat, QuotaArgs, ReviewMode, TlsArgs, WaitlistArgs};
+use super::args::{
+    AbuseArgs, CheckMode, EventArgs, LogFormat, MemberArgs, QuotaArgs, ReviewMode, TlsArgs, WaitlistArgs,
+};
 use crate::domain::abuse::{self, AbuseSettings, DisposableDomains};
+use crate::domain::attributes::Attributes;
 use crate::grpc::tls::TlsSettings;
 use crate::outbox::relay::{MIN_BACKOFF, RelaySettings};
-use crate::service::{Earn, MAX_GRANT, Quotas, WaitlistSettings};
+use crate::service::{Earn, MAX_GRANT, MemberLimits, Quotas, WaitlistSettings};
 use crate::telemetry;
 
 impl From<CheckMode> for abuse::CheckMode {
@@ -80,7 +83,38 @@ pub fn quotas(args: &QuotaArgs) -> Result<Quotas, String> {
             return Err(format!("{flag} must be at most {MAX_GRANT}"));
         }
     }
-    Ok(Quotas { welcome: args.welcome_grant, refill_to: args.refill_to, earn })
+    let grant_attributes =
+        Attributes::parse_pairs(&args.grant_attributes).map_err(|e| format!("--grant-attributes: {e}"))?;
+    Ok(Quotas { welcome: args.welcome_grant, refill_to: args.refill_to, earn, grant_attributes })
+}
+
+/// What members may create (CreateMemberInvitation), checked.
+pub fn member_limits(args: &MemberArgs) -> Result<MemberLimits, String> {
+    let duration = |flag: &str, d: Duration| time::Duration::try_from(d).map_err(|e| format!("{flag}: {e}"));
+    if args.member_max_uses == 0 || args.member_max_uses > crate::domain::MAX_USES {
+        return Err(format!("--member-max-uses must be 1 to {}", crate::domain::MAX_USES));
+    }
+    if args.member_rate > 0 && args.member_rate_period < Duration::from_secs(1) {
+        return Err("--member-rate-period must be at least 1s".into());
+    }
+    let mut attribute_keys = std::collections::BTreeSet::new();
+    for key in &args.member_attribute_keys {
+        Attributes::parse_pairs(&[format!("{key}=")]).map_err(|e| format!("--member-attribute-keys: {e}"))?;
+        attribute_keys.insert(key.clone());
+    }
+    Ok(MemberLimits {
+        enabled: args.member_invitations,
+        max_uses: args.member_max_uses,
+        max_ttl: (!args.member_max_ttl.is_zero())
+            .then(|| duration("--member-max-ttl", args.member_max_ttl))
+            .transpose()?,
+        min_age: duration("--member-min-age", args.member_min_age)?,
+        rate: (args.member_rate > 0)
+            .then(|| duration("--member-rate-period", args.member_rate_period).map(|p| (args.member_rate, p)))
+            .transpose()?,
+        max_unspent: (args.member_max_unspent > 0).then_some(args.member_max_unspent),
+        attribute_keys,
+    })
 }
 
 /// The waitlist's settings.
@@ -174,7 +208,18 @@ mod tests {
             earn_interval,
             earn_cap,
             earn_grant_interval: Duration::from_secs(60),
+            grant_attributes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn grant_attributes_are_checked() {
+        let mut args = quota_args(1, 0, Duration::ZERO, 0);
+        args.grant_attributes = vec!["source=welcome".into(), "group=beta".into()];
+        let q = quotas(&args).expect("valid");
+        assert_eq!(q.grant_attributes.keys().collect::<Vec<_>>(), ["group", "source"]);
+        args.grant_attributes = vec!["bad key=1".into()];
+        assert!(quotas(&args).expect_err("bad key").starts_with("--grant-attributes"));
     }
 
     #[test]

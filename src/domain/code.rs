@@ -82,6 +82,35 @@ impl InvitationCode {
         Ok(Self(symbols))
     }
 
+    /// A vanity code an operator chose (`LAUNCH-2026`): case and the
+    /// separators space, `-`, `_`, `.` are ignored; what is left is 6-32 ASCII
+    /// letters and digits (all of them, 0/O and 1/I/L too: it is meant to be
+    /// remembered, not copied). It has no check symbol, and it must not look
+    /// like a generated code, so a mistyped generated code is still told
+    /// apart without a lookup: at most 8 symbols, or at least one of
+    /// `0 1 I L O` (which generated codes never contain). Its canonical form
+    /// is hashed and sealed like any code.
+    pub fn parse_vanity(input: &str) -> Result<Self, String> {
+        if input.len() > MAX_INPUT_LEN {
+            return Err(format!("must be at most {MAX_INPUT_LEN} bytes"));
+        }
+        let symbols: String = input
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '_' | '.' | '\t'))
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if !symbols.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err("may hold only ASCII letters and digits (and the separators space, '-', '_', '.')".into());
+        }
+        if !(MIN_VANITY_SYMBOLS..=MAX_VANITY_SYMBOLS).contains(&symbols.len()) {
+            return Err(format!("must be {MIN_VANITY_SYMBOLS} to {MAX_VANITY_SYMBOLS} letters and digits"));
+        }
+        if !is_vanity(&symbols) {
+            return Err("looks like a generated code: use at most 8 symbols, or include 0, 1, I, L or O".into());
+        }
+        Ok(Self(symbols))
+    }
+
     /// Canonical form: what the database stores and compares.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -93,8 +122,21 @@ impl InvitationCode {
     }
 }
 
-/// Display form of a canonical code string.
+/// Fewest and most symbols of a vanity code.
+pub const MIN_VANITY_SYMBOLS: usize = 6;
+pub const MAX_VANITY_SYMBOLS: usize = 32;
+
+/// Whether a canonical code is a vanity code: generated codes are 9-30
+/// symbols of `ALPHABET`, so the two sets never meet.
+pub fn is_vanity(canonical: &str) -> bool {
+    canonical.len() <= MIN_RANDOM_SYMBOLS || canonical.bytes().any(|b| symbol_value(b).is_none())
+}
+
+/// Display form of a canonical code string (a vanity code as it is).
 pub fn display_form(canonical: &str, prefix: &str) -> String {
+    if is_vanity(canonical) {
+        return canonical.to_owned();
+    }
     let mut out = String::with_capacity(canonical.len() + canonical.len() / 4 + prefix.len() + 1);
     let prefix = normalize_prefix(prefix);
     if !prefix.is_empty() {
@@ -300,6 +342,26 @@ mod tests {
     #[test]
     fn display_groups_in_fours() {
         assert_eq!(display_form("ABCDEFGHJKMNPQRS", ""), "ABCD-EFGH-JKMN-PQRS");
-        assert_eq!(display_form("ABCDEF", "x"), "X-ABCD-EF");
+        assert_eq!(display_form("ABCDEFGHJ", "x"), "X-ABCD-EFGH-J");
+    }
+
+    #[test]
+    fn vanity_codes_normalise_and_never_look_generated() {
+        let code = InvitationCode::parse_vanity("launch-2026").expect("valid");
+        assert_eq!(code.as_str(), "LAUNCH2026");
+        for same in ["LAUNCH 2026", "Launch_2026", "l.a.u.n.c.h.2026"] {
+            assert_eq!(InvitationCode::parse_vanity(same).expect(same), code, "{same}");
+        }
+        assert_eq!(code.display("INV"), "LAUNCH2026", "shown as it is, without prefix or groups");
+        assert!(InvitationCode::parse_vanity("MEETUP").is_ok(), "6 symbols, all in the alphabet: short enough");
+        assert!(InvitationCode::parse_vanity("abc12").is_err(), "too short");
+        assert!(InvitationCode::parse_vanity(&"A1".repeat(17)).is_err(), "too long");
+        assert!(InvitationCode::parse_vanity("café-2026").is_err(), "not ASCII");
+        let e = InvitationCode::parse_vanity("BETATESTERS").expect_err("looks generated");
+        assert!(e.contains("generated"), "{e}");
+        // Never the canonical form of a generated code.
+        let generated = CodeGenerator::new(8).expect("8").generate().expect("rng");
+        assert!(!is_vanity(generated.as_str()));
+        assert!(InvitationCode::parse_vanity(generated.as_str()).is_err());
     }
 }

@@ -84,6 +84,21 @@ pub enum Error {
     /// A review named an entry that was already admitted.
     #[error("waitlist entry `{entry_id}` was already admitted")]
     AlreadyAdmitted { entry_id: String },
+    /// UpdateInvitation would set max_uses below the uses spent plus those
+    /// held by live reservations.
+    #[error("max_uses must be at least {held}: {held} uses are spent or held by live reservations")]
+    MaxUsesBelowHeld { held: i64 },
+    /// CreateMemberInvitation refused by an operator limit: `limit` names
+    /// it (MAX_USES, MAX_TTL, TTL_REQUIRED, MEMBER_AGE, RATE, MAX_UNSPENT,
+    /// PRIVILEGES, MEMBER_INVITATIONS_OFF), `flag` the setting behind it.
+    #[error("member limit {limit} ({flag}): {detail}")]
+    MemberLimit { limit: &'static str, flag: &'static str, detail: String, retry_after: Option<time::Duration> },
+    /// Mint with a custom_code another invitation has.
+    #[error("the code is already taken")]
+    CodeTaken,
+    /// RestoreInvitation of an invitation that is not revoked.
+    #[error("the invitation is not revoked")]
+    NotRevoked,
     #[error("{what} not found")]
     NotFound { what: &'static str, field: &'static str },
     /// The request_id was used before with a different request.
@@ -147,6 +162,10 @@ impl Error {
             Error::ApplicantMismatch => "APPLICANT_MISMATCH",
             Error::ReapplyTooSoon { .. } => "REAPPLY_TOO_SOON",
             Error::AlreadyAdmitted { .. } => "ALREADY_ADMITTED",
+            Error::MaxUsesBelowHeld { .. } => "MAX_USES_BELOW_HELD",
+            Error::NotRevoked => "NOT_REVOKED",
+            Error::CodeTaken => "CODE_TAKEN",
+            Error::MemberLimit { .. } => "MEMBER_LIMIT",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
             Error::Database(e) => match classify(e) {

@@ -2,6 +2,7 @@
 //! Once you hold one of these, it is valid; parsing happens at the edge.
 
 pub mod abuse;
+pub mod attributes;
 pub mod code;
 pub mod email;
 pub mod error;
@@ -12,6 +13,7 @@ use time::OffsetDateTime;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use uuid::Uuid;
 
+use crate::domain::attributes::Attributes;
 use crate::domain::email::{BindingKind, Email};
 
 /// Longest user id, request id or caller name, in bytes.
@@ -197,11 +199,13 @@ pub struct Invitation {
     pub binding_digest: Option<Vec<u8>>,
     /// Abuse signals raised on any of its redemptions (names of `abuse::Flag`).
     pub abuse_flags: Vec<String>,
+    /// Carried to the sign-up service, never interpreted (`attributes`).
+    pub attributes: Attributes,
 }
 
 /// Decoded by position, in the order of `store::invitations::COLUMNS` (the
 /// only column list any statement returns invitations with): a page of 50
-/// rows of 20 columns costs a thousand hash lookups by name otherwise.
+/// rows of 21 columns costs a thousand hash lookups by name otherwise.
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Invitation {
     fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         use sqlx::Row;
@@ -227,6 +231,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Invitation {
             binding: row.try_get(17)?,
             binding_digest: row.try_get(18)?,
             abuse_flags: row.try_get(19)?,
+            attributes: Attributes::from_stored(row.try_get(20)?),
         })
     }
 }
@@ -440,6 +445,7 @@ mod tests {
             binding: None,
             binding_digest: None,
             abuse_flags: Vec::new(),
+            attributes: Attributes::default(),
         }
     }
 

@@ -1,8 +1,11 @@
 //! Proto messages to domain commands (validation: every bad field is named)
 //! and domain results back to proto messages.
 
+use std::collections::BTreeMap;
+
 use time::OffsetDateTime;
 
+use crate::domain::attributes::Attributes;
 use crate::domain::code::{CodeError, InvitationCode, display_form};
 use crate::domain::email::{self, Binding, BindingKind, Email};
 use crate::domain::error::{Error, Violations};
@@ -18,6 +21,8 @@ use crate::service::{
 pub struct View {
     pub code_prefix: String,
     pub link_template: String,
+    /// Vanity codes are on (`--vanity-codes`).
+    pub vanity_codes: bool,
 }
 
 pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
@@ -38,10 +43,16 @@ impl View {
         if input.is_empty() {
             return Err(Error::invalid(field, "is required"));
         }
-        InvitationCode::parse(input, &self.code_prefix).map_err(|e| match e {
-            CodeError::InvalidFormat => Error::InvalidCodeFormat { field },
-            CodeError::ChecksumMismatch => Error::CodeChecksumMismatch { field },
-        })
+        match InvitationCode::parse(input, &self.code_prefix) {
+            Ok(code) => Ok(code),
+            // Not a generated code: it may be a vanity code (they never look
+            // like generated ones, so a typo still fails the check symbol).
+            Err(CodeError::InvalidFormat) if self.vanity_codes => {
+                InvitationCode::parse_vanity(input).map_err(|_| Error::InvalidCodeFormat { field })
+            }
+            Err(CodeError::InvalidFormat) => Err(Error::InvalidCodeFormat { field }),
+            Err(CodeError::ChecksumMismatch) => Err(Error::CodeChecksumMismatch { field }),
+        }
     }
 
     pub fn invitation(&self, inv: &Invitation, now: OffsetDateTime) -> pb::Invitation {
@@ -67,6 +78,7 @@ impl View {
             minted_by: inv.minted_by.clone(),
             binding: binding_pb(inv.binding) as i32,
             abuse_flags: inv.abuse_flags.clone(),
+            attributes: inv.attributes.to_map(),
         }
     }
 
@@ -133,6 +145,20 @@ fn parse_binding(v: &mut Violations, bound_email: &str, bound_domain: &str) -> O
         (false, false) => {
             v.push("bound_domain", "set bound_email or bound_domain, not both");
             None
+        }
+    }
+}
+
+/// A request's attributes; each broken limit is a violation naming its key
+/// (`attributes.<key>`, under `prefix`).
+pub(crate) fn parse_attributes(v: &mut Violations, prefix: &str, map: &BTreeMap<String, String>) -> Attributes {
+    match Attributes::parse(map) {
+        Ok(attributes) => attributes,
+        Err(errors) => {
+            for e in errors {
+                v.push(format!("{prefix}{}", e.field), e.description);
+            }
+            Attributes::default()
         }
     }
 }
@@ -221,6 +247,13 @@ impl TryFrom<pb::MintRequest> for MintCommand {
         let minted_by = v.check("minted_by", domain::parse_actor(&r.minted_by));
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         let binding = parse_binding(&mut v, &r.bound_email, &r.bound_domain);
+        let attributes = parse_attributes(&mut v, "", &r.attributes);
+        let custom_code = if r.custom_code.is_empty() {
+            None
+        } else {
+            check_custom_code(&mut v, &r, total);
+            v.check("custom_code", InvitationCode::parse_vanity(&r.custom_code))
+        };
         v.into_result()?;
         Ok(MintCommand {
             owners,
@@ -234,7 +267,23 @@ impl TryFrom<pb::MintRequest> for MintCommand {
             dry_run: r.dry_run,
             binding,
             wave,
+            attributes,
+            custom_code,
         })
+    }
+}
+
+/// A vanity code names one invitation that must end: exactly one (one user
+/// or one unowned, not a wave), with max_uses and ttl set.
+fn check_custom_code(v: &mut Violations, r: &pb::MintRequest, total: u64) {
+    if r.selector.is_some() || total != 1 {
+        v.push("custom_code", "names one invitation: one user_id (per_user 1) or unowned_count 1, not a wave");
+    }
+    if r.max_uses == 0 {
+        v.push("max_uses", "is required with custom_code");
+    }
+    if r.ttl.is_none() {
+        v.push("ttl", "is required with custom_code");
     }
 }
 

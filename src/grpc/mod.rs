@@ -7,6 +7,7 @@ pub mod connections;
 pub mod convert;
 pub mod deadline;
 mod graph;
+mod lifecycle;
 mod members;
 pub mod overload;
 mod reservation;
@@ -110,6 +111,10 @@ impl InvitationService for InvitationApi {
         let request = request.into_inner();
         let hash = request_hash(&request);
         let request_id = request_id(&request.request_id)?;
+        if !request.custom_code.is_empty() && !self.view.vanity_codes {
+            let off = "vanity codes are off on this server (--vanity-codes true turns them on)";
+            return Err(to_status(crate::Error::invalid("custom_code", off)));
+        }
         let mut command: MintCommand = request.try_into().map_err(to_status)?;
         command.minted_by = recorded_actor(caller.as_ref(), &command.minted_by);
         let encode = |o: &_| self.view.mint_response(o).encode_to_vec();
@@ -197,6 +202,7 @@ impl InvitationService for InvitationApi {
             response.expire_time = inv.expire_time.map(convert::timestamp);
             response.remaining_uses = (inv.max_uses - inv.uses).max(0) as u32;
             response.binding = convert::binding_pb(inv.binding) as i32;
+            response.attributes = inv.attributes.to_map();
         }
         Ok(Response::new(response))
     }
@@ -331,6 +337,27 @@ impl InvitationService for InvitationApi {
         request: Request<pb::AdmitFromWaitlistRequest>,
     ) -> Result<Response<pb::AdmitFromWaitlistResponse>, Status> {
         waitlist::admit(&self.service, &self.view, request).await
+    }
+
+    async fn update_invitation(
+        &self,
+        request: Request<pb::UpdateInvitationRequest>,
+    ) -> Result<Response<pb::UpdateInvitationResponse>, Status> {
+        lifecycle::update(&self.service, &self.view, request).await
+    }
+
+    async fn restore_invitation(
+        &self,
+        request: Request<pb::RestoreInvitationRequest>,
+    ) -> Result<Response<pb::RestoreInvitationResponse>, Status> {
+        lifecycle::restore(&self.service, &self.view, request).await
+    }
+
+    async fn create_member_invitation(
+        &self,
+        request: Request<pb::CreateMemberInvitationRequest>,
+    ) -> Result<Response<pb::CreateMemberInvitationResponse>, Status> {
+        lifecycle::create_for_member(&self.service, &self.view, request).await
     }
 }
 

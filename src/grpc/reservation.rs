@@ -66,7 +66,7 @@ pub fn reservation_pb(r: &Reserved) -> pb::Reservation {
 }
 
 pub fn reserve_response(r: &Reserved) -> pb::ReserveResponse {
-    pb::ReserveResponse { reservation: Some(reservation_pb(r)) }
+    pb::ReserveResponse { reservation: Some(reservation_pb(r)), attributes: r.attributes.to_map() }
 }
 
 pub fn release_response(r: &Reserved) -> pb::ReleaseResponse {

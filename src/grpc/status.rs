@@ -29,6 +29,10 @@ pub fn to_status(error: Error) -> Status {
             Code::InvalidArgument
         }
         Error::CodeNotFound => Code::NotFound,
+        Error::CodeTaken => {
+            details.add_bad_request_violation("custom_code", error.to_string());
+            Code::AlreadyExists
+        }
         Error::NotFound { field, .. } => {
             details.add_bad_request_violation(*field, error.to_string());
             Code::NotFound
@@ -49,7 +53,19 @@ pub fn to_status(error: Error) -> Status {
         | Error::SameIpAsInviter
         | Error::DisposableEmail
         | Error::AlreadyMember
-        | Error::ApplicantMismatch => Code::FailedPrecondition,
+        | Error::ApplicantMismatch
+        | Error::NotRevoked => Code::FailedPrecondition,
+        Error::MemberLimit { limit, flag, retry_after, .. } => {
+            details.add_precondition_failure_violation(*limit, *flag, error.to_string());
+            if let Some(after) = retry_after {
+                details.set_retry_info(Some(std::time::Duration::from_secs(after.whole_seconds().max(1) as u64)));
+            }
+            Code::FailedPrecondition
+        }
+        Error::MaxUsesBelowHeld { .. } => {
+            details.add_precondition_failure_violation(error.reason(), "max_uses", error.to_string());
+            Code::FailedPrecondition
+        }
         Error::ReapplyTooSoon { retry_after } => {
             let secs = retry_after.whole_seconds().max(1) as u64;
             details.set_retry_info(Some(std::time::Duration::from_secs(secs)));

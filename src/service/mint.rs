@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::crypto::vault::Purpose;
+use crate::domain::code::InvitationCode;
 use crate::domain::error::Error;
 use crate::domain::{Invitation, events};
 use crate::store::invitations::{self, BatchAttributes, NewInvitation, Owner};
@@ -75,7 +76,10 @@ impl Invitations {
 
         let mut tx = self.pool.begin().await?;
         members::ensure(&mut tx, &owners).await?;
-        let minted = self.mint_batch(&mut tx, &batch, Recipients::Listed(&listed), usize::MAX).await?;
+        let minted = match &cmd.custom_code {
+            Some(code) => self.mint_vanity(&mut tx, &batch, listed.pop().flatten(), code).await?,
+            None => self.mint_batch(&mut tx, &batch, Recipients::Listed(&listed), usize::MAX).await?,
+        };
         let outcome = MintOutcome { invitations: minted, batch_id: Some(batch.id), count, ..MintOutcome::default() };
         let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
         if matches!(answer, Answer::Fresh(_)) {
@@ -102,6 +106,7 @@ impl Invitations {
             expire_time: cmd.ttl.map(|ttl| OffsetDateTime::now_utc() + ttl),
             key_id: self.vault.current_key_id(),
             binding,
+            attributes: &cmd.attributes,
         })
     }
 
@@ -156,6 +161,27 @@ impl Invitations {
         Ok(first)
     }
 
+    /// One invitation with an operator's vanity code (Mint checked there is
+    /// exactly one): recorded like any batch, but a taken code is the
+    /// caller's error (CODE_TAKEN), not a redraw.
+    async fn mint_vanity(
+        &self,
+        tx: &mut PgConnection,
+        batch: &BatchAttributes<'_>,
+        owner: Option<String>,
+        code: &InvitationCode,
+    ) -> Result<Vec<Invitation>, Error> {
+        invitations::insert_batch(&mut *tx, batch, 1).await?;
+        let mut codes = HashMap::new();
+        let row = self.row_for(Owner::Named(owner), code, &mut codes)?;
+        let Some(mut inv) = invitations::insert_invitations(&mut *tx, batch, &[row]).await?.pop() else {
+            return Err(Error::CodeTaken);
+        };
+        inv.code = code.as_str().to_owned();
+        outbox::append(&mut *tx, &events::minted(std::slice::from_ref(&inv), self.code_disclosure.as_ref())).await?;
+        Ok(vec![inv])
+    }
+
     /// A member whose invite privileges are disabled cannot receive
     /// invitations: the whole call is refused, naming the first such member.
     /// (Read without a lock: a disable racing this mint leaves invitations
@@ -176,6 +202,16 @@ impl Invitations {
     /// goes into `codes` for the answer and the events.
     pub(super) fn new_row(&self, owner: Owner, codes: &mut HashMap<Uuid, String>) -> Result<NewInvitation, Error> {
         let code = self.codes.generate().map_err(|e| Error::Internal(anyhow::anyhow!("OS random source: {e}")))?;
+        self.row_for(owner, &code, codes)
+    }
+
+    /// The row for `code`: its lookup hash and sealed form.
+    fn row_for(
+        &self,
+        owner: Owner,
+        code: &InvitationCode,
+        codes: &mut HashMap<Uuid, String>,
+    ) -> Result<NewInvitation, Error> {
         let id = Uuid::now_v7();
         let sealed = self.vault.seal(id.as_bytes(), code.as_str().as_bytes()).map_err(internal)?;
         let row = NewInvitation {

@@ -9,8 +9,10 @@
 pub mod abuse;
 mod expiry;
 mod invite_graph;
+mod lifecycle;
 mod list;
 mod locking;
+mod member_mint;
 mod mint;
 mod privileges;
 mod public_view;
@@ -28,6 +30,8 @@ mod wave;
 pub use abuse::{Attempt, sweep_abuse_records};
 pub use expiry::sweep_expired_invitations;
 pub use invite_graph::WalkQuery;
+pub use lifecycle::{RestoreCommand, UpdateCommand};
+pub use member_mint::{MemberLimits, MemberMintCommand};
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
 pub use public_view::Placeholders;
 pub use quotas::{Earn, MAX_GRANT, Quotas, grant_earned_invitations};
@@ -46,6 +50,7 @@ use uuid::Uuid;
 
 use crate::crypto::page_token::PageTokens;
 use crate::crypto::vault::{Purpose, Vault};
+use crate::domain::attributes::Attributes;
 use crate::domain::code::{CodeGenerator, InvitationCode};
 use crate::domain::email::{Binding, Email};
 use crate::domain::error::Error;
@@ -88,6 +93,10 @@ pub struct MintCommand {
     /// Mint for members a selector chooses instead (then `owners` is empty
     /// and `unowned` 0).
     pub wave: Option<Wave>,
+    /// Carried by every minted invitation.
+    pub attributes: Attributes,
+    /// A vanity code for the one invitation (`InvitationCode::parse_vanity`).
+    pub custom_code: Option<InvitationCode>,
 }
 
 #[derive(Default)]
@@ -216,6 +225,8 @@ pub struct Invitations {
     /// call past it does not commit.
     pub(crate) max_call_time: Option<std::time::Duration>,
     pub(crate) waitlist: WaitlistSettings,
+    /// What members may create themselves (CreateMemberInvitation).
+    pub(crate) member_limits: MemberLimits,
     /// Where read-only calls read (`--database-read-url`).
     pub(crate) replicas: Arc<crate::store::replicas::Replicas>,
 }
@@ -235,6 +246,7 @@ impl Invitations {
             quotas: Quotas::default(),
             max_call_time: None,
             waitlist: WaitlistSettings::default(),
+            member_limits: MemberLimits::default(),
             replicas: crate::store::replicas::Replicas::primary_only(pool.clone()),
             pool,
         }

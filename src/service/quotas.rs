@@ -18,6 +18,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::Member;
+use crate::domain::attributes::Attributes;
 use crate::domain::error::Error;
 use crate::domain::events::{self, EventHead};
 use crate::store::common_path::{PreparedGrant, QuotaGrants};
@@ -35,13 +36,15 @@ const EARN_BATCH: i64 = 1000;
 pub const MAX_GRANT: u32 = 100;
 
 /// The configured policies.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Quotas {
     /// Invitations on joining (0: off).
     pub welcome: u32,
     /// Unspent invitations a redeem tops its inviter up to (0: off).
     pub refill_to: u32,
     pub earn: Option<Earn>,
+    /// Carried by every granted invitation (--grant-attributes).
+    pub grant_attributes: Attributes,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +149,7 @@ impl Invitations {
             return Ok(grant);
         }
         grant.batch_id = Uuid::now_v7();
+        grant.attributes = self.quotas.grant_attributes.to_stored();
         grant.event = EventHead::new();
         let mut codes: HashMap<Uuid, String> = HashMap::with_capacity(n);
         let mut rows = (0..n).map(|_| self.new_row(Owner::Named(None), &mut codes)).collect::<Result<Vec<_>, _>>()?;
@@ -177,6 +181,7 @@ impl Invitations {
             expire_time: None,
             key_id: self.vault.current_key_id(),
             binding: None,
+            attributes: &self.quotas.grant_attributes,
         };
         self.mint_batch(tx, &batch, Recipients::Listed(owners), 0).await?;
         tracing::info!(batch_id = %batch.id, policy = policy.name(), count = owners.len(), "granted invitations");

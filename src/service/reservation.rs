@@ -12,6 +12,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::attributes::Attributes;
 use crate::domain::code::InvitationCode;
 use crate::domain::email::Email;
 use crate::domain::error::Error;
@@ -60,6 +61,8 @@ pub struct ReserveCommand {
 pub struct Reserved {
     pub reservation: Reservation,
     pub inviter_id: Option<String>,
+    /// The invitation's attributes (Reserve's answer; empty from Release).
+    pub attributes: Attributes,
 }
 
 impl Invitations {
@@ -106,7 +109,8 @@ impl Invitations {
             };
         };
         outbox::append(&mut tx, &[Event::reservation(&reservation, &(&invitation).into())]).await?;
-        let reserved = Reserved { reservation, inviter_id: invitation.inviter_id };
+        let reserved =
+            Reserved { reservation, inviter_id: invitation.inviter_id, attributes: invitation.attributes.clone() };
         let answer = self.commit_answer(tx, "Reserve", &idem, reserved).await?;
         if matches!(answer, Answer::Fresh(_)) {
             tracing::info!(invitation_id = %invitation.id, "reserved a use");
@@ -142,7 +146,11 @@ impl Invitations {
         drop(conn);
         self.waker.committed();
         tracing::info!(invitation_id = %reserved.reservation.invitation_id, "reserved a use");
-        Ok(Some(Reserved { reservation: reserved.reservation, inviter_id: reserved.inviter_id }))
+        Ok(Some(Reserved {
+            reservation: reserved.reservation,
+            inviter_id: reserved.inviter_id,
+            attributes: reserved.attributes,
+        }))
     }
 
     /// Gives the use back. Idempotent: an ended or lapsed lease is returned
@@ -171,7 +179,7 @@ impl Invitations {
                     }
                 }
                 let inviter_id = invitations::by_id(&mut tx, found.invitation_id).await?.and_then(|i| i.inviter_id);
-                return Ok(Reserved { reservation: found, inviter_id });
+                return Ok(Reserved { reservation: found, inviter_id, attributes: Attributes::default() });
             }
         };
         let Some(invitation) = invitations::by_id(&mut tx, reservation.invitation_id).await? else {
@@ -181,7 +189,7 @@ impl Invitations {
         tx.commit().await?;
         self.waker.committed();
         tracing::info!(invitation_id = %reservation.invitation_id, "released a reservation");
-        Ok(Reserved { reservation, inviter_id: invitation.inviter_id })
+        Ok(Reserved { reservation, inviter_id: invitation.inviter_id, attributes: Attributes::default() })
     }
 }
 

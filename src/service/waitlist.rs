@@ -321,6 +321,7 @@ impl Invitations {
             // and are set below in this transaction. Until then the empty
             // digest admits nobody.
             binding: Some((BindingKind::Applicant, Vec::new())),
+            attributes: &crate::domain::attributes::NONE,
         };
         let minted = self.mint_batch(&mut tx, &batch, Recipients::Listed(&owners), usize::MAX).await?;
         // Invitations of one owner are alike: hand them out per owner.

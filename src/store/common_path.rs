@@ -12,6 +12,7 @@ use sqlx::{FromRow, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::attributes::Attributes;
 use crate::domain::events::EventHead;
 use crate::domain::{Invitation, Reservation, State};
 
@@ -123,6 +124,8 @@ pub struct PreparedGrant {
     /// invitation; empty unless events carry codes.
     pub code_fields: Vec<Vec<u8>>,
     pub link_fields: Vec<Vec<u8>>,
+    /// Stored on every granted invitation (`Attributes::to_stored`).
+    pub attributes: Vec<String>,
 }
 
 /// An unused grant: nothing made (no event id drawn, nothing encoded), as a
@@ -138,6 +141,7 @@ impl Default for PreparedGrant {
             sealed: Vec::new(),
             code_fields: Vec::new(),
             link_fields: Vec::new(),
+            attributes: Vec::new(),
         }
     }
 }
@@ -154,12 +158,12 @@ pub struct QuotaGrants {
     pub refill_grant: PreparedGrant,
 }
 
-/// The `inv_quotas` row of parameters `$18..$39`.
+/// The `inv_quotas` row of parameters `$18..$41`.
 const QUOTAS_ROW: &str = "ROW($18::int, $19::int, $20::float8, $21::int, \
      ROW($22::uuid, $23::uuid, $24::timestamptz, $25::bytea, $26::uuid[], $27::bytea[], $28::bytea[], $29::bytea[], \
-         $30::bytea[])::inv_grant, \
-     ROW($31::uuid, $32::uuid, $33::timestamptz, $34::bytea, $35::uuid[], $36::bytea[], $37::bytea[], $38::bytea[], \
-         $39::bytea[])::inv_grant)::inv_quotas";
+         $30::bytea[], $31::text[])::inv_grant, \
+     ROW($32::uuid, $33::uuid, $34::timestamptz, $35::bytea, $36::uuid[], $37::bytea[], $38::bytea[], $39::bytea[], \
+         $40::bytea[], $41::text[])::inv_grant)::inv_quotas";
 
 pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
@@ -174,6 +178,7 @@ fn bind_grant<'q>(query: PgQuery<'q>, g: &'q PreparedGrant) -> PgQuery<'q> {
         .bind(&g.sealed)
         .bind(&g.code_fields)
         .bind(&g.link_fields)
+        .bind(&g.attributes)
 }
 
 fn bind_quotas<'q>(query: PgQuery<'q>, q: &'q QuotaGrants) -> PgQuery<'q> {
@@ -187,7 +192,7 @@ const SPENT: &str = "(r.spent).id, (r.spent).code_ciphertext, (r.spent).code_key
      (r.spent).last_invitee_id, (r.spent).uses, (r.spent).max_uses, (r.spent).create_time, (r.spent).expire_time, \
      (r.spent).last_redeem_time, (r.spent).batch_id, (r.spent).label, (r.spent).note, (r.spent).minted_by, \
      (r.spent).revoke_time, (r.spent).revoke_reason, (r.spent).revoked_by, (r.spent).binding, \
-     (r.spent).binding_digest, (r.spent).abuse_flags";
+     (r.spent).binding_digest, (r.spent).abuse_flags, (r.spent).attributes";
 
 /// Redeem of a code by `invitee` (SQL `inv_redeem`).
 pub async fn redeem(
@@ -202,7 +207,7 @@ pub async fn redeem(
     // Built once per call from constants: the screening and quota rows' casts.
     let sql = format!(
         "SELECT {SPENT}, r.status, r.redeem_time, r.flags, r.granted \
-         FROM inv_redeem($1, $2, $3, $4, $5, $6, {}, {}, $40) r",
+         FROM inv_redeem($1, $2, $3, $4, $5, $6, {}, {}, $42) r",
         screening_row(7),
         QUOTAS_ROW,
     );
@@ -215,13 +220,14 @@ pub async fn redeem(
         .bind(crate::domain::events::redeemed_invitee_field(invitee));
     let query = bind_quotas(bind_screening(query, screening), quotas).bind(micros(time_left));
     let row = query.fetch_one(conn).await?;
-    let outcome: String = row.try_get(20)?;
+    let n = super::invitations::COLUMN_COUNT;
+    let outcome: String = row.try_get(n)?;
     status(outcome, "REDEEMED", || {
         Ok(Redeemed {
             spent: Invitation::from_row(&row)?,
-            redeem_time: row.try_get(21)?,
-            flags: row.try_get(22)?,
-            granted: row.try_get::<i32, _>(23)?.try_into().unwrap_or_default(),
+            redeem_time: row.try_get(n + 1)?,
+            flags: row.try_get(n + 2)?,
+            granted: row.try_get::<i32, _>(n + 3)?.try_into().unwrap_or_default(),
         })
     })
 }
@@ -230,6 +236,8 @@ pub async fn redeem(
 pub struct ReservedUse {
     pub reservation: Reservation,
     pub inviter_id: Option<String>,
+    /// The invitation's (read in the same statement, after the function).
+    pub attributes: Attributes,
 }
 
 /// Reserve of a use of a code (SQL `inv_reserve`).
@@ -245,7 +253,8 @@ pub async fn reserve(
     let sql = format!(
         "SELECT (r.reservation).id, (r.reservation).invitation_id, (r.reservation).status, \
              (r.reservation).create_time, (r.reservation).expire_time, (r.reservation).end_time, \
-             (r.reservation).invitee_id, r.inviter_id, r.status AS outcome \
+             (r.reservation).invitee_id, r.inviter_id, r.status AS outcome, \
+             (SELECT attributes FROM invitations i WHERE i.id = (r.reservation).invitation_id) AS attributes \
          FROM inv_reserve($1, $2, $3, $4, $5, $6, $7, {}, $19) r",
         screening_row(8)
     );
@@ -260,7 +269,11 @@ pub async fn reserve(
     let row = bind_screening(query, screening).bind(micros(time_left)).fetch_one(conn).await?;
     let outcome: String = row.try_get("outcome")?;
     status(outcome, "RESERVED_USE", || {
-        Ok(ReservedUse { reservation: Reservation::from_row(&row)?, inviter_id: row.try_get("inviter_id")? })
+        Ok(ReservedUse {
+            reservation: Reservation::from_row(&row)?,
+            inviter_id: row.try_get("inviter_id")?,
+            attributes: Attributes::from_stored(row.try_get("attributes")?),
+        })
     })
 }
 
@@ -298,15 +311,16 @@ pub async fn check_code(
         super::invitations::COLUMNS
     );
     let row = sqlx::query(&sql).bind(code_hashes).bind(attempt_keys).bind(window_start).fetch_one(conn).await?;
+    let n = super::invitations::COLUMN_COUNT;
     Ok(CodeState {
         invitation: invitation_if_any(&row)?,
-        failures: row.try_get(20)?,
-        reserved_uses: row.try_get(21)?,
-        inviter_enabled: row.try_get(22)?,
+        failures: row.try_get(n)?,
+        reserved_uses: row.try_get(n + 1)?,
+        inviter_enabled: row.try_get(n + 2)?,
     })
 }
 
-/// The invitation in the first 20 columns, unless the row has none (a
+/// The invitation in the first `COLUMN_COUNT` columns, unless the row has none (a
 /// left join that found nothing).
 fn invitation_if_any(row: &PgRow) -> Result<Option<Invitation>, sqlx::Error> {
     let id: Option<Uuid> = row.try_get(0)?;

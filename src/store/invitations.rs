@@ -4,6 +4,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::attributes::Attributes;
 use crate::domain::email::BindingKind;
 use crate::domain::{Invitation, State};
 
@@ -11,7 +12,10 @@ use crate::domain::{Invitation, State};
 /// `domain::Invitation` is decoded by position.
 pub(crate) const COLUMNS: &str = "id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, \
      last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, \
-     binding, binding_digest, abuse_flags";
+     binding, binding_digest, abuse_flags, attributes";
+/// How many columns `COLUMNS` names (statements that add columns after them
+/// read those from this index on).
+pub(crate) const COLUMN_COUNT: usize = 21;
 
 /// A new invitation, before it is stored: its code only as the lookup hash
 /// and the sealed form (see `vault`), both under `BatchAttributes::key_id`.
@@ -44,6 +48,8 @@ pub struct BatchAttributes<'a> {
     pub key_id: i32,
     /// Bound invitations: the kind and the salted digest (see `email`).
     pub binding: Option<(BindingKind, Vec<u8>)>,
+    /// Carried by every invitation of the batch.
+    pub attributes: &'a Attributes,
 }
 
 pub async fn insert_batch(conn: &mut PgConnection, batch: &BatchAttributes<'_>, count: i32) -> Result<(), sqlx::Error> {
@@ -99,8 +105,8 @@ pub async fn insert_invitations(
     };
     sqlx::query_as(&format!(
         "INSERT INTO invitations (id, code_hash, code_ciphertext, inviter_id, batch_id, label, note, minted_by, \
-             max_uses, expire_time, binding, binding_digest, code_key_id) \
-         SELECT t.id, t.code_hash, t.code_ciphertext, {inviter}, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+             max_uses, expire_time, binding, binding_digest, code_key_id, attributes) \
+         SELECT t.id, t.code_hash, t.code_ciphertext, {inviter}, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
          FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::text[], $5::bigint[]) \
              AS t(id, code_hash, code_ciphertext, inviter_id, slot) {wave_join} \
          ON CONFLICT (code_hash) DO NOTHING RETURNING {COLUMNS}"
@@ -119,6 +125,7 @@ pub async fn insert_invitations(
     .bind(batch.binding.as_ref().map(|(kind, _)| *kind))
     .bind(batch.binding.as_ref().map(|(_, digest)| digest.as_slice()))
     .bind(batch.key_id)
+    .bind(batch.attributes.to_stored())
     .fetch_all(conn)
     .await
 }

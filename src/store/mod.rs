@@ -7,6 +7,8 @@ pub mod common_path;
 pub mod graph;
 pub mod idempotency;
 pub mod invitations;
+pub mod lifecycle;
+pub mod member_mint;
 pub mod members;
 pub mod outbox;
 pub mod quotas;

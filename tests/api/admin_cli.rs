@@ -9,10 +9,10 @@ use crate::helpers::TestApp;
 pub const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "read-token-0123456789";
 
-pub async fn secured() -> TestApp {
+pub async fn secured(extra: &[&str]) -> TestApp {
     let hash = invitations::grpc::auth::token_digest_hex;
     let tokens = format!("ops:admin:{}, dash:read:{}", hash(ADMIN), hash(READER));
-    TestApp::spawn_with(&["--caller-tokens", &tokens]).await
+    TestApp::spawn_with(&[&["--caller-tokens", tokens.as_str()], extra].concat()).await
 }
 
 /// Runs `invitations admin <args> --server <app>` with `token` (if any) in
@@ -54,7 +54,7 @@ fn batch_of(text: &str) -> String {
 
 #[tokio::test]
 async fn the_cli_mints_revokes_disables_and_reads_stats() {
-    let app = secured().await;
+    let app = secured(&[]).await;
     let mint = ["mint", "--user", "ana", "--user", "bo", "--per-user", "2", "--ttl", "14d", "--label", "cli"];
     let with_id = [&mint[..], &["--note", "first", "--request-id", "wave-1"]].concat();
     let out = stdout(&admin(&app, Some(ADMIN), &with_id).await);
@@ -110,7 +110,7 @@ async fn the_cli_mints_revokes_disables_and_reads_stats() {
 
 #[tokio::test]
 async fn plan_wave_without_history_says_so_and_mints_nothing() {
-    let app = secured().await;
+    let app = secured(&[]).await;
     let out = admin(&app, Some(ADMIN), &["plan-wave", "--target-new-members", "10", "--within", "7d", "--apply"]).await;
     let err = stderr_of_failure(&out);
     assert!(err.contains("no history: no invitations were minted in the history window"), "{err}");

@@ -30,7 +30,7 @@ fn strings(value: &Value, key: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_admin_command_answers_in_json() {
-    let app = secured().await;
+    let app = secured(&[]).await;
     let mint = ["mint", "--user", "ana", "--user", "bo", "--per-user", "2", "--ttl", "14d", "--label", "cli"];
     let minted = parsed(&admin(&app, Some(ADMIN), &[&mint[..], &["--output", "json"]].concat()).await);
     assert_eq!((&minted["dry_run"], &minted["minted_count"]), (&json!(false), &json!(4)), "{minted}");

@@ -65,6 +65,7 @@ async fn redeemed_events_written_in_sql_are_the_rust_events() {
             uses: 1,
             max_uses: 1,
             via_reservation: false,
+            attributes: Default::default(),
         }
     );
     assert_eq!(rows[0].partition, partition_of(Some("alice"), batch));
@@ -74,6 +75,29 @@ async fn redeemed_events_written_in_sql_are_the_rust_events() {
     assert_eq!((second.uses, second.max_uses), (1, 3));
     let batch: Uuid = unowned.batch_id.parse().expect("uuid");
     assert_eq!(rows[1].partition, partition_of(None, batch));
+}
+
+#[tokio::test]
+async fn attributes_in_redeemed_events_written_in_sql_are_the_rust_encoding() {
+    let app = TestApp::spawn().await;
+    // Keys in an order that is not byte order; an empty value (left out of
+    // the entry, as prost does); a multi-byte value; a long one (two-byte
+    // length).
+    let attributes: std::collections::BTreeMap<String, String> =
+        [("role", "editor"), ("Org", "acme-ü"), ("empty", ""), ("topic", &"t".repeat(300))]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    let minted = app
+        .mint(pb::MintRequest { user_ids: vec!["alice".into()], attributes: attributes.clone(), ..Default::default() })
+        .await
+        .expect("mint");
+    app.redeem(&minted.invitations[0].code, "bob").await.expect("redeem");
+    let rows = outbox_rows(&app, "redeemed").await;
+    assert_eq!(rows.len(), 1);
+    // decode() checks prost re-encodes the SQL's bytes exactly.
+    let Some(Event::Redeemed(event)) = decode(&rows[0]).event else { panic!("a redeemed event") };
+    assert_eq!(event.attributes, attributes);
 }
 
 #[tokio::test]

@@ -105,6 +105,7 @@ async fn write_batch(pool: &sqlx::PgPool, invitations: &[rows::NewInvitation], k
         expire_time: None,
         key_id,
         binding: None,
+        attributes: &invitations::domain::attributes::NONE,
     };
     let mut tx = pool.begin().await?;
     rows::insert_batch(&mut tx, &batch, i32::try_from(invitations.len())?).await?;

@@ -43,6 +43,11 @@ pub enum AdminCommand {
     PlanWave(PlanWaveArgs),
     /// The waitlist: show an entry, review entries, admit a wave.
     Waitlist(super::waitlist::WaitlistArgs),
+    /// Edit an invitation: only the fields given change (its expiry, max
+    /// uses, label, note, attributes).
+    Update(super::lifecycle::UpdateArgs),
+    /// Un-revoke an invitation revoked by mistake.
+    Restore(super::lifecycle::RestoreArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,6 +99,14 @@ pub struct MintArgs {
     pub label: Option<String>,
     #[arg(long)]
     pub note: Option<String>,
+    /// A vanity code for the one invitation minted (e.g. LAUNCH-2026; needs
+    /// --max-uses and --ttl).
+    #[arg(long)]
+    pub custom_code: Option<String>,
+    /// An attribute every minted invitation carries, `key=value` (repeat
+    /// for several).
+    #[arg(long = "attribute", value_name = "KEY=VALUE")]
+    pub attributes: Vec<String>,
     /// Say what would be minted (and for a selector, how many match), mint nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -46,7 +46,7 @@ fn state(value: i32) -> Value {
     pb::invitation::State::try_from(value).map_or(Value::Null, |s| json!(s.as_str_name()))
 }
 
-fn invitation(i: &pb::Invitation) -> Value {
+pub fn invitation(i: &pb::Invitation) -> Value {
     json!({
         "id": i.id,
         "code": i.code,
@@ -59,6 +59,7 @@ fn invitation(i: &pb::Invitation) -> Value {
         "uses": i.uses,
         "create_time": timestamp(i.create_time.as_ref()),
         "expire_time": timestamp(i.expire_time.as_ref()),
+        "attributes": i.attributes,
     })
 }
 

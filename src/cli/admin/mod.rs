@@ -8,6 +8,7 @@
 
 mod args;
 mod json;
+mod lifecycle;
 pub mod plan;
 mod print;
 mod waitlist;
@@ -96,6 +97,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::PlanWave(p) => wave::plan_wave(&mut client, &p, output, out).await?,
         AdminCommand::Waitlist(w) => waitlist::run(&mut client, w, output, out).await?,
+        AdminCommand::Update(u) => lifecycle::update(&mut client, &u, output, out).await?,
+        AdminCommand::Restore(r) => lifecycle::restore(&mut client, &r, output, out).await?,
     }
     Ok(())
 }
@@ -160,6 +163,8 @@ fn mint_request(m: &MintArgs) -> anyhow::Result<pb::MintRequest> {
         note: m.note.clone().unwrap_or_default(),
         dry_run: m.dry_run,
         request_id: m.request_id.clone().unwrap_or_default(),
+        attributes: lifecycle::attribute_map(&m.attributes)?,
+        custom_code: m.custom_code.clone().unwrap_or_default(),
         ..Default::default()
     };
     if let Some(kind) = m.selector {

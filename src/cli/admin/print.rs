@@ -67,6 +67,18 @@ pub fn mint(out: &mut impl Write, r: &pb::MintResponse) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One invitation after an edit or a restore.
+pub fn invitation(out: &mut impl Write, verb: &str, i: &pb::Invitation) -> anyhow::Result<()> {
+    let state = pb::invitation::State::try_from(i.state).map_or("?", |s| s.as_str_name());
+    writeln!(out, "{verb} invitation {}  {state}", i.id)?;
+    writeln!(out, "  uses {} of {}  expires {}", i.uses, i.max_uses, timestamp(i.expire_time.as_ref()))?;
+    writeln!(out, "  label {:?}  note {:?}", i.label, i.note)?;
+    for (k, v) in &i.attributes {
+        writeln!(out, "  attribute {k}={v}")?;
+    }
+    Ok(())
+}
+
 pub fn revoke(out: &mut impl Write, r: &pb::RevokeResponse) -> anyhow::Result<()> {
     writeln!(out, "Revoked {} invitations", r.revoked_count)?;
     for i in &r.invitations {

@@ -116,7 +116,7 @@ fn chunks_by_partition(invitations: &[Invitation]) -> Vec<(i16, Vec<&Invitation>
     out
 }
 
-fn invitation_ref(inv: &Invitation) -> pb::InvitationRef {
+pub(super) fn invitation_ref(inv: &Invitation) -> pb::InvitationRef {
     pb::InvitationRef {
         invitation_id: inv.id.to_string(),
         inviter_id: inv.inviter_id.clone().unwrap_or_default(),

@@ -28,6 +28,7 @@
 //! `Invitations::mint` or call [`minted`] with the batch's rows.
 
 mod grouped;
+mod lifecycle;
 mod waitlist;
 
 pub use grouped::{expired, grant_code_fields, minted, revoked};
@@ -66,10 +67,12 @@ pub enum EventType {
     WaitlistJoined,
     WaitlistReviewed,
     WaitlistAdmitted,
+    Updated,
+    Restored,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 14] = [
         EventType::Minted,
         EventType::Redeemed,
         EventType::Revoked,
@@ -82,6 +85,8 @@ impl EventType {
         EventType::WaitlistJoined,
         EventType::WaitlistReviewed,
         EventType::WaitlistAdmitted,
+        EventType::Updated,
+        EventType::Restored,
     ];
 
     /// `minted`, `reservation.lapsed`, ...: the subject is `<prefix>.<name>`,
@@ -100,6 +105,8 @@ impl EventType {
             EventType::WaitlistJoined => "waitlist.joined",
             EventType::WaitlistReviewed => "waitlist.reviewed",
             EventType::WaitlistAdmitted => "waitlist.admitted",
+            EventType::Updated => "updated",
+            EventType::Restored => "restored",
         }
     }
 
@@ -151,6 +158,7 @@ impl Event {
             uses: invitation.uses as u32,
             max_uses: invitation.max_uses as u32,
             via_reservation,
+            attributes: invitation.attributes.to_map(),
         });
         Self::new(EventType::Redeemed, partition_for(invitation), now(), payload)
     }
@@ -310,6 +318,7 @@ mod tests {
             binding: None,
             binding_digest: None,
             abuse_flags: Vec::new(),
+            attributes: Default::default(),
         }
     }
 

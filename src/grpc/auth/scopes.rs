@@ -8,13 +8,16 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Operators: Mint, Revoke, RegisterMembers, SetInvitePrivileges,
-    /// Reparent, GetStats, ReviewWaitlistEntries, AdmitFromWaitlist.
+    /// Reparent, GetStats, ReviewWaitlistEntries, AdmitFromWaitlist,
+    /// UpdateInvitation, RestoreInvitation.
     Admin,
     /// The sign-up flow: Redeem, CheckCode, Reserve, Release, JoinWaitlist,
     /// GetWaitlistEntry.
     Signup,
     /// Reading: ListForUser, GetInviteGraph, WalkInviteForest.
     Read,
+    /// The product acting for its members: CreateMemberInvitation.
+    Member,
 }
 
 impl Scope {
@@ -23,7 +26,8 @@ impl Scope {
             "admin" => Ok(Scope::Admin),
             "signup" => Ok(Scope::Signup),
             "read" => Ok(Scope::Read),
-            other => Err(format!("unknown scope {other:?} (admin, signup, read)")),
+            "member" => Ok(Scope::Member),
+            other => Err(format!("unknown scope {other:?} (admin, signup, read, member)")),
         }
     }
 
@@ -32,6 +36,7 @@ impl Scope {
             Scope::Admin => "admin",
             Scope::Signup => "signup",
             Scope::Read => "read",
+            Scope::Member => "member",
         }
     }
 }
@@ -58,6 +63,9 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("GetWaitlistEntry", Scope::Signup),
     ("ReviewWaitlistEntries", Scope::Admin),
     ("AdmitFromWaitlist", Scope::Admin),
+    ("UpdateInvitation", Scope::Admin),
+    ("RestoreInvitation", Scope::Admin),
+    ("CreateMemberInvitation", Scope::Member),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.
