@@ -128,6 +128,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
             .with_waker(waker.clone())
             .with_quotas(quotas)
             .with_waitlist(settings::waitlist(&args.waitlist).map_err(anyhow::Error::msg)?)
+            .with_conversions(settings::conversions(&args.conversions).map_err(anyhow::Error::msg)?)
             .with_max_call_time(args.limits.max_call_time),
     );
     // Background work, aborted at exit. Any of it may die with the process at

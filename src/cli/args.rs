@@ -217,6 +217,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub waitlist: WaitlistArgs,
 
+    #[command(flatten)]
+    pub conversions: ConversionArgs,
+
     /// Lease of a Reserve call that names no ttl.
     #[arg(long, env = "INVITATIONS_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
@@ -502,4 +505,30 @@ pub struct WaitlistArgs {
     /// into the line (at the back).
     #[arg(long, env = "INVITATIONS_WAITLIST_REAPPLY_AFTER", default_value = "30days", value_parser = humantime::parse_duration)]
     pub waitlist_reapply_after: Duration,
+}
+
+/// Conversions and rewards (docs/design.md, "Conversions and rewards").
+#[derive(Debug, Clone, Args)]
+pub struct ConversionArgs {
+    /// The kinds of qualifying action RecordConversion accepts,
+    /// comma-separated (e.g. `activated,paid`). Empty: conversions are off
+    /// (RecordConversion answers FAILED_PRECONDITION CONVERSIONS_DISABLED).
+    #[arg(long, env = "INVITATIONS_CONVERSION_KINDS", default_value = "")]
+    pub conversion_kinds: String,
+
+    /// Rewards per kind, comma-separated `KIND=INVITER:MEMBER`: on a
+    /// conversion of KIND, the member's inviter gets INVITER invitations and
+    /// the member MEMBER (label `reward:KIND`), in the same transaction.
+    /// Members who joined without an inviter reward nobody. Empty: off.
+    #[arg(long, env = "INVITATIONS_REWARD_RULE", default_value = "")]
+    pub reward_rule: String,
+
+    /// The most conversions that reward one inviter per --reward-cap-period
+    /// (the members are still rewarded). `0`: no cap.
+    #[arg(long, env = "INVITATIONS_REWARD_CAP", default_value_t = 0)]
+    pub reward_cap: u32,
+
+    /// The period of --reward-cap (a sliding window).
+    #[arg(long, env = "INVITATIONS_REWARD_CAP_PERIOD", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub reward_cap_period: Duration,
 }

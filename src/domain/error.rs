@@ -84,6 +84,9 @@ pub enum Error {
     /// A review named an entry that was already admitted.
     #[error("waitlist entry `{entry_id}` was already admitted")]
     AlreadyAdmitted { entry_id: String },
+    /// RecordConversion while no conversion kinds are configured.
+    #[error("conversions are off: the service is configured with no conversion kinds")]
+    ConversionsDisabled,
     #[error("{what} not found")]
     NotFound { what: &'static str, field: &'static str },
     /// The request_id was used before with a different request.
@@ -147,6 +150,7 @@ impl Error {
             Error::ApplicantMismatch => "APPLICANT_MISMATCH",
             Error::ReapplyTooSoon { .. } => "REAPPLY_TOO_SOON",
             Error::AlreadyAdmitted { .. } => "ALREADY_ADMITTED",
+            Error::ConversionsDisabled => "CONVERSIONS_DISABLED",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
             Error::Database(e) => match classify(e) {

@@ -3,6 +3,7 @@
 
 pub mod abuse;
 pub mod code;
+pub mod conversion;
 pub mod email;
 pub mod error;
 pub mod events;

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod connections;
+mod conversions;
 pub mod convert;
 pub mod deadline;
 mod graph;
@@ -325,5 +326,12 @@ impl InvitationService for InvitationApi {
         request: Request<pb::AdmitFromWaitlistRequest>,
     ) -> Result<Response<pb::AdmitFromWaitlistResponse>, Status> {
         waitlist::admit(&self.service, &self.view, request).await
+    }
+
+    async fn record_conversion(
+        &self,
+        request: Request<pb::RecordConversionRequest>,
+    ) -> Result<Response<pb::RecordConversionResponse>, Status> {
+        conversions::record(&self.service, request).await
     }
 }

@@ -49,7 +49,8 @@ pub fn to_status(error: Error) -> Status {
         | Error::SameIpAsInviter
         | Error::DisposableEmail
         | Error::AlreadyMember
-        | Error::ApplicantMismatch => Code::FailedPrecondition,
+        | Error::ApplicantMismatch
+        | Error::ConversionsDisabled => Code::FailedPrecondition,
         Error::ReapplyTooSoon { retry_after } => {
             let secs = retry_after.whole_seconds().max(1) as u64;
             details.set_retry_info(Some(std::time::Duration::from_secs(secs)));

@@ -7,6 +7,7 @@
 //! same transaction (`store::outbox::append`), after the change itself.
 
 pub mod abuse;
+mod conversions;
 mod expiry;
 mod invite_graph;
 mod list;
@@ -26,6 +27,7 @@ pub mod waitlist;
 mod wave;
 
 pub use abuse::{Attempt, sweep_abuse_records};
+pub use conversions::{ConversionCommand, ConversionOutcome, ConversionSettings};
 pub use expiry::sweep_expired_invitations;
 pub use invite_graph::WalkQuery;
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
@@ -216,6 +218,7 @@ pub struct Invitations {
     /// call past it does not commit.
     pub(crate) max_call_time: Option<std::time::Duration>,
     pub(crate) waitlist: WaitlistSettings,
+    pub(crate) conversions: Arc<ConversionSettings>,
 }
 
 impl Invitations {
@@ -234,6 +237,7 @@ impl Invitations {
             quotas: Quotas::default(),
             max_call_time: None,
             waitlist: WaitlistSettings::default(),
+            conversions: Arc::default(),
         }
     }
 

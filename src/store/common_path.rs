@@ -163,7 +163,7 @@ const QUOTAS_ROW: &str = "ROW($18::int, $19::int, $20::float8, $21::int, \
 
 pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-fn bind_grant<'q>(query: PgQuery<'q>, g: &'q PreparedGrant) -> PgQuery<'q> {
+pub(crate) fn bind_grant<'q>(query: PgQuery<'q>, g: &'q PreparedGrant) -> PgQuery<'q> {
     query
         .bind(g.batch_id)
         .bind(g.event.id)

@@ -10,6 +10,8 @@ mod bound;
 mod checks;
 mod concurrency;
 mod connections;
+mod conversions;
+mod conversions_races;
 mod events;
 mod graph;
 mod graph_auth;

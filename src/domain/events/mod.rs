@@ -27,9 +27,11 @@
 //! with their invitations' events); policy mints go through
 //! `Invitations::mint` or call [`minted`] with the batch's rows.
 
+mod conversions;
 mod grouped;
 mod waitlist;
 
+pub use conversions::{converted_fixed, reward_fixed};
 pub use grouped::{expired, grant_code_fields, minted, revoked};
 pub use waitlist::{Admitted, applicant_partition};
 
@@ -66,10 +68,12 @@ pub enum EventType {
     WaitlistJoined,
     WaitlistReviewed,
     WaitlistAdmitted,
+    Converted,
+    RewardGranted,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 14] = [
         EventType::Minted,
         EventType::Redeemed,
         EventType::Revoked,
@@ -82,6 +86,8 @@ impl EventType {
         EventType::WaitlistJoined,
         EventType::WaitlistReviewed,
         EventType::WaitlistAdmitted,
+        EventType::Converted,
+        EventType::RewardGranted,
     ];
 
     /// `minted`, `reservation.lapsed`, ...: the subject is `<prefix>.<name>`,
@@ -100,6 +106,8 @@ impl EventType {
             EventType::WaitlistJoined => "waitlist.joined",
             EventType::WaitlistReviewed => "waitlist.reviewed",
             EventType::WaitlistAdmitted => "waitlist.admitted",
+            EventType::Converted => "converted",
+            EventType::RewardGranted => "reward.granted",
         }
     }
 

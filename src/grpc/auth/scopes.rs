@@ -11,7 +11,7 @@ pub enum Scope {
     /// Reparent, GetStats, ReviewWaitlistEntries, AdmitFromWaitlist.
     Admin,
     /// The sign-up flow: Redeem, CheckCode, Reserve, Release, JoinWaitlist,
-    /// GetWaitlistEntry.
+    /// GetWaitlistEntry, RecordConversion.
     Signup,
     /// Reading: ListForUser, GetInviteGraph, WalkInviteForest.
     Read,
@@ -58,6 +58,7 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("GetWaitlistEntry", Scope::Signup),
     ("ReviewWaitlistEntries", Scope::Admin),
     ("AdmitFromWaitlist", Scope::Admin),
+    ("RecordConversion", Scope::Signup),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.

@@ -1,0 +1,93 @@
+//! Conversions on the wire (conversions.proto): request validation into
+//! the service's command, and conversions into messages. The handler in
+//! `grpc/mod.rs` calls the functions here.
+
+use prost::Message;
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+
+use super::convert::timestamp;
+use super::members::parse_timestamp;
+use super::{request_hash, request_id, respond, status::to_status};
+use crate::domain::conversion::ConversionKind;
+use crate::domain::error::{Error, Violations};
+use crate::domain::{self, UserId};
+use crate::pb;
+use crate::pb::conversion_reward::State as RewardState;
+use crate::service::{ConversionCommand, ConversionOutcome, Idempotency, Invitations};
+use crate::store::conversions::ConversionRow;
+
+impl TryFrom<&pb::RecordConversionRequest> for ConversionCommand {
+    type Error = Error;
+
+    fn try_from(r: &pb::RecordConversionRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let user = v.check("user_id", UserId::parse(&r.user_id));
+        let kind = v.check("kind", ConversionKind::parse(&r.kind));
+        let latest = OffsetDateTime::now_utc() + domain::MAX_JOIN_TIME_SKEW;
+        let occur_time = match &r.occur_time {
+            Some(t) => v.check(
+                "occur_time",
+                parse_timestamp(t).and_then(|t| {
+                    if t > latest { Err("must not be in the future (5 minutes of skew allowed)".into()) } else { Ok(t) }
+                }),
+            ),
+            None => None,
+        };
+        if r.value.is_some_and(|value| value < 0) {
+            v.push("value", "must be at least 0");
+        }
+        v.into_result()?;
+        match (user, kind) {
+            (Some(user), Some(kind)) => Ok(ConversionCommand { user, kind, occur_time, value: r.value }),
+            _ => Err(Error::invalid("user_id", "is required")),
+        }
+    }
+}
+
+pub fn conversion_pb(c: &ConversionRow) -> pb::Conversion {
+    let reward_state = match c.reward_state.as_str() {
+        "granted" => RewardState::Granted,
+        _ => RewardState::None,
+    };
+    let id = |id: Option<uuid::Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+    pb::Conversion {
+        id: c.id.to_string(),
+        user_id: c.user_id.clone(),
+        kind: c.kind.clone(),
+        occur_time: Some(timestamp(c.occur_time)),
+        value: c.value,
+        record_time: Some(timestamp(c.record_time)),
+        invitation_id: id(c.invitation_id),
+        inviter_id: c.inviter_id.clone().unwrap_or_default(),
+        batch_id: id(c.batch_id),
+        label: c.label.clone().unwrap_or_default(),
+        redeem_time: c.redeem_time.map(timestamp),
+        reward: Some(pb::ConversionReward {
+            state: reward_state as i32,
+            inviter_count: c.inviter_reward.max(0) as u32,
+            member_count: c.member_reward.max(0) as u32,
+            inviter_capped: c.inviter_capped,
+            inviter_batch_id: id(c.inviter_batch_id),
+            member_batch_id: id(c.member_batch_id),
+        }),
+    }
+}
+
+fn record_response(o: &ConversionOutcome) -> pb::RecordConversionResponse {
+    pb::RecordConversionResponse { conversion: Some(conversion_pb(&o.conversion)), created: o.created }
+}
+
+pub async fn record(
+    service: &Invitations,
+    request: Request<pb::RecordConversionRequest>,
+) -> Result<Response<pb::RecordConversionResponse>, Status> {
+    let request = request.into_inner();
+    let hash = request_hash(&request);
+    let request_id = request_id(&request.request_id)?;
+    let command = ConversionCommand::try_from(&request).map_err(to_status)?;
+    let encode = |o: &_| record_response(o).encode_to_vec();
+    let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
+    let answer = service.record_conversion(command, idem).await.map_err(to_status)?;
+    respond(answer, record_response)
+}
