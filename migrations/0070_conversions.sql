@@ -19,33 +19,44 @@ CREATE TABLE conversions (
     label            text,
     redeem_time      timestamptz,
     -- The reward: 'none' (no rule for the kind, nobody to reward, or
-    -- nothing left to give) or 'granted'.
-    reward_state     text NOT NULL DEFAULT 'none' CHECK (reward_state IN ('none', 'granted')),
+    -- nothing left to give), 'pending' (held until hold_until, then granted
+    -- by the background granter), 'granted', or 'voided' (VoidConversion:
+    -- a pending reward dropped, or a granted one's unspent invitations
+    -- revoked).
+    reward_state     text NOT NULL DEFAULT 'none' CHECK (reward_state IN ('none', 'pending', 'granted', 'voided')),
     inviter_reward   integer NOT NULL DEFAULT 0 CHECK (inviter_reward >= 0),
     member_reward    integer NOT NULL DEFAULT 0 CHECK (member_reward >= 0),
     inviter_capped   boolean NOT NULL DEFAULT false,
     inviter_batch_id uuid REFERENCES batches (id),
     member_batch_id  uuid REFERENCES batches (id),
     reward_time      timestamptz,
+    hold_until       timestamptz,
+    void_time        timestamptz,
+    void_reason      text,
+    voided_by        text,
     CONSTRAINT conversions_user_kind_key UNIQUE (user_id, kind)
 );
 
 -- The per-inviter cap: an inviter's rewarded conversions in the period.
-CREATE INDEX conversions_inviter_reward_idx ON conversions (inviter_id, reward_time)
+CREATE INDEX conversions_inviter_reward_idx ON conversions (inviter_id, record_time)
     WHERE inviter_reward > 0;
+-- The granter: pending rewards by the end of their hold.
+CREATE INDEX conversions_hold_idx ON conversions (hold_until) WHERE reward_state = 'pending';
 -- Stats by batch and ListForUser's "has its invitee converted".
 CREATE INDEX conversions_batch_idx ON conversions (batch_id, kind) WHERE batch_id IS NOT NULL;
 CREATE INDEX conversions_invitation_idx ON conversions (invitation_id) WHERE invitation_id IS NOT NULL;
 CREATE INDEX conversions_record_time_idx ON conversions (record_time);
 
 -- One reward rule as the service runs it: N invitations for the inviter,
--- M for the member, and the inviter's cap (0: none) per period.
+-- M for the member, the inviter's cap (0: none) per period, and the hold
+-- (0: granted at once).
 CREATE TYPE inv_reward_rule AS (
     inviter_count integer,
     member_count  integer,
     cap           integer,
     cap_secs      double precision,
-    key_id        integer
+    key_id        integer,
+    hold_secs     double precision
 );
 
 -- RecordConversion (service::conversions) in one statement: the member's
@@ -113,7 +124,8 @@ BEGIN
             IF rule.cap > 0 THEN
                 SELECT count(*) INTO rewarded FROM conversions c
                 WHERE c.inviter_id = r.inviter_id AND c.inviter_reward > 0
-                  AND c.reward_time > now() - make_interval(secs => rule.cap_secs);
+                  AND c.reward_state IN ('pending', 'granted')
+                  AND c.record_time > now() - make_interval(secs => rule.cap_secs);
                 capped := rewarded >= rule.cap;
             END IF;
             IF NOT capped THEN
@@ -123,16 +135,26 @@ BEGIN
         IF rule.member_count > 0 AND m.invite_enabled THEN
             to_member := rule.member_count;
         END IF;
-        PERFORM inv_mint_grant(inviter_grant, r.inviter_id, to_inviter, policy, rule.key_id);
-        PERFORM inv_mint_grant(member_grant, member, to_member, policy, rule.key_id);
-        UPDATE conversions c
-        SET reward_state = CASE WHEN to_inviter + to_member > 0 THEN 'granted' ELSE 'none' END,
-            inviter_reward = to_inviter, member_reward = to_member, inviter_capped = capped,
-            inviter_batch_id = CASE WHEN to_inviter > 0 THEN inviter_grant.batch_id END,
-            member_batch_id = CASE WHEN to_member > 0 THEN member_grant.batch_id END,
-            reward_time = CASE WHEN to_inviter + to_member > 0 THEN now() END
-        WHERE c.id = conv.id
-        RETURNING * INTO conv;
+        IF coalesce(rule.hold_secs, 0) > 0 AND to_inviter + to_member > 0 THEN
+            -- Held: the counts are decided (and count against the cap) now;
+            -- the background granter mints them when the hold ends.
+            UPDATE conversions c
+            SET reward_state = 'pending', inviter_reward = to_inviter, member_reward = to_member,
+                inviter_capped = capped, hold_until = now() + make_interval(secs => rule.hold_secs)
+            WHERE c.id = conv.id
+            RETURNING * INTO conv;
+        ELSE
+            PERFORM inv_mint_grant(inviter_grant, r.inviter_id, to_inviter, policy, rule.key_id);
+            PERFORM inv_mint_grant(member_grant, member, to_member, policy, rule.key_id);
+            UPDATE conversions c
+            SET reward_state = CASE WHEN to_inviter + to_member > 0 THEN 'granted' ELSE 'none' END,
+                inviter_reward = to_inviter, member_reward = to_member, inviter_capped = capped,
+                inviter_batch_id = CASE WHEN to_inviter > 0 THEN inviter_grant.batch_id END,
+                member_batch_id = CASE WHEN to_member > 0 THEN member_grant.batch_id END,
+                reward_time = CASE WHEN to_inviter + to_member > 0 THEN now() END
+            WHERE c.id = conv.id
+            RETURNING * INTO conv;
+        END IF;
     END IF;
     -- Converted: invitation_id (6), inviter_id (7), batch_id (8), label (9).
     body := converted_fixed;

@@ -531,4 +531,16 @@ pub struct ConversionArgs {
     /// The period of --reward-cap (a sliding window).
     #[arg(long, env = "INVITATIONS_REWARD_CAP_PERIOD", default_value = "30days", value_parser = humantime::parse_duration)]
     pub reward_cap_period: Duration,
+
+    /// Hold rewards this long (e.g. `7d`, for refunds and fraud to show):
+    /// they are pending, VoidConversion drops them, and the background
+    /// granter grants the rest when the hold ends. `0s`: granted with the
+    /// conversion.
+    #[arg(long, env = "INVITATIONS_REWARD_HOLD", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub reward_hold: Duration,
+
+    /// How often the granter looks for held rewards whose hold ended
+    /// (they are granted up to this late).
+    #[arg(long, env = "INVITATIONS_REWARD_GRANT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub reward_grant_interval: Duration,
 }

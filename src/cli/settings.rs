@@ -103,7 +103,13 @@ pub fn conversions(args: &ConversionArgs) -> Result<ConversionSettings, String> 
     if args.reward_cap > 0 && args.reward_cap_period < Duration::from_secs(1) {
         return Err("--reward-cap-period must be at least 1s".into());
     }
-    Ok(ConversionSettings { kinds, rules, cap: args.reward_cap, cap_period: args.reward_cap_period })
+    Ok(ConversionSettings {
+        kinds,
+        rules,
+        cap: args.reward_cap,
+        cap_period: args.reward_cap_period,
+        hold: args.reward_hold,
+    })
 }
 
 /// The waitlist's settings.
@@ -230,6 +236,8 @@ mod tests {
             reward_rule: rules.into(),
             reward_cap: cap,
             reward_cap_period: Duration::from_secs(86_400),
+            reward_hold: Duration::ZERO,
+            reward_grant_interval: Duration::from_secs(60),
         }
     }
 

@@ -6,15 +6,16 @@ use prost::Message;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
+use super::auth::recorded_actor;
 use super::convert::timestamp;
 use super::members::parse_timestamp;
-use super::{request_hash, request_id, respond, status::to_status};
+use super::{caller, request_hash, request_id, respond, status::to_status};
 use crate::domain::conversion::ConversionKind;
 use crate::domain::error::{Error, Violations};
 use crate::domain::{self, UserId};
 use crate::pb;
 use crate::pb::conversion_reward::State as RewardState;
-use crate::service::{ConversionCommand, ConversionOutcome, Idempotency, Invitations};
+use crate::service::{ConversionCommand, ConversionOutcome, Idempotency, Invitations, VoidCommand, VoidOutcome};
 use crate::store::conversions::ConversionRow;
 
 impl TryFrom<&pb::RecordConversionRequest> for ConversionCommand {
@@ -48,6 +49,8 @@ impl TryFrom<&pb::RecordConversionRequest> for ConversionCommand {
 pub fn conversion_pb(c: &ConversionRow) -> pb::Conversion {
     let reward_state = match c.reward_state.as_str() {
         "granted" => RewardState::Granted,
+        "pending" => RewardState::Pending,
+        "voided" => RewardState::Voided,
         _ => RewardState::None,
     };
     let id = |id: Option<uuid::Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
@@ -70,6 +73,10 @@ pub fn conversion_pb(c: &ConversionRow) -> pb::Conversion {
             inviter_capped: c.inviter_capped,
             inviter_batch_id: id(c.inviter_batch_id),
             member_batch_id: id(c.member_batch_id),
+            hold_until: c.hold_until.map(timestamp),
+            void_time: c.void_time.map(timestamp),
+            void_reason: c.void_reason.clone().unwrap_or_default(),
+            voided_by: c.voided_by.clone().unwrap_or_default(),
         }),
     }
 }
@@ -90,4 +97,49 @@ pub async fn record(
     let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
     let answer = service.record_conversion(command, idem).await.map_err(to_status)?;
     respond(answer, record_response)
+}
+
+impl TryFrom<&pb::VoidConversionRequest> for VoidCommand {
+    type Error = Error;
+
+    fn try_from(r: &pb::VoidConversionRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let id = v.check("conversion_id", domain::parse_uuid(&r.conversion_id));
+        let reason = v.check("reason", domain::parse_text(&r.reason, domain::MAX_NOTE_LEN));
+        if r.reason.trim().is_empty() {
+            v.push("reason", "is required (a refund, fraud, ...)");
+        }
+        let voided_by = v.check("voided_by", domain::parse_actor(&r.voided_by));
+        v.into_result()?;
+        Ok(VoidCommand {
+            conversion_id: id.unwrap_or_default(),
+            reason: reason.unwrap_or_default(),
+            voided_by: voided_by.unwrap_or_default(),
+        })
+    }
+}
+
+fn void_response(o: &VoidOutcome) -> pb::VoidConversionResponse {
+    pb::VoidConversionResponse {
+        conversion: Some(conversion_pb(&o.conversion)),
+        changed: o.changed,
+        revoked_count: o.revoked,
+        kept_count: o.kept,
+    }
+}
+
+pub async fn void(
+    service: &Invitations,
+    request: Request<pb::VoidConversionRequest>,
+) -> Result<Response<pb::VoidConversionResponse>, Status> {
+    let caller = caller(&request);
+    let request = request.into_inner();
+    let hash = request_hash(&request);
+    let request_id = request_id(&request.request_id)?;
+    let mut command = VoidCommand::try_from(&request).map_err(to_status)?;
+    command.voided_by = recorded_actor(caller.as_ref(), &command.voided_by);
+    let encode = |o: &_| void_response(o).encode_to_vec();
+    let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
+    let answer = service.void_conversion(command, idem).await.map_err(to_status)?;
+    respond(answer, void_response)
 }

@@ -334,4 +334,11 @@ impl InvitationService for InvitationApi {
     ) -> Result<Response<pb::RecordConversionResponse>, Status> {
         conversions::record(&self.service, request).await
     }
+
+    async fn void_conversion(
+        &self,
+        request: Request<pb::VoidConversionRequest>,
+    ) -> Result<Response<pb::VoidConversionResponse>, Status> {
+        conversions::void(&self.service, request).await
+    }
 }

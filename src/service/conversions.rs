@@ -22,6 +22,9 @@ pub struct ConversionSettings {
     /// Most rewarded conversions per inviter per `cap_period` (0: no cap).
     pub cap: u32,
     pub cap_period: std::time::Duration,
+    /// Rewards wait this long, then the background granter grants them
+    /// (zero: granted with the conversion).
+    pub hold: std::time::Duration,
 }
 
 pub struct ConversionCommand {
@@ -111,6 +114,8 @@ impl Invitations {
     fn prepared_record<'a>(&self, cmd: &'a ConversionCommand) -> Result<conv::Record<'a>, Error> {
         let settings = &self.conversions;
         let rule = settings.rules.get(&cmd.kind).copied().unwrap_or(RewardRule { inviter: 0, member: 0 });
+        // A held reward is minted by the granter: no codes to make now.
+        let held = !settings.hold.is_zero();
         let id = Uuid::now_v7();
         let (user_id, kind) = (cmd.user.as_str(), cmd.kind.as_str());
         let event = EventHead::new();
@@ -127,9 +132,10 @@ impl Invitations {
                 cap: settings.cap as i32,
                 cap_secs: settings.cap_period.as_secs_f64(),
                 key_id: self.vault.current_key_id(),
+                hold_secs: settings.hold.as_secs_f64(),
             },
-            inviter_grant: self.prepared_grant(rule.inviter as usize)?,
-            member_grant: self.prepared_grant(rule.member as usize)?,
+            inviter_grant: self.prepared_grant(if held { 0 } else { rule.inviter as usize })?,
+            member_grant: self.prepared_grant(if held { 0 } else { rule.member as usize })?,
             converted_fixed: events::converted_fixed(id, user_id, kind, occur_time, cmd.value),
             event,
             reward_event: EventHead::new(),

@@ -30,6 +30,10 @@ pub struct ConversionRow {
     pub inviter_capped: bool,
     pub inviter_batch_id: Option<Uuid>,
     pub member_batch_id: Option<Uuid>,
+    pub hold_until: Option<OffsetDateTime>,
+    pub void_time: Option<OffsetDateTime>,
+    pub void_reason: Option<String>,
+    pub voided_by: Option<String>,
 }
 
 /// The reward rule of the kind as the statement takes it (`inv_reward_rule`).
@@ -40,6 +44,8 @@ pub struct RuleRow {
     pub cap: i32,
     pub cap_secs: f64,
     pub key_id: i32,
+    /// 0: granted at once.
+    pub hold_secs: f64,
 }
 
 /// One RecordConversion, with everything the statement may need made by
@@ -79,10 +85,10 @@ pub async fn record(conn: &mut PgConnection, r: &Record<'_>) -> Result<Recorded,
     // Built from constants: the grant rows' casts.
     let sql = format!(
         "SELECT r.status, (r.conv).* FROM inv_record_conversion($1, $2, $3, $4, $5, \
-             ROW($6::int, $7::int, $8::int, $9::float8, $10::int)::inv_reward_rule, {}, {}, \
-             $29, $30, $31, $32, $33, $34, $35) r",
-        grant_row(11),
-        grant_row(20),
+             ROW($6::int, $7::int, $8::int, $9::float8, $10::int, $11::float8)::inv_reward_rule, {}, {}, \
+             $30, $31, $32, $33, $34, $35, $36) r",
+        grant_row(12),
+        grant_row(21),
     );
     let query: PgQuery<'_> = sqlx::query(&sql)
         .bind(r.id)
@@ -94,7 +100,8 @@ pub async fn record(conn: &mut PgConnection, r: &Record<'_>) -> Result<Recorded,
         .bind(r.rule.member)
         .bind(r.rule.cap)
         .bind(r.rule.cap_secs)
-        .bind(r.rule.key_id);
+        .bind(r.rule.key_id)
+        .bind(r.rule.hold_secs);
     let query = bind_grant(bind_grant(query, &r.inviter_grant), &r.member_grant)
         .bind(r.event.id)
         .bind(r.event.time)
@@ -110,6 +117,74 @@ pub async fn record(conn: &mut PgConnection, r: &Record<'_>) -> Result<Recorded,
         "EXISTING" => Recorded::Existing(ConversionRow::from_row(&row)?),
         _ => Recorded::UnknownMember,
     })
+}
+
+/// Up to `limit` pending rewards whose hold ended, locked; rewards another
+/// granter (replica) or a VoidConversion holds are skipped, so each is
+/// granted once.
+pub async fn take_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<ConversionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM conversions WHERE reward_state = 'pending' AND hold_until <= now() \
+         ORDER BY hold_until LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// A pending reward granted: its batches (None: that side got nothing).
+pub async fn mark_granted(
+    conn: &mut PgConnection,
+    id: Uuid,
+    inviter_batch: Option<Uuid>,
+    member_batch: Option<Uuid>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE conversions SET reward_state = 'granted', inviter_batch_id = $2, member_batch_id = $3, \
+         reward_time = now() WHERE id = $1 AND reward_state = 'pending'",
+    )
+    .bind(id)
+    .bind(inviter_batch)
+    .bind(member_batch)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The conversion, locked for a void (waits for a granter holding it).
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<ConversionRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM conversions WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(conn).await
+}
+
+pub async fn mark_voided(
+    conn: &mut PgConnection,
+    id: Uuid,
+    reason: &str,
+    voided_by: &str,
+) -> Result<ConversionRow, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE conversions SET reward_state = 'voided', void_time = now(), void_reason = $2, voided_by = $3 \
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(voided_by)
+    .fetch_one(conn)
+    .await
+}
+
+/// The invitations of a reward's batches: each batch is one owner's (the
+/// inviter's, the member's), so the owners' index finds them.
+pub async fn reward_invitations(
+    conn: &mut PgConnection,
+    owners: &[String],
+    batches: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM invitations WHERE inviter_id = ANY($1) AND batch_id = ANY($2) ORDER BY id")
+        .bind(owners)
+        .bind(batches)
+        .fetch_all(conn)
+        .await
 }
 
 #[cfg(test)]

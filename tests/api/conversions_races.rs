@@ -1,7 +1,7 @@
 //! RecordConversion under concurrency and its cost: the same conversion
 //! from two replicas at once counts and rewards once, the per-inviter cap
 //! holds when an inviter's invitees convert at once, the common path is
-//! one round trip, and recording needs the `signup` scope.
+//! one round trip, and recording needs the `signup` scope, voiding `admin`.
 
 use std::collections::HashSet;
 
@@ -77,7 +77,7 @@ async fn the_inviter_cap_holds_when_many_invitees_convert_at_once() {
 
     // The cap is a sliding window: rewards older than the period stop counting.
     let pool = first.pool().await;
-    sqlx::query("UPDATE conversions SET reward_time = reward_time - interval '2 days'")
+    sqlx::query("UPDATE conversions SET record_time = record_time - interval '2 days'")
         .execute(&pool)
         .await
         .expect("age the rewards");
@@ -124,5 +124,11 @@ async fn recording_needs_the_signup_scope() {
     let e = c.record_conversion(bearer(record_request("m", "activated"), READ)).await.expect_err("read may not");
     assert_error(&e, tonic::Code::PermissionDenied, "PERMISSION_DENIED", None);
     let ok = c.record_conversion(bearer(record_request("m", "activated"), SIGNUP)).await.expect("signup records");
-    assert!(ok.into_inner().created);
+    let id = ok.into_inner().conversion.expect("conversion").id;
+    let void = pb::VoidConversionRequest { conversion_id: id, reason: "refund".into(), ..Default::default() };
+    let e = c.void_conversion(bearer(void.clone(), SIGNUP)).await.expect_err("signup may not void");
+    assert_error(&e, tonic::Code::PermissionDenied, "PERMISSION_DENIED", None);
+    let voided = c.void_conversion(bearer(void, ADMIN)).await.expect("admin voids").into_inner();
+    let reward = voided.conversion.expect("conversion").reward.expect("reward");
+    assert_eq!(reward.voided_by, "ops", "the caller's name is recorded");
 }

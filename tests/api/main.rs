@@ -11,6 +11,7 @@ mod checks;
 mod concurrency;
 mod connections;
 mod conversions;
+mod conversions_hold;
 mod conversions_races;
 mod events;
 mod graph;

@@ -31,7 +31,7 @@ mod conversions;
 mod grouped;
 mod waitlist;
 
-pub use conversions::{converted_fixed, reward_fixed};
+pub use conversions::{RewardFacts, converted_fixed, reward_fixed};
 pub use grouped::{expired, grant_code_fields, minted, revoked};
 pub use waitlist::{Admitted, applicant_partition};
 
@@ -70,10 +70,11 @@ pub enum EventType {
     WaitlistAdmitted,
     Converted,
     RewardGranted,
+    RewardVoided,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         EventType::Minted,
         EventType::Redeemed,
         EventType::Revoked,
@@ -88,6 +89,7 @@ impl EventType {
         EventType::WaitlistAdmitted,
         EventType::Converted,
         EventType::RewardGranted,
+        EventType::RewardVoided,
     ];
 
     /// `minted`, `reservation.lapsed`, ...: the subject is `<prefix>.<name>`,
@@ -108,6 +110,7 @@ impl EventType {
             EventType::WaitlistAdmitted => "waitlist.admitted",
             EventType::Converted => "converted",
             EventType::RewardGranted => "reward.granted",
+            EventType::RewardVoided => "reward.voided",
         }
     }
 

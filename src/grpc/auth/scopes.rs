@@ -59,6 +59,7 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("ReviewWaitlistEntries", Scope::Admin),
     ("AdmitFromWaitlist", Scope::Admin),
     ("RecordConversion", Scope::Signup),
+    ("VoidConversion", Scope::Admin),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.
