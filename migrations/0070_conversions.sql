@@ -22,8 +22,13 @@ CREATE TABLE conversions (
     -- nothing left to give), 'pending' (held until hold_until, then granted
     -- by the background granter), 'granted', or 'voided' (VoidConversion:
     -- a pending reward dropped, or a granted one's unspent invitations
-    -- revoked).
-    reward_state     text NOT NULL DEFAULT 'none' CHECK (reward_state IN ('none', 'pending', 'granted', 'voided')),
+    -- revoked), 'review' (the redemption was flagged and --reward-flagged
+    -- is `hold`: ReviewRewards decides) or 'denied' (by review, or
+    -- --reward-flagged deny).
+    reward_state     text NOT NULL DEFAULT 'none'
+                     CHECK (reward_state IN ('none', 'pending', 'granted', 'voided', 'review', 'denied')),
+    -- The abuse flags of the member's redemption, copied.
+    redemption_flags text[] NOT NULL DEFAULT '{}',
     inviter_reward   integer NOT NULL DEFAULT 0 CHECK (inviter_reward >= 0),
     member_reward    integer NOT NULL DEFAULT 0 CHECK (member_reward >= 0),
     inviter_capped   boolean NOT NULL DEFAULT false,
@@ -34,6 +39,9 @@ CREATE TABLE conversions (
     void_time        timestamptz,
     void_reason      text,
     voided_by        text,
+    review_time      timestamptz,
+    reviewed_by      text,
+    review_reason    text,
     CONSTRAINT conversions_user_kind_key UNIQUE (user_id, kind)
 );
 
@@ -56,7 +64,10 @@ CREATE TYPE inv_reward_rule AS (
     cap           integer,
     cap_secs      double precision,
     key_id        integer,
-    hold_secs     double precision
+    hold_secs     double precision,
+    -- For a redemption the abuse checks flagged: 'grant', 'hold' (for
+    -- review) or 'deny'.
+    flagged       text
 );
 
 -- RecordConversion (service::conversions) in one statement: the member's
@@ -101,9 +112,9 @@ BEGIN
         SELECT label INTO batch_label FROM batches WHERE id = r.batch_id;
     END IF;
     INSERT INTO conversions (id, user_id, kind, occur_time, value, invitation_id, inviter_id, batch_id, label,
-                             redeem_time)
+                             redeem_time, redemption_flags)
     VALUES (conversion_id, member, conversion_kind, coalesce(occurred, now()), amount, r.invitation_id, r.inviter_id,
-            r.batch_id, batch_label, r.redeem_time)
+            r.batch_id, batch_label, r.redeem_time, coalesce(r.abuse_flags, '{}'))
     ON CONFLICT (user_id, kind) DO NOTHING
     RETURNING * INTO conv;
     IF NOT FOUND THEN
@@ -124,7 +135,7 @@ BEGIN
             IF rule.cap > 0 THEN
                 SELECT count(*) INTO rewarded FROM conversions c
                 WHERE c.inviter_id = r.inviter_id AND c.inviter_reward > 0
-                  AND c.reward_state IN ('pending', 'granted')
+                  AND c.reward_state IN ('pending', 'granted', 'review')
                   AND c.record_time > now() - make_interval(secs => rule.cap_secs);
                 capped := rewarded >= rule.cap;
             END IF;
@@ -135,7 +146,17 @@ BEGIN
         IF rule.member_count > 0 AND m.invite_enabled THEN
             to_member := rule.member_count;
         END IF;
-        IF coalesce(rule.hold_secs, 0) > 0 AND to_inviter + to_member > 0 THEN
+        IF cardinality(r.abuse_flags) > 0 AND rule.flagged IN ('hold', 'deny') AND to_inviter + to_member > 0 THEN
+            -- A flagged redemption: held for ReviewRewards (the counts
+            -- decided now, counting against the cap), or denied.
+            UPDATE conversions c
+            SET reward_state = CASE WHEN rule.flagged = 'hold' THEN 'review' ELSE 'denied' END,
+                inviter_reward = CASE WHEN rule.flagged = 'hold' THEN to_inviter ELSE 0 END,
+                member_reward = CASE WHEN rule.flagged = 'hold' THEN to_member ELSE 0 END,
+                inviter_capped = capped
+            WHERE c.id = conv.id
+            RETURNING * INTO conv;
+        ELSIF coalesce(rule.hold_secs, 0) > 0 AND to_inviter + to_member > 0 THEN
             -- Held: the counts are decided (and count against the cap) now;
             -- the background granter mints them when the hold ends.
             UPDATE conversions c

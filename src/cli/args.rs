@@ -543,4 +543,18 @@ pub struct ConversionArgs {
     /// (they are granted up to this late).
     #[arg(long, env = "INVITATIONS_REWARD_GRANT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub reward_grant_interval: Duration,
+
+    /// Rewards of a conversion whose member's redemption the abuse checks
+    /// flagged (checks in `flag` mode): `grant` as any other, `hold` for
+    /// ReviewRewards to approve or deny, `deny` none.
+    #[arg(long, env = "INVITATIONS_REWARD_FLAGGED", value_enum, default_value_t = FlaggedMode::Grant)]
+    pub reward_flagged: FlaggedMode,
+}
+
+/// `--reward-flagged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlaggedMode {
+    Grant,
+    Hold,
+    Deny,
 }

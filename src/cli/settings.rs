@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use super::args::{
-    AbuseArgs, CheckMode, ConversionArgs, EventArgs, LogFormat, QuotaArgs, ReviewMode, TlsArgs, WaitlistArgs,
+    AbuseArgs, CheckMode, ConversionArgs, EventArgs, FlaggedMode, LogFormat, QuotaArgs, ReviewMode, TlsArgs,
+    WaitlistArgs,
 };
 use crate::domain::abuse::{self, AbuseSettings, DisposableDomains};
 use crate::domain::conversion::{ConversionKind, parse_reward_rules};
 use crate::grpc::tls::TlsSettings;
 use crate::outbox::relay::{MIN_BACKOFF, RelaySettings};
-use crate::service::{ConversionSettings, Earn, MAX_GRANT, Quotas, WaitlistSettings};
+use crate::service::{ConversionSettings, Earn, Flagged, MAX_GRANT, Quotas, WaitlistSettings};
 use crate::telemetry;
 
 impl From<CheckMode> for abuse::CheckMode {
@@ -109,6 +110,11 @@ pub fn conversions(args: &ConversionArgs) -> Result<ConversionSettings, String> 
         cap: args.reward_cap,
         cap_period: args.reward_cap_period,
         hold: args.reward_hold,
+        flagged: match args.reward_flagged {
+            FlaggedMode::Grant => Flagged::Grant,
+            FlaggedMode::Hold => Flagged::Hold,
+            FlaggedMode::Deny => Flagged::Deny,
+        },
     })
 }
 
@@ -238,6 +244,7 @@ mod tests {
             reward_cap_period: Duration::from_secs(86_400),
             reward_hold: Duration::ZERO,
             reward_grant_interval: Duration::from_secs(60),
+            reward_flagged: FlaggedMode::Grant,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::domain::{self, UserId};
 use crate::pb;
 use crate::pb::conversion_reward::State as RewardState;
 use crate::service::{ConversionCommand, ConversionOutcome, Idempotency, Invitations, VoidCommand, VoidOutcome};
+use crate::service::{MAX_REVIEW_REWARDS, ReviewRewardsCommand};
 use crate::store::conversions::ConversionRow;
 
 impl TryFrom<&pb::RecordConversionRequest> for ConversionCommand {
@@ -51,6 +52,8 @@ pub fn conversion_pb(c: &ConversionRow) -> pb::Conversion {
         "granted" => RewardState::Granted,
         "pending" => RewardState::Pending,
         "voided" => RewardState::Voided,
+        "review" => RewardState::Review,
+        "denied" => RewardState::Denied,
         _ => RewardState::None,
     };
     let id = |id: Option<uuid::Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
@@ -77,7 +80,11 @@ pub fn conversion_pb(c: &ConversionRow) -> pb::Conversion {
             void_time: c.void_time.map(timestamp),
             void_reason: c.void_reason.clone().unwrap_or_default(),
             voided_by: c.voided_by.clone().unwrap_or_default(),
+            review_time: c.review_time.map(timestamp),
+            reviewed_by: c.reviewed_by.clone().unwrap_or_default(),
+            review_reason: c.review_reason.clone().unwrap_or_default(),
         }),
+        redemption_flags: c.redemption_flags.clone(),
     }
 }
 
@@ -142,4 +149,54 @@ pub async fn void(
     let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
     let answer = service.void_conversion(command, idem).await.map_err(to_status)?;
     respond(answer, void_response)
+}
+
+fn review_command(r: pb::ReviewRewardsRequest) -> Result<ReviewRewardsCommand, Error> {
+    let mut v = Violations::default();
+    if r.conversion_ids.is_empty() {
+        v.push("conversion_ids", "name at least one conversion");
+    } else if r.conversion_ids.len() > MAX_REVIEW_REWARDS {
+        v.push("conversion_ids", format!("at most {MAX_REVIEW_REWARDS} conversions per call"));
+    }
+    let mut conversions: Vec<uuid::Uuid> = Vec::with_capacity(r.conversion_ids.len());
+    for (i, id) in r.conversion_ids.iter().enumerate() {
+        if let Some(id) = v.check(&format!("conversion_ids[{i}]"), domain::parse_uuid(id)) {
+            if conversions.contains(&id) {
+                v.push(format!("conversion_ids[{i}]"), "names a conversion already named in this call");
+            } else {
+                conversions.push(id);
+            }
+        }
+    }
+    let approve = match pb::ReviewDecision::try_from(r.decision) {
+        Ok(pb::ReviewDecision::Approve) => Some(true),
+        Ok(pb::ReviewDecision::Reject) => Some(false),
+        _ => {
+            v.push("decision", "must be REVIEW_DECISION_APPROVE or REVIEW_DECISION_REJECT");
+            None
+        }
+    };
+    let reason = v.check("reason", domain::parse_text(&r.reason, domain::MAX_NOTE_LEN));
+    let reviewed_by = v.check("reviewed_by", domain::parse_actor(&r.reviewed_by));
+    v.into_result()?;
+    Ok(ReviewRewardsCommand {
+        conversions,
+        approve: approve.unwrap_or_default(),
+        reason: reason.unwrap_or_default(),
+        reviewed_by: reviewed_by.unwrap_or_default(),
+    })
+}
+
+pub async fn review(
+    service: &Invitations,
+    request: Request<pb::ReviewRewardsRequest>,
+) -> Result<Response<pb::ReviewRewardsResponse>, Status> {
+    let caller = caller(&request);
+    let mut command = review_command(request.into_inner()).map_err(to_status)?;
+    command.reviewed_by = recorded_actor(caller.as_ref(), &command.reviewed_by);
+    let outcome = service.review_rewards(command).await.map_err(to_status)?;
+    Ok(Response::new(pb::ReviewRewardsResponse {
+        conversions: outcome.conversions.iter().map(conversion_pb).collect(),
+        changed_count: outcome.changed,
+    }))
 }

@@ -341,4 +341,11 @@ impl InvitationService for InvitationApi {
     ) -> Result<Response<pb::VoidConversionResponse>, Status> {
         conversions::void(&self.service, request).await
     }
+
+    async fn review_rewards(
+        &self,
+        request: Request<pb::ReviewRewardsRequest>,
+    ) -> Result<Response<pb::ReviewRewardsResponse>, Status> {
+        conversions::review(&self.service, request).await
+    }
 }

@@ -25,6 +25,31 @@ pub struct ConversionSettings {
     /// Rewards wait this long, then the background granter grants them
     /// (zero: granted with the conversion).
     pub hold: std::time::Duration,
+    /// Rewards of conversions whose redemption the abuse checks flagged.
+    pub flagged: Flagged,
+}
+
+/// What `--reward-flagged` does with a conversion whose redemption was
+/// flagged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Flagged {
+    /// Rewarded like any other.
+    #[default]
+    Grant,
+    /// Held for ReviewRewards.
+    Hold,
+    /// Not rewarded.
+    Deny,
+}
+
+impl Flagged {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Flagged::Grant => "grant",
+            Flagged::Hold => "hold",
+            Flagged::Deny => "deny",
+        }
+    }
 }
 
 pub struct ConversionCommand {
@@ -133,6 +158,7 @@ impl Invitations {
                 cap_secs: settings.cap_period.as_secs_f64(),
                 key_id: self.vault.current_key_id(),
                 hold_secs: settings.hold.as_secs_f64(),
+                flagged: settings.flagged.as_str(),
             },
             inviter_grant: self.prepared_grant(if held { 0 } else { rule.inviter as usize })?,
             member_grant: self.prepared_grant(if held { 0 } else { rule.member as usize })?,

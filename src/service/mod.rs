@@ -28,7 +28,7 @@ pub mod waitlist;
 mod wave;
 
 pub use abuse::{Attempt, sweep_abuse_records};
-pub use conversions::{ConversionCommand, ConversionOutcome, ConversionSettings};
+pub use conversions::{ConversionCommand, ConversionOutcome, ConversionSettings, Flagged};
 pub use expiry::sweep_expired_invitations;
 pub use invite_graph::WalkQuery;
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
@@ -37,7 +37,8 @@ pub use quotas::{Earn, MAX_GRANT, Quotas, grant_earned_invitations};
 pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
-pub use rewards::{VoidCommand, VoidOutcome, grant_held_rewards};
+pub use rewards::grant_held_rewards;
+pub use rewards::{MAX_REVIEW_REWARDS, ReviewRewardsCommand, ReviewRewardsOutcome, VoidCommand, VoidOutcome};
 pub use stats::{Period, Stats, StatsQuery, WaitlistStats, fold_counts};
 pub use waitlist::{AdmitCommand, AdmitOutcome, Entry, EntryState, JoinCommand, JoinOutcome, Order};
 pub use waitlist::{ReviewCommand, ReviewOutcome, WaitlistSettings};

@@ -23,6 +23,22 @@ pub struct VoidCommand {
     pub voided_by: String,
 }
 
+/// Most conversions one ReviewRewards names.
+pub const MAX_REVIEW_REWARDS: usize = 1_000;
+
+pub struct ReviewRewardsCommand {
+    pub conversions: Vec<Uuid>,
+    pub approve: bool,
+    pub reason: String,
+    pub reviewed_by: String,
+}
+
+pub struct ReviewRewardsOutcome {
+    /// In the order of the command's ids.
+    pub conversions: Vec<ConversionRow>,
+    pub changed: u32,
+}
+
 pub struct VoidOutcome {
     pub conversion: ConversionRow,
     pub changed: bool,
@@ -51,14 +67,9 @@ impl Invitations {
             let mut minted = 0u64;
             let mut events = Vec::with_capacity(due.len());
             for c in &due {
-                let policy = format!("reward:{}", c.kind);
-                let inviter = c.inviter_id.as_deref().unwrap_or_default();
-                let inviter_batch = self.reward_batch(&mut tx, &policy, inviter, c.inviter_reward).await?;
-                let member_batch = self.reward_batch(&mut tx, &policy, &c.user_id, c.member_reward).await?;
-                conv::mark_granted(&mut tx, c.id, inviter_batch, member_batch).await?;
-                let counts = (c.inviter_reward.max(0) as u32, c.member_reward.max(0) as u32);
-                minted += u64::from(counts.0 + counts.1);
-                events.push(Event::reward_granted(&facts(c), counts, (inviter_batch, member_batch), c.inviter_capped));
+                let (event, n) = self.grant_decided(&mut tx, c).await?;
+                minted += n;
+                events.push(event);
             }
             outbox::append(&mut tx, &events).await?;
             tx.commit().await?;
@@ -71,6 +82,19 @@ impl Invitations {
                 return Ok(granted);
             }
         }
+    }
+
+    /// Mints a decided reward (pending or approved) and marks it granted;
+    /// returns its event and how many invitations it minted.
+    async fn grant_decided(&self, tx: &mut store::Tx<'_>, c: &ConversionRow) -> Result<(Event, u64), Error> {
+        let policy = format!("reward:{}", c.kind);
+        let inviter = c.inviter_id.as_deref().unwrap_or_default();
+        let inviter_batch = self.reward_batch(tx, &policy, inviter, c.inviter_reward).await?;
+        let member_batch = self.reward_batch(tx, &policy, &c.user_id, c.member_reward).await?;
+        conv::mark_granted(tx, c.id, inviter_batch, member_batch).await?;
+        let counts = (c.inviter_reward.max(0) as u32, c.member_reward.max(0) as u32);
+        let event = Event::reward_granted(&facts(c), counts, (inviter_batch, member_batch), c.inviter_capped);
+        Ok((event, u64::from(counts.0 + counts.1)))
     }
 
     /// `n` reward invitations for `owner` as one batch through the one
@@ -128,8 +152,8 @@ impl Invitations {
             outbox::append(&mut tx, &events::revoked(&changed, &cmd.reason, &cmd.voided_by)).await?;
             revoked = changed.iter().map(|inv| inv.id).collect();
         }
-        if matches!(c.reward_state.as_str(), "pending" | "granted") {
-            let was_pending = c.reward_state == "pending";
+        if matches!(c.reward_state.as_str(), "pending" | "review" | "granted") {
+            let was_pending = c.reward_state != "granted";
             let event = Event::reward_voided(&facts(&c), was_pending, &revoked, kept, &cmd.reason, &cmd.voided_by);
             outbox::append(&mut tx, &[event]).await?;
         }
@@ -137,6 +161,42 @@ impl Invitations {
         tracing::info!(conversion_id = %c.id, revoked = revoked.len(), kept, "voided a conversion");
         let outcome = VoidOutcome { conversion, changed: true, revoked: revoked.len() as u32, kept };
         self.commit_answer(tx, "VoidConversion", &idem, outcome).await
+    }
+}
+
+impl Invitations {
+    /// ReviewRewards: the named conversions whose reward waits for review
+    /// are approved (granted now, through the one mint path) or denied, in
+    /// one transaction; the others are returned as they are. Unknown ids:
+    /// NOT_FOUND, nothing changes.
+    #[tracing::instrument(name = "db.review_rewards", skip_all, fields(db.system = "postgresql"))]
+    pub async fn review_rewards(&self, cmd: ReviewRewardsCommand) -> Result<ReviewRewardsOutcome, Error> {
+        let mut tx = self.pool.begin().await?;
+        let locked = conv::lock_many(&mut tx, &cmd.conversions).await?;
+        if locked.len() != cmd.conversions.len() {
+            return Err(Error::NotFound { what: "conversion", field: "conversion_ids" });
+        }
+        let (mut events, mut minted, mut changed) = (Vec::new(), 0u64, 0u32);
+        for c in locked.iter().filter(|c| c.reward_state == "review") {
+            conv::mark_reviewed(&mut tx, c.id, !cmd.approve, &cmd.reason, &cmd.reviewed_by).await?;
+            if cmd.approve {
+                let (event, n) = self.grant_decided(&mut tx, c).await?;
+                events.push(event);
+                minted += n;
+            }
+            changed += 1;
+        }
+        outbox::append(&mut tx, &events).await?;
+        let rows = conv::get_many(&mut tx, &cmd.conversions).await?;
+        tx.commit().await?;
+        if minted > 0 {
+            self.waker.committed();
+            self.metrics.minted(minted);
+        }
+        tracing::info!(changed, approved = cmd.approve, "reviewed rewards");
+        let mut by_id: std::collections::HashMap<Uuid, ConversionRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+        let conversions = cmd.conversions.iter().filter_map(|id| by_id.remove(id)).collect();
+        Ok(ReviewRewardsOutcome { conversions, changed })
     }
 }
 

@@ -34,6 +34,10 @@ pub struct ConversionRow {
     pub void_time: Option<OffsetDateTime>,
     pub void_reason: Option<String>,
     pub voided_by: Option<String>,
+    pub redemption_flags: Vec<String>,
+    pub review_time: Option<OffsetDateTime>,
+    pub reviewed_by: Option<String>,
+    pub review_reason: Option<String>,
 }
 
 /// The reward rule of the kind as the statement takes it (`inv_reward_rule`).
@@ -46,6 +50,8 @@ pub struct RuleRow {
     pub key_id: i32,
     /// 0: granted at once.
     pub hold_secs: f64,
+    /// `grant`, `hold` or `deny`.
+    pub flagged: &'static str,
 }
 
 /// One RecordConversion, with everything the statement may need made by
@@ -85,10 +91,10 @@ pub async fn record(conn: &mut PgConnection, r: &Record<'_>) -> Result<Recorded,
     // Built from constants: the grant rows' casts.
     let sql = format!(
         "SELECT r.status, (r.conv).* FROM inv_record_conversion($1, $2, $3, $4, $5, \
-             ROW($6::int, $7::int, $8::int, $9::float8, $10::int, $11::float8)::inv_reward_rule, {}, {}, \
-             $30, $31, $32, $33, $34, $35, $36) r",
-        grant_row(12),
-        grant_row(21),
+             ROW($6::int, $7::int, $8::int, $9::float8, $10::int, $11::float8, $12::text)::inv_reward_rule, \
+             {}, {}, $31, $32, $33, $34, $35, $36, $37) r",
+        grant_row(13),
+        grant_row(22),
     );
     let query: PgQuery<'_> = sqlx::query(&sql)
         .bind(r.id)
@@ -101,7 +107,8 @@ pub async fn record(conn: &mut PgConnection, r: &Record<'_>) -> Result<Recorded,
         .bind(r.rule.cap)
         .bind(r.rule.cap_secs)
         .bind(r.rule.key_id)
-        .bind(r.rule.hold_secs);
+        .bind(r.rule.hold_secs)
+        .bind(r.rule.flagged);
     let query = bind_grant(bind_grant(query, &r.inviter_grant), &r.member_grant)
         .bind(r.event.id)
         .bind(r.event.time)
@@ -141,7 +148,7 @@ pub async fn mark_granted(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE conversions SET reward_state = 'granted', inviter_batch_id = $2, member_batch_id = $3, \
-         reward_time = now() WHERE id = $1 AND reward_state = 'pending'",
+         reward_time = now() WHERE id = $1 AND reward_state IN ('pending', 'review')",
     )
     .bind(id)
     .bind(inviter_batch)
@@ -171,6 +178,42 @@ pub async fn mark_voided(
     .bind(voided_by)
     .fetch_one(conn)
     .await
+}
+
+/// These conversions, locked (in id order, so concurrent reviews of
+/// overlapping sets cannot deadlock).
+pub async fn lock_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<ConversionRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM conversions WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+}
+
+/// A review's decision recorded (`denied`, or before the grant of an
+/// approved one).
+pub async fn mark_reviewed(
+    conn: &mut PgConnection,
+    id: Uuid,
+    denied: bool,
+    reason: &str,
+    reviewed_by: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE conversions SET review_time = now(), review_reason = $3, reviewed_by = $4, \
+         reward_state = CASE WHEN $2 THEN 'denied' ELSE reward_state END WHERE id = $1",
+    )
+    .bind(id)
+    .bind(denied)
+    .bind(reason)
+    .bind(reviewed_by)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Conversions by id.
+pub async fn get_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<ConversionRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM conversions WHERE id = ANY($1)").bind(ids).fetch_all(conn).await
 }
 
 /// The invitations of a reward's batches: each batch is one owner's (the

@@ -154,3 +154,86 @@ async fn a_void_racing_the_end_of_the_hold_never_leaves_a_reward_granted_and_kep
     pool.close().await;
     assert_eq!((minted, open), (i64::from(revoked), 0));
 }
+
+async fn review(
+    app: &TestApp,
+    ids: &[&str],
+    decision: pb::ReviewDecision,
+) -> Result<pb::ReviewRewardsResponse, tonic::Status> {
+    let request = pb::ReviewRewardsRequest {
+        conversion_ids: ids.iter().map(|s| s.to_string()).collect(),
+        decision: decision as i32,
+        reason: "checked".into(),
+        reviewed_by: "mod-kim".into(),
+    };
+    app.client.clone().review_rewards(request).await.map(tonic::Response::into_inner)
+}
+
+/// Alice's invitees m00..m{n}, all from one IP: every one after the first
+/// is flagged IP_REUSE (the check in flag mode); each converts.
+async fn flagged_conversions(app: &TestApp, n: usize) -> Vec<pb::Conversion> {
+    let codes: Vec<String> = app.mint_for("alice", n as u32).await.into_iter().map(|i| i.code).collect();
+    let mut out = Vec::new();
+    for (i, code) in codes.iter().enumerate() {
+        let user = format!("m{i:02}");
+        let redeem = pb::RedeemRequest {
+            code: code.clone(),
+            invitee_id: user.clone(),
+            client_ip: "198.51.100.7".into(),
+            ..Default::default()
+        };
+        app.redeem_req(redeem).await.expect("redeem");
+        out.push(converted(app, &user, "activated").await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn flagged_redemptions_are_held_for_review_then_approved_or_denied() {
+    let mut args = LOOP.to_vec();
+    args.extend(["--abuse-ip-reuse", "flag", "--reward-flagged", "hold"]);
+    let app = TestApp::spawn_with(&args).await;
+    let cs = flagged_conversions(&app, 4).await;
+    let state = |c: &pb::Conversion| c.reward.as_ref().expect("reward").state;
+    assert_eq!(state(&cs[0]), RewardState::Granted as i32, "the first redemption was not flagged");
+    assert!(cs[0].redemption_flags.is_empty());
+    for c in &cs[1..] {
+        assert_eq!((state(c), c.redemption_flags.clone()), (RewardState::Review as i32, vec!["IP_REUSE".to_owned()]));
+    }
+    assert_eq!(unspent(&app, "alice", "reward:activated").await, 1);
+
+    let approved = review(&app, &[&cs[1].id, &cs[0].id], pb::ReviewDecision::Approve).await.expect("approve");
+    assert_eq!(approved.changed_count, 1, "only the one in review");
+    let reward = approved.conversions[0].reward.clone().expect("reward");
+    assert_eq!((reward.state, reward.reviewed_by.as_str()), (RewardState::Granted as i32, "mod-kim"));
+    assert_eq!(approved.conversions[1].id, cs[0].id, "in the order asked");
+    assert_eq!(
+        (unspent(&app, "alice", "reward:activated").await, unspent(&app, "m01", "reward:activated").await),
+        (2, 1)
+    );
+
+    let denied = review(&app, &[&cs[2].id], pb::ReviewDecision::Reject).await.expect("deny");
+    assert_eq!(denied.conversions[0].reward.clone().expect("reward").state, RewardState::Denied as i32);
+    // Reviewed again: nothing changes.
+    let again = review(&app, &[&cs[2].id, &cs[1].id], pb::ReviewDecision::Approve).await.expect("again");
+    assert_eq!(again.changed_count, 0);
+    // A void of one still in review drops it.
+    let voided = void(&app, &cs[3].id, "fraud").await.expect("void");
+    assert_eq!(voided.conversion.expect("c").reward.expect("reward").state, RewardState::Voided as i32);
+    assert_eq!(unspent(&app, "alice", "reward:activated").await, 2);
+
+    let e = review(&app, &[&uuid::Uuid::now_v7().to_string()], pb::ReviewDecision::Approve).await.expect_err("unknown");
+    assert_error(&e, Code::NotFound, "NOT_FOUND", Some("conversion_ids"));
+    let e = review(&app, &[&cs[1].id, &cs[1].id], pb::ReviewDecision::Approve).await.expect_err("twice");
+    assert_error(&e, Code::InvalidArgument, "INVALID_ARGUMENT", Some("conversion_ids[1]"));
+    let e = review(&app, &[&cs[1].id], pb::ReviewDecision::Unspecified).await.expect_err("no decision");
+    assert_error(&e, Code::InvalidArgument, "INVALID_ARGUMENT", Some("decision"));
+
+    // --reward-flagged deny: flagged conversions reward nobody.
+    let mut args = LOOP.to_vec();
+    args.extend(["--abuse-ip-reuse", "flag", "--reward-flagged", "deny"]);
+    let deny = TestApp::spawn_with(&args).await;
+    let cs = flagged_conversions(&deny, 2).await;
+    assert_eq!((state(&cs[0]), state(&cs[1])), (RewardState::Granted as i32, RewardState::Denied as i32));
+    assert_eq!(unspent(&deny, "alice", "reward:activated").await, 1);
+}

@@ -60,6 +60,7 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("AdmitFromWaitlist", Scope::Admin),
     ("RecordConversion", Scope::Signup),
     ("VoidConversion", Scope::Admin),
+    ("ReviewRewards", Scope::Admin),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.
