@@ -34,6 +34,7 @@ use crate::service::{
     sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
 };
 use crate::store;
+use crate::store::replicas::Replicas;
 use crate::telemetry::{self, Metrics, RpcLayer};
 
 /// How often expired IP hashes and attempt counters are deleted.
@@ -69,6 +70,13 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 /// the whole server and reports the same).
 pub const SERVICE_NAME: &str = "invitations.v1.InvitationService";
 
+/// The health name that is SERVING while calls that write can succeed: the
+/// primary answers. Without standbys it reports what [`SERVICE_NAME`] does;
+/// with them, `SERVICE_NAME` stays SERVING while a standby serves reads and
+/// only this name says that writes fail (docs/operations.md, "Reads from
+/// standbys").
+pub const WRITES_NAME: &str = "writes";
+
 /// The health name for liveness probes: SERVING while the process answers
 /// gRPC at all, whatever the database does (restarting pods does not bring a
 /// database back), and through shutdown until exit.
@@ -103,6 +111,18 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
 
     let metrics = Arc::new(Metrics::new(telemetry::otlp_enabled(telemetry::Signal::Metrics))?);
     metrics.observe_pool(pool.clone());
+    let mut standbys = Vec::with_capacity(args.database_read_url.len());
+    for url in args.database_read_url.iter().filter(|u| !u.trim().is_empty()) {
+        standbys.push(
+            store::connect_lazy_as("invitations-read", url.trim(), db.db_max_connections, db.db_acquire_timeout)
+                .context("--database-read-url: not a valid Postgres URL")?,
+        );
+    }
+    let replicas = Replicas::new(pool.clone(), standbys, args.max_replica_lag, metrics.meter());
+    metrics.observe_replicas({
+        let replicas = replicas.clone();
+        move || replicas.status()
+    });
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_address = admin_listener.local_addr()?;
     let admin_task = tokio::spawn(telemetry::admin::serve(admin_listener, metrics.clone(), async move {
@@ -131,7 +151,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
             .with_quotas(quotas)
             .with_waitlist(settings::waitlist(&args.waitlist).map_err(anyhow::Error::msg)?)
             .with_conversions(conversions)
-            .with_max_call_time(args.limits.max_call_time),
+            .with_max_call_time(args.limits.max_call_time)
+            .with_replicas(replicas.clone()),
     );
     // Background work, aborted at exit. Any of it may die with the process at
     // any point: each step is one transaction, redone by the next run.
@@ -169,8 +190,10 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     set_health(&health_reporter, ServingStatus::NotServing).await;
     health_reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
     let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
+    let replica_task =
+        tokio::spawn(store::replicas::monitor(replicas.clone(), args.replica_check_interval, health_stopped.clone()));
     let health_task =
-        tokio::spawn(watch_database(pool.clone(), health_reporter.clone(), args.health_interval, health_stopped));
+        tokio::spawn(watch_database(replicas.clone(), health_reporter.clone(), args.health_interval, health_stopped));
     match relay_settings {
         Some(settings) => {
             tracing::info!(stream = %settings.stream, prefix = %settings.subject_prefix, "relaying events to NATS");
@@ -179,8 +202,10 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         }
         None => tracing::info!("no NATS_URL: events wait in the outbox (see `invitations outbox`)"),
     }
-    background
-        .spawn(metrics.observe_health(health_reporter.clone(), &[SERVICE_NAME, LIVENESS_NAME, relay::HEALTH_NAME]));
+    background.spawn(
+        metrics
+            .observe_health(health_reporter.clone(), &[SERVICE_NAME, WRITES_NAME, LIVENESS_NAME, relay::HEALTH_NAME]),
+    );
 
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -243,6 +268,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
         }
     };
     health_task.abort();
+    replica_task.abort();
     let _ = stop_probe.send(true);
     if let Some(task) = probe_task {
         let _ = task.await;
@@ -379,11 +405,17 @@ fn reservation_settings(args: &ServeArgs) -> anyhow::Result<ReservationSettings>
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(SERVICE_NAME, status).await;
+    reporter.set_service_status(WRITES_NAME, status).await;
 }
 
-/// SERVING only while the database answers.
+fn serving(ok: bool) -> ServingStatus {
+    if ok { ServingStatus::Serving } else { ServingStatus::NotServing }
+}
+
+/// The API SERVING while the primary answers or a standby serves reads;
+/// [`WRITES_NAME`] only while the primary answers.
 async fn watch_database(
-    pool: sqlx::PgPool,
+    replicas: Arc<Replicas>,
     reporter: HealthReporter,
     interval: Duration,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -393,22 +425,27 @@ async fn watch_database(
         if *stopped.borrow() {
             return;
         }
-        let ok =
-            matches!(tokio::time::timeout(interval.max(Duration::from_secs(1)), store::ping(&pool)).await, Ok(Ok(())));
-        let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
-        if last != Some(ok) {
-            if ok {
-                tracing::info!("database reachable: SERVING");
-            } else {
-                tracing::warn!("database unreachable: NOT_SERVING");
+        let primary = replicas.primary();
+        let ok = matches!(
+            tokio::time::timeout(interval.max(Duration::from_secs(1)), store::ping(primary)).await,
+            Ok(Ok(()))
+        );
+        let reads = ok || replicas.any_usable();
+        if last != Some((ok, reads)) {
+            match (ok, reads) {
+                (true, _) => tracing::info!("database reachable: SERVING"),
+                (false, true) => tracing::warn!("primary unreachable: reads from standbys SERVING, writes NOT_SERVING"),
+                (false, false) => tracing::warn!("database unreachable: NOT_SERVING"),
             }
-            last = Some(ok);
+            last = Some((ok, reads));
         }
         // The shutdown path may have flipped to NOT_SERVING meanwhile.
         if *stopped.borrow() {
             return;
         }
-        set_health(&reporter, status).await;
+        reporter.set_service_status("", serving(reads)).await;
+        reporter.set_service_status(SERVICE_NAME, serving(reads)).await;
+        reporter.set_service_status(WRITES_NAME, serving(ok)).await;
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stopped.changed() => return,

@@ -162,6 +162,22 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// Postgres hot standbys for the read-only calls (CheckCode, ListForUser,
+    /// GetInviteGraph, WalkInviteForest, GetStats, GetWaitlistEntry):
+    /// comma-separated URLs, or one pooler address. Unset: every read goes to
+    /// the primary.
+    #[arg(long, env = "INVITATIONS_DATABASE_READ_URL", hide_env_values = true, value_delimiter = ',')]
+    pub database_read_url: Vec<String>,
+
+    /// A standby further behind the primary than this serves no reads (they go
+    /// to the primary until it catches up).
+    #[arg(long, env = "INVITATIONS_MAX_REPLICA_LAG", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub max_replica_lag: Duration,
+
+    /// How often the standbys' replay position is compared with the primary's.
+    #[arg(long, env = "INVITATIONS_REPLICA_CHECK_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub replica_check_interval: Duration,
+
     /// Apply migrations at start.
     #[arg(long, env = "INVITATIONS_MIGRATE", default_value_t = true, action = ArgAction::Set)]
     pub migrate: bool,

@@ -1,6 +1,7 @@
-//! E-mail addresses and the bindings that tie an invitation to one address or
-//! one domain. This module owns normalisation and matching; it stores nothing
-//! and knows nothing about invitations beyond the binding kind.
+//! E-mail addresses and the bindings that tie an invitation to one address,
+//! one domain, or (for a waitlist admission) one applicant's user id. This
+//! module owns normalisation and matching; it stores nothing and knows
+//! nothing about invitations beyond the binding kind.
 //!
 //! Normalisation (docs/design.md, "Bound invitations"): surrounding whitespace
 //! is trimmed, the local part is lower-cased, the domain goes through IDNA
@@ -100,6 +101,8 @@ pub enum BindingKind {
     Email,
     /// Any address at one domain (exactly that domain, not its subdomains).
     Domain,
+    /// One invitee user id: the applicant a waitlist entry was admitted for.
+    Applicant,
 }
 
 /// A binding requested at mint time: the kind and the normalised value.
@@ -124,6 +127,12 @@ impl Binding {
         Self { kind: BindingKind::Domain, value: domain }
     }
 
+    /// Redeemable only by the invitee with this user id (ids compare
+    /// exactly, as everywhere in the service).
+    pub fn applicant(user_id: &str) -> Self {
+        Self { kind: BindingKind::Applicant, value: user_id.to_owned() }
+    }
+
     pub fn kind(&self) -> BindingKind {
         self.kind
     }
@@ -140,6 +149,9 @@ fn digest(kind: BindingKind, salt: &[u8], value: &str) -> Vec<u8> {
     let label: &[u8] = match kind {
         BindingKind::Email => b"invitations/binding/email\0",
         BindingKind::Domain => b"invitations/binding/domain\0",
+        // migrations/0064 computes the same digest in SQL for invitations
+        // admitted before this kind existed.
+        BindingKind::Applicant => b"invitations/binding/applicant\0",
     };
     let hash = Sha256::new().chain_update(label).chain_update(salt).chain_update(value.as_bytes()).finalize();
     let mut out = Vec::with_capacity(DIGEST_LEN);
@@ -148,16 +160,30 @@ fn digest(kind: BindingKind, salt: &[u8], value: &str) -> Vec<u8> {
     out
 }
 
-/// Whether `email` satisfies a binding stored as (`kind`, `stored` digest).
+/// Whether `email` satisfies an address binding stored as (`kind`, `stored`
+/// digest). An applicant binding is not about addresses: any (or no) address
+/// satisfies it here, and [`admits_user`] decides.
 pub fn admits(kind: BindingKind, stored: &[u8], email: &Email) -> bool {
-    if stored.len() != DIGEST_LEN {
-        return false;
-    }
     let value = match kind {
         BindingKind::Email => email.normalized(),
         BindingKind::Domain => email.domain().to_owned(),
+        BindingKind::Applicant => return true,
     };
-    digest(kind, &stored[..SALT_LEN], &value) == stored
+    matches(kind, stored, &value)
+}
+
+/// Whether the invitee `user_id` satisfies a binding stored as (`kind`,
+/// `stored` digest): always for address bindings, only the bound id for an
+/// applicant binding.
+pub fn admits_user(kind: BindingKind, stored: &[u8], user_id: &str) -> bool {
+    match kind {
+        BindingKind::Email | BindingKind::Domain => true,
+        BindingKind::Applicant => matches(kind, stored, user_id),
+    }
+}
+
+fn matches(kind: BindingKind, stored: &[u8], value: &str) -> bool {
+    stored.len() == DIGEST_LEN && digest(kind, &stored[..SALT_LEN], value) == stored
 }
 
 #[cfg(test)]
@@ -214,6 +240,30 @@ mod tests {
         assert!(!admits(BindingKind::Email, &d, &email("alice+x@example.com")));
         assert!(!admits(BindingKind::Email, &d, &email("bob@example.com")));
         assert!(!admits(BindingKind::Domain, &d, &email("alice@example.com")), "kinds do not cross");
+    }
+
+    #[test]
+    fn applicant_binding_matches_only_that_user_id_and_ignores_addresses() {
+        let bound = Binding::applicant("applicant-7");
+        let d = bound.digest().expect("digest");
+        assert!(admits_user(BindingKind::Applicant, &d, "applicant-7"));
+        assert!(!admits_user(BindingKind::Applicant, &d, "applicant-70"));
+        assert!(!admits_user(BindingKind::Applicant, &d, "Applicant-7"), "user ids compare exactly");
+        assert!(admits(BindingKind::Applicant, &d, &email("anyone@example.com")));
+        assert!(admits_user(BindingKind::Email, &d, "anyone"), "address bindings do not look at the invitee");
+    }
+
+    #[test]
+    fn applicant_digest_is_the_one_migration_0064_computes() {
+        // salt || SHA-256('invitations/binding/applicant' || 0x00 || salt || user_id)
+        let salt = [7u8; SALT_LEN];
+        let d = digest(BindingKind::Applicant, &salt, "u1");
+        let mut input = b"invitations/binding/applicant".to_vec();
+        input.push(0);
+        input.extend_from_slice(&salt);
+        input.extend_from_slice(b"u1");
+        assert_eq!(&d[..SALT_LEN], &salt);
+        assert_eq!(&d[SALT_LEN..], Sha256::digest(&input).as_slice());
     }
 
     #[test]

@@ -165,14 +165,7 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            // The waitlist's binding, checked on every insert of a
-            // redemption (migrations/0062_waitlist.sql), so on both Redeem paths.
-            sqlx::Error::Database(ref db) if db.code().as_deref() == Some(APPLICANT_MISMATCH) => {
-                Error::ApplicantMismatch
-            }
-            e => Error::Database(e),
-        }
+        Error::Database(e)
     }
 }
 
@@ -200,9 +193,6 @@ pub fn classify(e: &sqlx::Error) -> DbClass {
         _ => DbClass::Internal,
     }
 }
-
-/// The SQLSTATE of a redemption of an admitted invitation by another user.
-pub const APPLICANT_MISMATCH: &str = "IV016";
 
 /// SQLSTATEs of a connection the database ended or refused: class 08
 /// (connection exception) and 57P0x (shut down, terminated by an operator,

@@ -257,14 +257,30 @@ impl Invitation {
         }
     }
 
-    /// Whether `email` may redeem this invitation: always for unbound ones;
-    /// for bound ones only a matching address.
+    /// Whether `email` may redeem this invitation: always for unbound ones
+    /// and applicant-bound ones ([`Self::admits_user`] decides those); for
+    /// address-bound ones only a matching address.
     pub fn admits(&self, email: Option<&Email>) -> bool {
         match (self.binding, &self.binding_digest) {
-            (None, _) => true,
+            (None | Some(crate::domain::email::BindingKind::Applicant), _) => true,
             (Some(kind), Some(digest)) => email.is_some_and(|e| crate::domain::email::admits(kind, digest, e)),
             (Some(_), None) => false,
         }
+    }
+
+    /// Whether the invitee `user_id` may redeem this invitation: always
+    /// unless it is bound to another waitlist applicant.
+    pub fn admits_user(&self, user_id: &str) -> bool {
+        match (self.binding, &self.binding_digest) {
+            (None, _) => true,
+            (Some(kind), Some(digest)) => crate::domain::email::admits_user(kind, digest, user_id),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Bound to the applicant of a waitlist entry (admitted from the waitlist).
+    pub fn bound_to_applicant(&self) -> bool {
+        self.binding == Some(crate::domain::email::BindingKind::Applicant)
     }
 }
 

@@ -117,6 +117,7 @@ pub fn binding_pb(binding: Option<BindingKind>) -> pb::Binding {
         None => pb::Binding::Unbound,
         Some(BindingKind::Email) => pb::Binding::Email,
         Some(BindingKind::Domain) => pb::Binding::Domain,
+        Some(BindingKind::Applicant) => pb::Binding::Applicant,
     }
 }
 

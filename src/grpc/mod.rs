@@ -33,6 +33,7 @@ use crate::pb::invitation_service_server::InvitationService;
 use crate::service::abuse::is_guess_failure;
 use crate::service::{Answer, CodeCheck, Idempotency, Invitations};
 use crate::service::{Attempt, MintCommand, PrivilegesCommand, ReparentCommand, RevokeCommand};
+use crate::store::replicas::ReadFrom;
 use convert::View;
 use status::to_status;
 
@@ -122,8 +123,9 @@ impl InvitationService for InvitationApi {
         &self,
         request: Request<pb::ListForUserRequest>,
     ) -> Result<Response<pb::ListForUserResponse>, Status> {
+        let read = read_from(&request)?;
         let query = request.into_inner().try_into().map_err(to_status)?;
-        let page = self.service.list(query).await.map_err(to_status)?;
+        let page = self.service.list(query, read).await.map_err(to_status)?;
         Ok(Response::new(self.view.list_response(page)))
     }
 
@@ -160,6 +162,7 @@ impl InvitationService for InvitationApi {
         &self,
         request: Request<pb::CheckCodeRequest>,
     ) -> Result<Response<pb::CheckCodeResponse>, Status> {
+        let read = read_from(&request)?;
         let request = request.into_inner();
         crate::domain::parse_client_ip(&request.client_ip)
             .map_err(|d| to_status(crate::Error::invalid("client_ip", d)))?;
@@ -180,7 +183,7 @@ impl InvitationService for InvitationApi {
         // One statement: the limit, the lookup, and (an unknown code is an
         // answer too, but counts against the limit) the count.
         let CodeCheck { invitation, refusal, reserved_uses, bound_to_applicant } =
-            self.service.check(&code, &who).await.map_err(to_status)?;
+            self.service.check(&code, &who, read).await.map_err(to_status)?;
         let mut response = pb::CheckCodeResponse {
             redeemable: refusal.is_none(),
             reserved: matches!(refusal, Some(crate::Error::Reserved)),
@@ -216,8 +219,9 @@ impl InvitationService for InvitationApi {
         &self,
         request: Request<pb::GetInviteGraphRequest>,
     ) -> Result<Response<pb::GetInviteGraphResponse>, Status> {
+        let read = read_from(&request)?;
         let query = request.into_inner().try_into().map_err(to_status)?;
-        let view = self.service.graph(query).await.map_err(to_status)?;
+        let view = self.service.graph(query, read).await.map_err(to_status)?;
         Ok(Response::new(graph::graph_response(view)))
     }
 
@@ -281,14 +285,16 @@ impl InvitationService for InvitationApi {
         &self,
         request: Request<pb::WalkInviteForestRequest>,
     ) -> Result<Response<Self::WalkInviteForestStream>, Status> {
-        let members = self.service.walk_forest(request.into_inner().into());
+        let read = read_from(&request)?;
+        let members = self.service.walk_forest(request.into_inner().into(), read);
         let stream = ReceiverStream::new(members).map(|m| m.map(graph::member_pb).map_err(to_status));
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let read = read_from(&request)?;
         let query = request.into_inner().try_into().map_err(to_status)?;
-        let stats = self.service.stats(query).await.map_err(to_status)?;
+        let stats = self.service.stats(query, read).await.map_err(to_status)?;
         Ok(Response::new(stats::stats_response(&stats)))
     }
 
@@ -347,5 +353,19 @@ impl InvitationService for InvitationApi {
         request: Request<pb::ReviewRewardsRequest>,
     ) -> Result<Response<pb::ReviewRewardsResponse>, Status> {
         conversions::review(&self.service, request).await
+    }
+}
+
+/// The request header that sends a read-only call to the primary
+/// (`x-invitations-read: primary`), for a caller that must see its own
+/// write; without it (or `replica`) the call may read from a standby
+/// (docs/design.md, "Reads from standbys").
+pub const READ_HEADER: &str = "x-invitations-read";
+
+pub(crate) fn read_from<T>(request: &Request<T>) -> Result<ReadFrom, Status> {
+    match request.metadata().get(READ_HEADER).map(|v| v.to_str()) {
+        None | Some(Ok("replica")) => Ok(ReadFrom::AnyReplica),
+        Some(Ok("primary")) => Ok(ReadFrom::Primary),
+        Some(_) => Err(to_status(crate::Error::invalid(READ_HEADER, "must be primary or replica"))),
     }
 }

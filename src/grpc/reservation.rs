@@ -25,6 +25,10 @@ impl View {
         v.check("request_id", domain::RequestId::parse_optional(&r.request_id));
         let client_ip = v.check("client_ip", domain::parse_client_ip(&r.client_ip)).flatten();
         let email = v.check("email", domain::parse_email(&r.email)).flatten();
+        let invitee = match r.invitee_id.as_str() {
+            "" => None,
+            id => v.check("invitee_id", domain::UserId::parse(id)),
+        };
         let ttl = match &r.ttl {
             // Zero, negative or malformed is an error; any positive length
             // is taken and the service clamps it to --reservation-max-ttl
@@ -38,7 +42,7 @@ impl View {
         }
         v.into_result()?;
         let code = self.parse_code("code", &r.code)?;
-        Ok(ReserveCommand { code, ttl, email, client_ip })
+        Ok(ReserveCommand { code, ttl, email, invitee, client_ip })
     }
 }
 

@@ -199,8 +199,9 @@ pub async fn get(
     view: &View,
     request: Request<pb::GetWaitlistEntryRequest>,
 ) -> Result<Response<pb::GetWaitlistEntryResponse>, Status> {
+    let read = super::read_from(&request)?;
     let key = entry_key(request.get_ref()).map_err(to_status)?;
-    let entry = service.waitlist_entry(key).await.map_err(to_status)?;
+    let entry = service.waitlist_entry(key, read).await.map_err(to_status)?;
     Ok(Response::new(pb::GetWaitlistEntryResponse { entry: Some(entry_pb(view, &entry)) }))
 }
 

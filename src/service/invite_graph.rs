@@ -6,6 +6,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::domain::MAX_GRAPH_DEPTH;
+use crate::store::replicas::ReadFrom;
 
 /// Members per query while walking the forest.
 const WALK_CHUNK: i64 = 1000;
@@ -26,7 +27,7 @@ fn max_len(len: usize, depth: u32) -> Option<usize> {
 
 impl Invitations {
     #[tracing::instrument(name = "db.graph", skip_all, fields(db.system = "postgresql"))]
-    pub async fn graph(&self, query: GraphQuery) -> Result<GraphView, Error> {
+    pub async fn graph(&self, query: GraphQuery, read: ReadFrom) -> Result<GraphView, Error> {
         let mut scope = [b"graph\0".as_slice(), query.user.as_str().as_bytes(), b"\0"].concat();
         scope.extend_from_slice(&query.max_depth.to_be_bytes());
         scope.push(u8::from(query.public_view));
@@ -37,7 +38,7 @@ impl Invitations {
             let bytes: [u8; 8] = cursor.try_into().map_err(|_| bad_page_token())?;
             Some(i64::from_be_bytes(bytes))
         };
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.replicas.read_pool(read).0.acquire().await?;
         let mut ancestors = graph::lineage(&mut conn, query.user.as_str()).await?;
         let member = match ancestors.pop() {
             // The public view does not even confirm that a hidden member exists.
@@ -91,9 +92,9 @@ impl Invitations {
     /// streamed in chunks, each chunk its own snapshot (no transaction is
     /// held open while a slow client reads). A subtree moved by Reparent
     /// during the walk can appear twice or not at all.
-    pub fn walk_forest(&self, query: WalkQuery) -> mpsc::Receiver<Result<Member, Error>> {
+    pub fn walk_forest(&self, query: WalkQuery, read: ReadFrom) -> mpsc::Receiver<Result<Member, Error>> {
         let (tx, rx) = mpsc::channel(WALK_CHUNK as usize);
-        let pool = self.pool.clone();
+        let pool = self.replicas.read_pool(read).0.clone();
         let placeholders = self.placeholders.clone();
         tokio::spawn(async move {
             if let Err(e) = walk(pool, placeholders, query, &tx).await {

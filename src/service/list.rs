@@ -4,10 +4,11 @@ use super::*;
 use crate::domain::abuse::CheckMode;
 use crate::service::abuse::Attempt;
 use crate::store::common_path;
+use crate::store::replicas::{ReadFrom, Source};
 
 impl Invitations {
     #[tracing::instrument(name = "db.list", skip_all, fields(db.system = "postgresql"))]
-    pub async fn list(&self, query: ListQuery) -> Result<ListPage, Error> {
+    pub async fn list(&self, query: ListQuery, read: ReadFrom) -> Result<ListPage, Error> {
         let scope = list_scope(&query);
         let after = if query.page_token.is_empty() {
             None
@@ -15,7 +16,7 @@ impl Invitations {
             let cursor = self.page_tokens.decode(&query.page_token, &scope).ok_or_else(bad_page_token)?;
             Some(Uuid::from_slice(&cursor).map_err(|_| bad_page_token())?)
         };
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.replicas.read_pool(read).0.acquire().await?;
         let owner = query.owner.as_ref().map(UserId::as_str);
         let earn = self.quotas.earn.filter(|_| owner.is_some());
         let limit = i64::from(query.page_size) + 1;
@@ -42,16 +43,22 @@ impl Invitations {
     /// CheckCode of a well-formed code in one statement, under the
     /// failed-attempt limit (refused while over it in `block` mode). An
     /// unknown code counts against the limit: a second statement, for
-    /// guesses only.
+    /// guesses only. From a standby, a miss is looked up again on the
+    /// primary: a code minted a moment ago is never "not found".
     #[tracing::instrument(name = "db.check", skip_all, fields(db.system = "postgresql"))]
-    pub async fn check(&self, code: &InvitationCode, attempt: &Attempt) -> Result<CodeCheck, Error> {
+    pub async fn check(&self, code: &InvitationCode, attempt: &Attempt, read: ReadFrom) -> Result<CodeCheck, Error> {
         // Only the attempt keys: CheckCode makes no IP or e-mail checks.
         let keys = if self.abuse.attempts == CheckMode::Off { Vec::new() } else { self.attempt_keys(attempt) };
         let (window_start, _) = self.abuse.attempt_window_at(OffsetDateTime::now_utc());
-        let mut conn = self.pool.acquire().await?;
         let hashes = self.code_hashes(code);
-        let state = common_path::check_code(&mut conn, &hashes, &keys, window_start).await?;
+        let (pool, source) = self.replicas.read_pool(read);
+        let mut conn = pool.acquire().await?;
+        let mut state = common_path::check_code(&mut conn, &hashes, &keys, window_start).await?;
         drop(conn);
+        if state.invitation.is_none() && source != Source::Primary {
+            let mut conn = self.pool.acquire().await?;
+            state = common_path::check_code(&mut conn, &hashes, &keys, window_start).await?;
+        }
         let limit = i32::try_from(self.abuse.attempt_limit).unwrap_or(i32::MAX);
         if self.abuse.attempts == CheckMode::Block && state.failures >= limit {
             return Err(Error::TooManyAttempts { retry_after: self.attempt_retry_after() });
@@ -72,7 +79,7 @@ impl Invitations {
             None => None,
         };
         let reserved_uses = u32::try_from(state.reserved_uses).unwrap_or(u32::MAX);
-        let bound_to_applicant = state.bound_to_applicant;
+        let bound_to_applicant = invitation.bound_to_applicant();
         Ok(CodeCheck { invitation: Some(invitation), refusal, reserved_uses, bound_to_applicant })
     }
 }

@@ -222,12 +222,13 @@ pub struct Invitations {
     pub(crate) max_call_time: Option<std::time::Duration>,
     pub(crate) waitlist: WaitlistSettings,
     pub(crate) conversions: Arc<ConversionSettings>,
+    /// Where read-only calls read (`--database-read-url`).
+    pub(crate) replicas: Arc<crate::store::replicas::Replicas>,
 }
 
 impl Invitations {
     pub fn new(pool: PgPool, codes: CodeGenerator, page_tokens: PageTokens, vault: Arc<Vault>) -> Self {
         Self {
-            pool,
             codes,
             page_tokens,
             metrics: DomainMetrics::disabled(),
@@ -241,7 +242,13 @@ impl Invitations {
             max_call_time: None,
             waitlist: WaitlistSettings::default(),
             conversions: Arc::default(),
+            replicas: crate::store::replicas::Replicas::primary_only(pool.clone()),
+            pool,
         }
+    }
+
+    pub fn with_replicas(self, replicas: Arc<crate::store::replicas::Replicas>) -> Self {
+        Self { replicas, ..self }
     }
 
     pub fn with_max_call_time(self, max_call_time: std::time::Duration) -> Self {

@@ -121,7 +121,7 @@ impl Invitations {
         if let Some(reason) = invitation.unavailable_reason(OffsetDateTime::now_utc()) {
             return Err(reason);
         }
-        reservation::check_email(&invitation, cmd)?;
+        reservation::check_binding(&invitation, cmd)?;
         let mut screening =
             abuse::screen(tx, &self.abuse, &self.vault, cmd.client_ip, cmd.email.as_ref(), inviter.as_deref()).await?;
         if cmd.over_attempt_limit {
@@ -137,6 +137,9 @@ impl Invitations {
         }
         let (mut spent, completed) = reservation::take_use(tx, &cmd.target, invitation.id, invitee).await?;
         let redeem_time = graph::insert_redemption(tx, &spent, invitee).await?;
+        if spent.bound_to_applicant() {
+            crate::store::waitlist::record_redemption(tx, spent.id, redeem_time).await?;
+        }
         if let Some(parent) = &parent {
             tree::graft(tx, &member, Some(parent)).await?;
         }

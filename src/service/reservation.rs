@@ -43,6 +43,8 @@ pub struct ReserveCommand {
     /// Positive when set (the transport checks).
     pub ttl: Option<time::Duration>,
     pub email: Option<Email>,
+    /// Who will redeem the use: required by applicant-bound invitations.
+    pub invitee: Option<UserId>,
     pub client_ip: Option<std::net::IpAddr>,
 }
 
@@ -75,6 +77,9 @@ impl Invitations {
         }
         if !invitation.admits(cmd.email.as_ref()) {
             return Err(Error::EmailMismatch);
+        }
+        if !cmd.invitee.as_ref().map_or(!invitation.bound_to_applicant(), |i| invitation.admits_user(i.as_str())) {
+            return Err(Error::ApplicantMismatch);
         }
         // Blocking checks refuse the sign-up at the form already; flags are
         // recorded when Redeem completes it (a reservation records nothing).
@@ -248,14 +253,22 @@ fn refuse_unless_held(reservation: &Reservation, now: OffsetDateTime) -> Result<
     Err(refusal)
 }
 
-/// A bound invitation needs a matching address. Completing a reservation may
-/// omit it (Reserve checked it) but may not present another one.
-pub(super) fn check_email(invitation: &Invitation, cmd: &RedeemCommand) -> Result<(), Error> {
+/// An address-bound invitation needs a matching address. Completing a
+/// reservation may omit it (Reserve checked it) but may not present another
+/// one. An applicant-bound invitation needs its applicant as the invitee, on
+/// every path (the reservation may have been taken by anyone with the code).
+pub(super) fn check_binding(invitation: &Invitation, cmd: &RedeemCommand) -> Result<(), Error> {
     let admitted = match (&cmd.target, &cmd.email) {
         (RedeemTarget::Reservation(_), None) => true,
         (_, email) => invitation.admits(email.as_ref()),
     };
-    if admitted { Ok(()) } else { Err(Error::EmailMismatch) }
+    if !admitted {
+        return Err(Error::EmailMismatch);
+    }
+    if !invitation.admits_user(cmd.invitee.as_str()) {
+        return Err(Error::ApplicantMismatch);
+    }
+    Ok(())
 }
 
 /// Spends the use: a free one for a code, the held one for a reservation

@@ -4,6 +4,7 @@
 //! the sections agree with each other.
 
 use super::*;
+use crate::store::replicas::ReadFrom;
 use crate::store::stats::{self, CohortRow, Filter};
 use crate::store::{Counters, reservations::ReservationCounts};
 
@@ -53,10 +54,10 @@ pub struct WaitlistStats {
 
 impl Invitations {
     #[tracing::instrument(name = "db.stats", skip_all, fields(db.system = "postgresql"))]
-    pub async fn stats(&self, q: StatsQuery) -> Result<Stats, Error> {
+    pub async fn stats(&self, q: StatsQuery, read: ReadFrom) -> Result<Stats, Error> {
         let f = Filter { start: q.start, end: q.end, label: q.label.clone() };
         let week = q.period == Period::Week;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.replicas.read_pool(read).0.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
         let groups = stats::cohort_groups(&mut tx, &f, week, q.redeemed_within).await?;
         let mut by_batch = stats::cohort_batches(&mut tx, &f, q.redeemed_within, MAX_STATS_BATCHES + 1).await?;

@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use rand::TryRngCore;
 
 use super::*;
+use crate::domain::email::BindingKind;
 use crate::domain::events::Admitted;
 use crate::service::abuse::Attempt;
 use crate::service::mint::Recipients;
 use crate::store::invitations::BatchAttributes;
+use crate::store::replicas::ReadFrom;
 use crate::store::waitlist::{self as wl, EntryKey, EntryRow};
 
 pub use crate::store::waitlist::Order;
@@ -213,13 +215,21 @@ impl Invitations {
 
     /// GetWaitlistEntry in one statement.
     #[tracing::instrument(name = "db.get_waitlist_entry", skip_all, fields(db.system = "postgresql"))]
-    pub async fn waitlist_entry(&self, key: EntryKey<'_>) -> Result<Entry, Error> {
+    pub async fn waitlist_entry(&self, key: EntryKey<'_>, read: ReadFrom) -> Result<Entry, Error> {
         let field = match key {
             EntryKey::Id(_) => "entry_id",
             EntryKey::Applicant(_) => "applicant_id",
         };
-        let mut conn = self.pool.acquire().await?;
-        match wl::get(&mut conn, &key).await? {
+        let (pool, source) = self.replicas.read_pool(read);
+        let mut conn = pool.acquire().await?;
+        let mut row = wl::get(&mut conn, &key).await?;
+        drop(conn);
+        // As CheckCode: never "not found" from a standby (an entry that
+        // joined a moment ago).
+        if row.is_none() && source != crate::store::replicas::Source::Primary {
+            row = wl::get(&mut *self.pool.acquire().await?, &key).await?;
+        }
+        match row {
             Some(row) => self.entry(row),
             None => Err(Error::NotFound { what: "waitlist entry", field }),
         }
@@ -300,7 +310,11 @@ impl Invitations {
             max_uses: 1,
             expire_time: cmd.ttl.map(|ttl| OffsetDateTime::now_utc() + ttl),
             key_id: self.vault.current_key_id(),
-            binding: None,
+            // Bound to each entry's applicant: the batch says the kind (and
+            // the minted events show it); the digests differ per invitation
+            // and are set below in this transaction. Until then the empty
+            // digest admits nobody.
+            binding: Some((BindingKind::Applicant, Vec::new())),
         };
         let minted = self.mint_batch(&mut tx, &batch, Recipients::Listed(&owners), usize::MAX).await?;
         // Invitations of one owner are alike: hand them out per owner.
@@ -315,6 +329,12 @@ impl Invitations {
         }
         let entry_ids: Vec<Uuid> = paired.iter().map(|(id, _, _)| *id).collect();
         let invitation_ids: Vec<Uuid> = paired.iter().map(|(_, _, inv)| inv.id).collect();
+        let mut digests = Vec::with_capacity(paired.len());
+        for (_, applicant, _) in &paired {
+            digests
+                .push(Binding::applicant(applicant).digest().map_err(|e| internal(format!("OS random source: {e}")))?);
+        }
+        invitations::set_binding_digests(&mut tx, &invitation_ids, &digests).await?;
         wl::mark_admitted(&mut tx, &entry_ids, &invitation_ids).await?;
         let events: Vec<Event> = paired
             .iter()

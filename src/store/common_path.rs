@@ -273,8 +273,6 @@ pub struct CodeState {
     pub reserved_uses: i64,
     /// The owner's invite privileges (true for unowned invitations).
     pub inviter_enabled: bool,
-    /// Admitted from the waitlist: only its applicant may redeem it.
-    pub bound_to_applicant: bool,
 }
 
 /// Looks the code up with everything CheckCode answers, in one read-only
@@ -294,8 +292,7 @@ pub async fn check_code(
              CASE WHEN inv.id IS NULL THEN 0 ELSE \
                  (SELECT count(*) FROM reservations r WHERE r.invitation_id = inv.id AND r.status = 'held' \
                   AND r.expire_time > clock_timestamp()) END AS reserved_uses, \
-             coalesce((SELECT invite_enabled FROM members WHERE user_id = inv.inviter_id), true) AS enabled, \
-             EXISTS (SELECT 1 FROM waitlist_entries w WHERE w.invitation_id = inv.id) AS bound_to_applicant \
+             coalesce((SELECT invite_enabled FROM members WHERE user_id = inv.inviter_id), true) AS enabled \
          FROM (SELECT 1) one \
          LEFT JOIN (SELECT {} FROM invitations WHERE code_hash = ANY($1) LIMIT 1) inv ON true",
         super::invitations::COLUMNS
@@ -306,7 +303,6 @@ pub async fn check_code(
         failures: row.try_get(20)?,
         reserved_uses: row.try_get(21)?,
         inviter_enabled: row.try_get(22)?,
-        bound_to_applicant: row.try_get(23)?,
     })
 }
 

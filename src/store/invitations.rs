@@ -123,6 +123,23 @@ pub async fn insert_invitations(
     .await
 }
 
+/// Gives each invitation its own binding digest (a batch of bindings of one
+/// kind to different values: waitlist admissions). One statement.
+pub async fn set_binding_digests(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    digests: &[Vec<u8>],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE invitations i SET binding_digest = t.digest          FROM unnest($1::uuid[], $2::bytea[]) AS t(id, digest) WHERE i.id = t.id",
+    )
+    .bind(ids)
+    .bind(digests)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The invitation whose code has one of these lookup hashes (one per
 /// configured secret): one probe of the unique `code_hash` index.
 pub async fn by_code_hash(conn: &mut PgConnection, hashes: &[Vec<u8>]) -> Result<Option<Invitation>, sqlx::Error> {

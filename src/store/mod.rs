@@ -12,6 +12,7 @@ pub mod members;
 pub mod outbox;
 pub mod quotas;
 pub mod rekey;
+pub mod replicas;
 pub mod reservations;
 pub mod stats;
 pub mod tree;
@@ -33,8 +34,19 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// Opens a pool lazily: the service starts (and reports NOT_SERVING) even
 /// when the database is down, and recovers when it comes back.
 pub fn connect_lazy(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<PgPool, sqlx::Error> {
+    connect_lazy_as("invitations", url, max_connections, acquire_timeout)
+}
+
+/// A lazy pool whose connections show `application_name` in
+/// `pg_stat_activity` (`invitations-read` for the standbys' pools).
+pub fn connect_lazy_as(
+    application_name: &str,
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
-    let options = options.application_name("invitations");
+    let options = options.application_name(application_name);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)

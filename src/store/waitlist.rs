@@ -262,6 +262,25 @@ pub async fn mark_admitted(conn: &mut PgConnection, entries: &[Uuid], invitation
     Ok(())
 }
 
+/// An admitted entry's invitation was redeemed (by its applicant: the
+/// invitation is applicant-bound, so only the general Redeem path gets
+/// here): the entry records when, and its referrer entry moves up by the
+/// entry's `redeem_bump`, within the referrer's cap. One statement.
+pub async fn record_redemption(
+    conn: &mut PgConnection,
+    invitation_id: Uuid,
+    redeem_time: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH e AS (UPDATE waitlist_entries SET redeem_time = $2 WHERE invitation_id = $1                     RETURNING referrer_entry_id, redeem_bump)          UPDATE waitlist_entries r          SET redeemed_referrals = r.redeemed_referrals + 1,              bump = least(r.bump + e.redeem_bump, greatest(r.bump, r.bump_cap))          FROM e WHERE r.id = e.referrer_entry_id",
+    )
+    .bind(invitation_id)
+    .bind(redeem_time)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The counters of the line's buckets, folded with the others.
 pub const LINE_COUNTS: super::Counters = super::Counters {
     counts: "waitlist_line_counts",

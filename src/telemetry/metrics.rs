@@ -93,6 +93,36 @@ impl Metrics {
             .build();
     }
 
+    /// Standby gauges, read at each collection from `status` (each standby's
+    /// lag in seconds, None when unreachable, and whether it serves reads),
+    /// labelled by the standby's position in `--database-read-url` (never
+    /// its address).
+    pub fn observe_replicas(&self, status: impl Fn() -> Vec<(Option<f64>, bool)> + Send + Sync + 'static) {
+        let status = Arc::new(status);
+        let lag = status.clone();
+        self.meter
+            .f64_observable_gauge("invitations.db.replica.lag")
+            .with_unit("s")
+            .with_description("How far each standby is behind the primary (absent while unreachable)")
+            .with_callback(move |observer| {
+                for (index, (seconds, _)) in lag().into_iter().enumerate() {
+                    if let Some(seconds) = seconds {
+                        observer.observe(seconds, &[KeyValue::new("standby", index.to_string())]);
+                    }
+                }
+            })
+            .build();
+        self.meter
+            .u64_observable_gauge("invitations.db.replica.serving")
+            .with_description("1 while a standby serves reads, 0 while lagging or unreachable")
+            .with_callback(move |observer| {
+                for (index, (_, usable)) in status().into_iter().enumerate() {
+                    observer.observe(u64::from(usable), &[KeyValue::new("standby", index.to_string())]);
+                }
+            })
+            .build();
+    }
+
     /// The health gauge (`invitations_health_serving{service}`) for `names`,
     /// read from `reporter`; the returned task keeps it current, run it with
     /// the server's background work.

@@ -37,6 +37,7 @@ mod quotas;
 mod redeem;
 mod relays;
 mod reparent;
+mod replicas;
 mod reservations;
 mod revoke;
 mod round_trips;

@@ -7,6 +7,7 @@ use invitations::pb;
 use invitations::pb::waitlist_entry::State;
 
 use crate::helpers::{TestApp, assert_error, member};
+use crate::reservations::reserve;
 
 pub async fn join(app: &TestApp, applicant: &str, referrer: &str) -> Result<pb::JoinWaitlistResponse, tonic::Status> {
     let request =
@@ -307,4 +308,65 @@ async fn a_rejected_applicant_rejoins_at_the_back_after_the_reapply_time() {
     let e = back.entry.expect("entry");
     assert!(back.created);
     assert_eq!((e.id, e.state, e.position), (b.id, State::Waiting as i32, 2));
+}
+
+#[tokio::test]
+async fn an_applicant_bound_invitation_is_held_and_completed_only_by_its_applicant() {
+    let app = TestApp::spawn().await;
+    joined(&app, "ann", "").await;
+    let wave = admit(&app, admit_request(1)).await;
+    let inv = wave.entries[0].invitation.clone().expect("admitted");
+    let check = app.check(&inv.code).await;
+    assert_eq!((check.binding, check.bound_to_applicant), (pb::Binding::Applicant as i32, true));
+    let hold =
+        |invitee: &str| pb::ReserveRequest { code: inv.code.clone(), invitee_id: invitee.into(), ..Default::default() };
+    // Nobody named, or somebody else: refused, nothing held.
+    for who in ["", "mallory"] {
+        let err = reserve(&app, hold(who)).await.expect_err("bound to ann");
+        assert_error(&err, tonic::Code::FailedPrecondition, "APPLICANT_MISMATCH", None);
+    }
+    let err = reserve(&app, hold(&"a".repeat(129))).await.expect_err("too long");
+    assert_error(&err, tonic::Code::InvalidArgument, "INVALID_ARGUMENT", Some("invitee_id"));
+    assert_eq!(app.count("reservations").await, 0);
+    // Ann holds it; completing the hold as somebody else is refused too.
+    let held = reserve(&app, hold("ann")).await.expect("ann holds it");
+    let complete = |invitee: &str| pb::RedeemRequest {
+        reservation_id: held.id.clone(),
+        invitee_id: invitee.into(),
+        ..Default::default()
+    };
+    let err = app.redeem_req(complete("mallory")).await.expect_err("bound to ann");
+    assert_error(&err, tonic::Code::FailedPrecondition, "APPLICANT_MISMATCH", None);
+    let redeemed = app.redeem_req(complete("ann")).await.expect("ann completes it");
+    assert_eq!(redeemed.uses, 1);
+    assert!(entry(&app, "ann").await.expect("get").invitation.and_then(|i| i.redeem_time).is_some());
+    // An ordinary invitation ignores invitee_id on Reserve.
+    let plain = app.mint_one("zed").await;
+    let ordinary = pb::ReserveRequest { code: plain.code, invitee_id: "anyone".into(), ..Default::default() };
+    reserve(&app, ordinary).await.expect("unbound");
+}
+
+/// Migration 0064 binds invitations admitted before the binding kind
+/// existed; its statement, run again on an invitation whose binding is
+/// cleared, must produce the digest the service checks.
+#[tokio::test]
+async fn the_backfill_binds_earlier_admissions_as_the_service_checks_them() {
+    let app = TestApp::spawn_with(&["--waitlist-referral-bump", "5"]).await;
+    let referrer = joined(&app, "ref", "").await;
+    joined(&app, "bea", &referrer.referral_handle).await;
+    let wave = admit(&app, admit_request(2)).await;
+    let admitted = wave.entries.iter().find(|e| e.applicant_id == "bea").expect("bea admitted");
+    let code = admitted.invitation.clone().expect("admitted").code;
+    let pool = app.pool().await;
+    sqlx::query("UPDATE invitations SET binding = NULL, binding_digest = NULL").execute(&pool).await.expect("clear");
+    let migration = std::fs::read_to_string("migrations/0064_applicant_binding_backfill.sql").expect("migration");
+    let backfill = migration.split("DROP TRIGGER").next().expect("the update");
+    let bound = sqlx::query(backfill).execute(&pool).await.expect("backfill").rows_affected();
+    assert_eq!(bound, 2, "both admitted invitations");
+    let err = app.redeem(&code, "mallory").await.expect_err("bound again");
+    assert_error(&err, tonic::Code::FailedPrecondition, "APPLICANT_MISMATCH", None);
+    let before = entry(&app, "ref").await.expect("get");
+    app.redeem(&code, "bea").await.expect("the applicant redeems");
+    let after = entry(&app, "ref").await.expect("get");
+    assert_eq!(after.redeemed_referrals, before.redeemed_referrals + 1, "the referrer entry is credited");
 }
