@@ -124,6 +124,8 @@ pub struct ListPage {
     pub inviter_id: Option<String>,
     /// When the owner earns its next invitation (earn policy).
     pub next_grant_time: Option<OffsetDateTime>,
+    /// Per invitation (same order): the kinds its invitees converted with.
+    pub converted: Vec<Vec<String>>,
 }
 
 /// What a Redeem names: a code, or a reservation to complete.

@@ -69,6 +69,14 @@ async fn a_conversion_is_attributed_to_the_invitation_and_recorded_once_per_kind
     assert_eq!(activated.value, None);
     assert!(activated.occur_time.is_some(), "defaults to now");
     assert_eq!(app.count("conversions").await, 2);
+
+    // The inviter's own view: which of its invitations brought active members.
+    let other = app.mint_one("alice").await;
+    let page = app.list(pb::ListForUserRequest { user_id: "alice".into(), ..Default::default() }).await.expect("list");
+    let kinds: Vec<(String, Vec<String>)> =
+        page.invitations.iter().map(|i| (i.id.clone(), i.converted_kinds.clone())).collect();
+    let want = vec![(other.id, vec![]), (inv.id.clone(), vec!["activated".to_owned(), "paid".to_owned()])];
+    assert_eq!(kinds, want);
 }
 
 #[tokio::test]
