@@ -54,6 +54,9 @@ CREATE INDEX conversions_hold_idx ON conversions (hold_until) WHERE reward_state
 CREATE INDEX conversions_batch_idx ON conversions (batch_id, kind) WHERE batch_id IS NOT NULL;
 CREATE INDEX conversions_invitation_idx ON conversions (invitation_id) WHERE invitation_id IS NOT NULL;
 CREATE INDEX conversions_record_time_idx ON conversions (record_time);
+-- The stats' leaderboard: conversions that happened in a window.
+CREATE INDEX conversions_occur_time_idx ON conversions (occur_time) INCLUDE (inviter_id, kind)
+    WHERE inviter_id IS NOT NULL;
 
 -- One reward rule as the service runs it: N invitations for the inviter,
 -- M for the member, the inviter's cap (0: none) per period, and the hold

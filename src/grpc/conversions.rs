@@ -200,3 +200,49 @@ pub async fn review(
         changed_count: outcome.changed,
     }))
 }
+
+/// GetStats' conversions section.
+pub fn stats_pb(s: &crate::service::ConversionStats) -> pb::ConversionStats {
+    let mut out = pb::ConversionStats::default();
+    for g in &s.groups {
+        let group = pb::ConversionGroup {
+            label: g.label.clone().unwrap_or_default(),
+            batch_id: g.batch_id.map(|id| id.to_string()).unwrap_or_default(),
+            day: g.day.map(timestamp),
+            kind: g.kind.clone().unwrap_or_default(),
+            redeemed: g.redeemed,
+            converted: g.converted,
+            conversion_rate: if g.redeemed > 0 { g.converted as f64 / g.redeemed as f64 } else { 0.0 },
+            median_time_to_convert: g.median_seconds.map(|secs| {
+                let d = time::Duration::seconds_f64(secs.max(0.0));
+                prost_types::Duration { seconds: d.whole_seconds(), nanos: d.subsec_nanoseconds() }
+            }),
+            value: g.value.unwrap_or_default(),
+        };
+        match (&g.label, g.batch_id, g.day) {
+            (Some(_), _, _) => out.by_label.push(group),
+            (None, Some(_), _) => out.by_batch.push(group),
+            _ => out.by_day.push(group),
+        }
+    }
+    out.top_converters = s
+        .top_converters
+        .iter()
+        .map(|(inviter_id, conversions)| pb::ConverterCount {
+            inviter_id: inviter_id.clone(),
+            conversions: *conversions,
+        })
+        .collect();
+    let r = &s.rewards;
+    out.rewards = Some(pb::RewardCounts {
+        recorded: r.recorded,
+        unattributed: r.unattributed,
+        pending: r.pending,
+        review: r.review,
+        granted: r.granted,
+        voided: r.voided,
+        denied: r.denied,
+        invitations_granted: r.invitations_granted,
+    });
+    out
+}

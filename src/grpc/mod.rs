@@ -4,7 +4,7 @@
 
 pub mod auth;
 pub mod connections;
-mod conversions;
+pub mod conversions;
 pub mod convert;
 pub mod deadline;
 mod graph;

@@ -39,7 +39,7 @@ pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
 pub use rewards::grant_held_rewards;
 pub use rewards::{MAX_REVIEW_REWARDS, ReviewRewardsCommand, ReviewRewardsOutcome, VoidCommand, VoidOutcome};
-pub use stats::{Period, Stats, StatsQuery, WaitlistStats, fold_counts};
+pub use stats::{ConversionStats, Period, Stats, StatsQuery, WaitlistStats, fold_counts};
 pub use waitlist::{AdmitCommand, AdmitOutcome, Entry, EntryState, JoinCommand, JoinOutcome, Order};
 pub use waitlist::{ReviewCommand, ReviewOutcome, WaitlistSettings};
 

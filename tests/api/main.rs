@@ -13,6 +13,7 @@ mod connections;
 mod conversions;
 mod conversions_hold;
 mod conversions_races;
+mod conversions_stats;
 mod events;
 mod graph;
 mod graph_auth;
