@@ -237,3 +237,23 @@ async fn flagged_redemptions_are_held_for_review_then_approved_or_denied() {
     assert_eq!((state(&cs[0]), state(&cs[1])), (RewardState::Granted as i32, RewardState::Denied as i32));
     assert_eq!(unspent(&deny, "alice", "reward:activated").await, 1);
 }
+
+#[tokio::test]
+async fn the_cli_records_voids_and_reviews_conversions() {
+    use crate::admin_cli::{admin, stdout};
+    let app = TestApp::spawn_with(&held_args()).await;
+    let code = app.mint_one("alice").await.code;
+    app.redeem(&code, "bob").await.expect("redeem");
+    let args = ["conversions", "record", "--user", "bob", "--kind", "activated", "--value", "7", "--output", "json"];
+    let v: serde_json::Value = serde_json::from_str(&stdout(&admin(&app, None, &args).await)).expect("json");
+    assert_eq!((v["created"].as_bool(), v["conversions"][0]["inviter_id"].as_str()), (Some(true), Some("alice")));
+    assert_eq!(
+        (v["conversions"][0]["value"].as_i64(), v["conversions"][0]["reward"]["state"].as_str()),
+        (Some(7), Some("pending"))
+    );
+    let id = v["conversions"][0]["id"].as_str().expect("id").to_owned();
+    let out = stdout(&admin(&app, None, &["conversions", "void", "--conversion", &id, "--reason", "refund"]).await);
+    assert!(out.contains("changed: true") && out.contains("reward voided"), "{out}");
+    let out = stdout(&admin(&app, None, &["conversions", "review", "--conversion", &id, "--approve"]).await);
+    assert!(out.contains("changed_count: 0"), "voided, not in review: {out}");
+}

@@ -43,6 +43,8 @@ pub enum AdminCommand {
     PlanWave(PlanWaveArgs),
     /// The waitlist: show an entry, review entries, admit a wave.
     Waitlist(super::waitlist::WaitlistArgs),
+    /// Conversions: record one, void one, review held rewards.
+    Conversions(super::conversions::ConversionsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

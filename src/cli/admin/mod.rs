@@ -7,6 +7,7 @@
 //! `INVITATIONS_TOKEN` only, never a flag (shell history, `ps`).
 
 mod args;
+mod conversions;
 mod json;
 pub mod plan;
 mod print;
@@ -96,6 +97,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::PlanWave(p) => wave::plan_wave(&mut client, &p, output, out).await?,
         AdminCommand::Waitlist(w) => waitlist::run(&mut client, w, output, out).await?,
+        AdminCommand::Conversions(c) => conversions::run(&mut client, c, output, out).await?,
     }
     Ok(())
 }
