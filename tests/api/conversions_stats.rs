@@ -91,3 +91,41 @@ async fn stats_count_conversions_per_group_with_rate_median_value_and_leaderboar
     assert_eq!(r.invitations_granted, 6);
     assert_eq!((r.pending, r.review, r.denied), (0, 0, 0));
 }
+
+#[tokio::test]
+async fn plan_wave_plans_for_conversions_from_the_measured_conversion_yield() {
+    use crate::admin_cli::{admin, stdout};
+    let app = TestApp::spawn_with(&["--conversion-kinds", "activated"]).await;
+    // 10 invitations minted 20 days ago, 5 redeemed (admin_cli::planner_history);
+    // i1 and i2 convert a day after redeeming, i5 nine days after.
+    crate::admin_cli::planner_history(&app).await;
+    for user in ["i1", "i2", "i5"] {
+        converted(&app, user, "activated").await;
+    }
+    let pool = app.pool().await;
+    for (user, days) in [("i1", 1), ("i2", 1), ("i5", 9)] {
+        sqlx::query("UPDATE conversions SET occur_time = redeem_time + make_interval(days => $2) WHERE user_id = $1")
+            .bind(user)
+            .bind(days)
+            .execute(&pool)
+            .await
+            .expect("history");
+    }
+    pool.close().await;
+    // yield = 2 / 10 = 0.2 converted members per invitation; 3 need 15.
+    let plan = ["plan-wave", "--target-conversions", "3", "--kind", "activated", "--within", "7d"];
+    let out = stdout(&admin(&app, None, &plan).await);
+    for line in [
+        "  minted:                       10\n",
+        "  converted within 7d:          2\n",
+        "  yield = 2 / 10 = 0.2000 converted members (activated) per invitation within 7d\n",
+        "  invitations needed = ceil(3 / 0.2000) = 15\n",
+        "Nothing minted: run again with --apply to mint this wave.\n",
+    ] {
+        assert!(out.contains(line), "{line:?} not in\n{out}");
+    }
+    let out = stdout(&admin(&app, None, &[&plan[..], &["--output", "json"]].concat()).await);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((v["target_conversions"].as_u64(), v["invitations_needed"].as_u64()), (Some(3), Some(15)));
+    assert_eq!(v["conversion_kind"], "activated");
+}
