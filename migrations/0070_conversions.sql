@@ -12,10 +12,13 @@ CREATE TABLE conversions (
     record_time      timestamptz NOT NULL DEFAULT now(),
     value            bigint,
     -- Attribution, fixed at record time: the member's redemption (whose
-    -- inviter is the invitation's owner; Reparent does not move it).
-    invitation_id    uuid REFERENCES invitations (id),
-    inviter_id       text REFERENCES members (user_id),
-    batch_id         uuid REFERENCES batches (id),
+    -- inviter is the invitation's owner; Reparent does not move it). Copies
+    -- of rows that are never deleted, so no foreign keys: a key check
+    -- share-locks the referenced row, and a wave's batch (or a popular
+    -- inviter) would be one row every conversion of its invitees locks.
+    invitation_id    uuid,
+    inviter_id       text,
+    batch_id         uuid,
     label            text,
     redeem_time      timestamptz,
     -- The reward: 'none' (no rule for the kind, nobody to reward, or
@@ -32,8 +35,8 @@ CREATE TABLE conversions (
     inviter_reward   integer NOT NULL DEFAULT 0 CHECK (inviter_reward >= 0),
     member_reward    integer NOT NULL DEFAULT 0 CHECK (member_reward >= 0),
     inviter_capped   boolean NOT NULL DEFAULT false,
-    inviter_batch_id uuid REFERENCES batches (id),
-    member_batch_id  uuid REFERENCES batches (id),
+    inviter_batch_id uuid,
+    member_batch_id  uuid,
     reward_time      timestamptz,
     hold_until       timestamptz,
     void_time        timestamptz,
@@ -131,11 +134,11 @@ BEGIN
     IF r.inviter_id IS NOT NULL AND coalesce(rule.inviter_count, 0) + coalesce(rule.member_count, 0) > 0 THEN
         SELECT * INTO inviter FROM members WHERE user_id = r.inviter_id;
         IF rule.inviter_count > 0 AND inviter.invite_enabled THEN
-            -- The cap: concurrent conversions of one inviter's invitees
-            -- queue here, and each counts the rewards committed before it
-            -- (a new snapshot per statement), so the cap holds.
-            PERFORM pg_advisory_xact_lock(inviter.id # reward_tag);
             IF rule.cap > 0 THEN
+                -- The cap: concurrent conversions of one inviter's invitees
+                -- queue here, and each counts the rewards committed before
+                -- it (a new snapshot per statement), so the cap holds.
+                PERFORM pg_advisory_xact_lock(inviter.id # reward_tag);
                 SELECT count(*) INTO rewarded FROM conversions c
                 WHERE c.inviter_id = r.inviter_id AND c.inviter_reward > 0
                   AND c.reward_state IN ('pending', 'granted', 'review')
