@@ -108,6 +108,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     if args.migrate {
         apply_migrations(&pool, db.db_acquire_timeout).await?;
     }
+    outbox::prepare_partitions(&pool).await;
 
     let metrics = Arc::new(Metrics::new(telemetry::otlp_enabled(telemetry::Signal::Metrics))?);
     metrics.observe_pool(pool.clone());

@@ -319,11 +319,13 @@ pub struct EventArgs {
     pub outbox_max_backoff: Duration,
 
     /// How long sent events stay in the outbox (for `invitations outbox
-    /// replay`) before they are deleted.
+    /// replay`) before they are dropped, a UTC day at a time (a day goes
+    /// once every event in it was sent longer ago than this).
     #[arg(long, env = "INVITATIONS_OUTBOX_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub outbox_retention: Duration,
 
-    /// How often the backlog gauges are refreshed and sent events pruned.
+    /// How often the backlog gauges are refreshed, the coming days' outbox
+    /// partitions made and sent days dropped.
     #[arg(long, env = "INVITATIONS_OUTBOX_STATS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub outbox_stats_interval: Duration,
 

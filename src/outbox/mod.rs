@@ -17,7 +17,6 @@ use crate::store::outbox;
 use crate::telemetry::{OutboxMetrics, OutboxStats};
 
 /// Sent events deleted per statement when pruning.
-const PRUNE_BATCH: i64 = 10_000;
 /// A non-empty backlog is logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -92,7 +91,7 @@ pub async fn maintain(pool: PgPool, settings: Maintenance, metrics: OutboxMetric
         }
         match prune(&pool, settings.retention).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(count = n, "pruned sent outbox events"),
+            Ok(n) => tracing::info!(days = n, "pruned sent outbox events"),
             Err(e) => tracing::warn!(error = %e, "pruning the outbox failed; retrying next interval"),
         }
         tokio::time::sleep(settings.interval).await;
@@ -108,15 +107,35 @@ async fn measure(pool: &PgPool) -> Result<OutboxStats, sqlx::Error> {
     })
 }
 
+/// Makes the coming days' outbox partitions and drops the days whose every
+/// event was sent before the retention cutoff; returns how many days it
+/// dropped. A day is kept whole while any of its events is pending or
+/// recent, so an event stays at least the retention after it was sent, and
+/// at most a day longer.
 async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     let cutoff = OffsetDateTime::now_utc() - retention;
     let mut conn = pool.acquire().await?;
-    let mut total = 0;
-    loop {
-        let n = outbox::prune_sent(&mut conn, cutoff, PRUNE_BATCH).await?;
-        total += n;
-        if n < PRUNE_BATCH as u64 {
-            return Ok(total);
+    outbox::ensure_partitions(&mut conn).await?;
+    let mut dropped = 0;
+    for part in outbox::expired_partitions(&mut conn, cutoff).await? {
+        if outbox::drop_partition(&mut conn, &part, cutoff).await? {
+            tracing::info!(partition = %part.name, "dropped an outbox day: every event in it was sent before the retention");
+            dropped += 1;
         }
+    }
+    Ok(dropped)
+}
+
+/// Makes sure the coming days' outbox partitions exist (at start, before
+/// any call can write an event). A database that does not answer yet is
+/// left to the maintenance task's first round.
+pub async fn prepare_partitions(pool: &PgPool) {
+    let made = async { outbox::ensure_partitions(&mut *pool.acquire().await?).await };
+    match tokio::time::timeout(Duration::from_secs(2), made).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "making the outbox's partitions failed; the maintenance task retries"),
+        Err(_) => tracing::warn!(
+            "the database did not answer in time to make the outbox's partitions; the maintenance task retries"
+        ),
     }
 }

@@ -5,11 +5,18 @@
 //! or `off` (`AbuseSettings`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use super::*;
-use crate::domain::abuse::CheckMode;
-use crate::domain::abuse::{AbuseSettings, Flag};
-use crate::store::{abuse, common_path};
+use time::OffsetDateTime;
+
+use crate::crypto::vault::{Purpose, Vault};
+use crate::domain::UserId;
+use crate::domain::abuse::{AbuseSettings, CheckMode, Flag};
+use crate::domain::email::Email;
+use crate::domain::error::Error;
+use crate::store::{self, abuse, common_path};
+
+use super::Invitations;
 
 /// Who is attempting: the client's IP and, on Redeem, the invitee.
 #[derive(Debug, Clone, Default)]

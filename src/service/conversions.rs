@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::domain::conversion::{ConversionKind, RewardRule};
-use crate::domain::events::EventHead;
+use crate::domain::events::{self, EventHead};
 use crate::store::conversions::{self as conv, ConversionRow, Recorded, RuleRow};
 
 /// Conversions and rewards as configured (`--conversion-kinds`,

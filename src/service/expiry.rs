@@ -10,7 +10,11 @@
 
 use std::time::Duration;
 
-use super::*;
+use crate::domain::Invitation;
+use crate::domain::events;
+use crate::outbox::Waker;
+use crate::store::invitations;
+use crate::store::outbox;
 
 /// Invitations marked per transaction.
 const BATCH: i64 = 1000;

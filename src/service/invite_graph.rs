@@ -2,11 +2,15 @@
 //! depth-first order, its counts) and the forest walk. Reads only; the paths
 //! make each one a few index probes (docs/design.md, "Graph storage").
 
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-use super::*;
-use crate::domain::MAX_GRAPH_DEPTH;
+use crate::domain::error::Error;
+use crate::domain::{MAX_GRAPH_DEPTH, Member};
 use crate::store::replicas::ReadFrom;
+use crate::store::{graph, tree};
+
+use super::{GraphQuery, GraphView, Invitations, bad_page_token, public_view};
 
 /// Members per query while walking the forest.
 const WALK_CHUNK: i64 = 1000;

@@ -1,10 +1,17 @@
 //! ListForUser and CheckCode: reading invitations.
 
-use super::*;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
 use crate::domain::abuse::CheckMode;
+use crate::domain::code::InvitationCode;
+use crate::domain::error::Error;
+use crate::domain::{State, UserId};
 use crate::service::abuse::Attempt;
 use crate::store::common_path;
 use crate::store::replicas::{ReadFrom, Source};
+
+use super::{CodeCheck, Invitations, ListPage, ListQuery, bad_page_token};
 
 impl Invitations {
     #[tracing::instrument(name = "db.list", skip_all, fields(db.system = "postgresql"))]

@@ -6,9 +6,16 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
-use super::*;
-use crate::store::invitations::{BatchAttributes, NewInvitation, Owner};
+use crate::crypto::vault::Purpose;
+use crate::domain::error::Error;
+use crate::domain::{Invitation, events};
+use crate::store::invitations::{self, BatchAttributes, NewInvitation, Owner};
+use crate::store::{members, outbox};
+
+use super::{Answer, Idempotency, Invitations, MAX_CODE_DRAWS, MintCommand, MintOutcome, internal};
 
 /// Invitations per insert statement (and per round of minted events): a
 /// wave of a million members is a hundred statements of bounded size.

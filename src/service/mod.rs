@@ -54,11 +54,11 @@ use crate::crypto::vault::{Purpose, Vault};
 use crate::domain::code::{CodeGenerator, InvitationCode};
 use crate::domain::email::{Binding, Email};
 use crate::domain::error::Error;
-use crate::domain::events::{self, CodeDisclosure, Event};
+use crate::domain::events::CodeDisclosure;
 pub use crate::domain::selector::{Selector, Wave};
 use crate::domain::{Invitation, Member, RequestId, State, UserId};
 use crate::outbox::Waker;
-use crate::store::{self, graph, idempotency, invitations, members, outbox, tree};
+use crate::store::{self, idempotency};
 use crate::telemetry::DomainMetrics;
 
 /// Draws of a new code after one collided (Mint, inside its transaction).

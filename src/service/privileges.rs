@@ -10,8 +10,12 @@
 //! Reserve, CheckCode) read without a lock: at worst they act on the state
 //! of a moment ago, and Redeem checks again.
 
-use super::*;
-use crate::domain::InvitePrivileges;
+use crate::domain::error::Error;
+use crate::domain::events::{self, Event};
+use crate::domain::{InvitePrivileges, Member, UserId};
+use crate::store::{self, graph, invitations, members, outbox, tree};
+
+use super::Invitations;
 
 pub struct PrivilegesCommand {
     pub user: UserId,

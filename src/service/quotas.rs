@@ -11,18 +11,21 @@
 //! events and bookkeeping as Mint), labelled and minted by `policy:<name>`.
 //! Members with disabled invite privileges get nothing.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::PgConnection;
+use uuid::Uuid;
 
-use std::collections::HashMap;
-
-use super::mint::Recipients;
-use super::*;
-use crate::domain::events::EventHead;
+use crate::domain::Member;
+use crate::domain::error::Error;
+use crate::domain::events::{self, EventHead};
 use crate::store::common_path::{PreparedGrant, QuotaGrants};
 use crate::store::invitations::{BatchAttributes, Owner};
 use crate::store::quotas;
+
+use super::Invitations;
+use super::mint::Recipients;
 
 /// Members the granter takes per transaction.
 const EARN_BATCH: i64 = 1000;

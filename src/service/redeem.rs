@@ -1,9 +1,15 @@
 //! Redeem: spend one use and record the edge, race-free (docs/design.md).
 
-use super::*;
-use crate::domain::events::EventHead;
+use time::OffsetDateTime;
+
+use crate::domain::Invitation;
+use crate::domain::error::Error;
+use crate::domain::events::{Event, EventHead};
 use crate::service::abuse::Attempt;
 use crate::store::common_path::{self, Status};
+use crate::store::{self, graph, members, outbox, tree};
+
+use super::{Answer, Idempotency, Invitations, RedeemCommand, RedeemTarget, Redemption, abuse, reservation};
 
 impl Invitations {
     #[tracing::instrument(name = "db.redeem", skip_all, fields(db.system = "postgresql"))]

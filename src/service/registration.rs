@@ -1,7 +1,10 @@
 //! RegisterMembers: the service learns users who joined by other routes.
 
-use super::*;
-use crate::store::members::Registration;
+use crate::domain::error::Error;
+use crate::store;
+use crate::store::members::{self, Registration};
+
+use super::Invitations;
 
 /// Members to register, each user at most once (the transport checks).
 pub struct RegisterCommand {

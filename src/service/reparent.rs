@@ -4,8 +4,12 @@
 //! members moved). The graph changes, history does not: the redemption and
 //! the invitation keep the owner they had.
 
-use super::*;
-use crate::store::tree::ReparentRecord;
+use crate::domain::error::Error;
+use crate::domain::{Member, UserId};
+use crate::store::tree::{self, ReparentRecord};
+use crate::store::{self, graph};
+
+use super::{Invitations, locking};
 
 pub struct ReparentCommand {
     pub user: UserId,

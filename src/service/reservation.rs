@@ -9,12 +9,20 @@
 
 use std::time::Duration;
 
-use super::*;
-use crate::domain::events::EventHead;
-use crate::domain::{Reservation, ReservationStatus};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::code::InvitationCode;
+use crate::domain::email::Email;
+use crate::domain::error::Error;
+use crate::domain::events::{Event, EventHead};
+use crate::domain::{Invitation, Reservation, ReservationStatus, UserId};
+use crate::outbox::Waker;
 use crate::service::abuse::Attempt;
 use crate::store::common_path::{self, Status};
-use crate::store::reservations;
+use crate::store::{self, invitations, members, outbox, reservations};
+
+use super::{Answer, Idempotency, Invitations, RedeemCommand, RedeemTarget};
 
 /// How long leases last.
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,10 @@
 //! Revoke: by ids, or every unspent invitation of a user.
 
-use super::*;
+use crate::domain::error::Error;
+use crate::domain::events;
+use crate::store::{invitations, outbox};
+
+use super::{Answer, Idempotency, Invitations, RevokeCommand, RevokeOutcome, RevokeTarget};
 
 impl Invitations {
     #[tracing::instrument(name = "db.revoke", skip_all, fields(db.system = "postgresql"))]

@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use super::mint::Recipients;
 use super::*;
-use crate::domain::events::RewardFacts;
+use crate::domain::events::{self, Event, RewardFacts};
 use crate::store::conversions::{self as conv, ConversionRow};
 use crate::store::invitations::BatchAttributes;
+use crate::store::{invitations, outbox};
 
 /// Pending rewards the granter takes per transaction.
 const GRANT_BATCH: i64 = 100;

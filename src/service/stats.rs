@@ -3,10 +3,15 @@
 //! per-batch counts). Reads one snapshot (REPEATABLE READ, read only), so
 //! the sections agree with each other.
 
-use super::*;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::domain::error::Error;
 use crate::store::replicas::ReadFrom;
 use crate::store::stats::{self, CohortRow, Filter};
-use crate::store::{Counters, reservations::ReservationCounts};
+use crate::store::{self, Counters, reservations::ReservationCounts};
+
+use super::Invitations;
 
 /// Grouping of the cohort by time of minting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

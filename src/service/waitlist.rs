@@ -8,15 +8,21 @@
 use std::collections::HashMap;
 
 use rand::TryRngCore;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
-use super::*;
-use crate::domain::email::BindingKind;
-use crate::domain::events::Admitted;
+use crate::domain::email::{Binding, BindingKind, Email};
+use crate::domain::error::Error;
+use crate::domain::events::{Admitted, Event};
+use crate::domain::{Invitation, UserId};
 use crate::service::abuse::Attempt;
 use crate::service::mint::Recipients;
-use crate::store::invitations::BatchAttributes;
+use crate::store::invitations::{self, BatchAttributes};
 use crate::store::replicas::ReadFrom;
 use crate::store::waitlist::{self as wl, EntryKey, EntryRow};
+use crate::store::{self, outbox};
+
+use super::{Invitations, internal};
 
 pub use crate::store::waitlist::Order;
 

@@ -4,10 +4,13 @@
 //! over a million members moves only the new codes, never the member list
 //! (docs/design.md, "Waves").
 
-use super::mint::Recipients;
-use super::*;
 use crate::domain::MAX_WAVE_LISTED;
+use crate::domain::error::Error;
+use crate::domain::selector::Wave;
 use crate::store::waves;
+
+use super::mint::Recipients;
+use super::{Answer, Idempotency, Invitations, MintCommand, MintOutcome};
 
 impl Invitations {
     pub(super) async fn mint_wave(

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 /// What the IP checks found among redemptions since `since`.
-#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct IpSeen {
     /// Some redemption came from this prefix.
     pub reused: bool,
@@ -22,14 +22,15 @@ pub async fn ip_seen(
     inviter_id: Option<&str>,
     since: OffsetDateTime,
 ) -> Result<IpSeen, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM redemption_ips WHERE ip_hash = ANY($1) AND redeem_time > $3) AS reused, \
-                EXISTS (SELECT 1 FROM redemption_ips WHERE invitee_id = $2 AND ip_hash = ANY($1) \
-                        AND redeem_time > $3) AS inviter",
+    sqlx::query_as!(
+        IpSeen,
+        r#"SELECT EXISTS (SELECT 1 FROM redemption_ips WHERE ip_hash = ANY($1) AND redeem_time > $3) AS "reused!",
+                  EXISTS (SELECT 1 FROM redemption_ips WHERE invitee_id = $2 AND ip_hash = ANY($1)
+                          AND redeem_time > $3) AS "inviter!""#,
+        ip_hashes,
+        inviter_id,
+        since,
     )
-    .bind(ip_hashes)
-    .bind(inviter_id)
-    .bind(since)
     .fetch_one(conn)
     .await
 }
@@ -42,13 +43,13 @@ pub async fn insert_redemption_ip(
     ip_hash: &[u8],
     key_id: i32,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO redemption_ips (redemption_id, invitee_id, ip_hash, key_id) \
          SELECT id, invitee_id, $2, $3 FROM redemptions WHERE invitee_id = $1",
+        invitee_id,
+        ip_hash,
+        key_id,
     )
-    .bind(invitee_id)
-    .bind(ip_hash)
-    .bind(key_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -56,13 +57,13 @@ pub async fn insert_redemption_ip(
 
 /// Records flags on the invitee's redemption and adds them to its invitation's.
 pub async fn record_flags(conn: &mut PgConnection, invitee_id: &str, flags: &[&str]) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "WITH r AS (UPDATE redemptions SET abuse_flags = $2 WHERE invitee_id = $1 RETURNING invitation_id) \
          UPDATE invitations i SET abuse_flags = ARRAY(SELECT DISTINCT unnest(i.abuse_flags || $2::text[]) ORDER BY 1) \
          FROM r WHERE i.id = r.invitation_id",
+        invitee_id,
+        flags as _,
     )
-    .bind(invitee_id)
-    .bind(flags)
     .execute(conn)
     .await?;
     Ok(())
@@ -74,11 +75,12 @@ pub async fn most_failures(
     keys: &[Vec<u8>],
     window_start: OffsetDateTime,
 ) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce(max(failures), 0) FROM attempt_counters WHERE key_hash = ANY($1) AND window_start = $2",
+    sqlx::query_scalar!(
+        r#"SELECT coalesce(max(failures), 0) AS "failures!" FROM attempt_counters
+           WHERE key_hash = ANY($1) AND window_start = $2"#,
+        keys,
+        window_start,
     )
-    .bind(keys)
-    .bind(window_start)
     .fetch_one(conn)
     .await
 }
@@ -90,12 +92,12 @@ pub async fn add_failure(
     keys: &[Vec<u8>],
     window_start: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO attempt_counters (key_hash, window_start, failures) SELECT k, $2, 1 FROM unnest($1::bytea[]) k \
          ON CONFLICT (key_hash, window_start) DO UPDATE SET failures = attempt_counters.failures + 1",
+        keys,
+        window_start,
     )
-    .bind(keys)
-    .bind(window_start)
     .execute(conn)
     .await?;
     Ok(())
@@ -109,9 +111,9 @@ pub async fn sweep(
     counters_before: OffsetDateTime,
 ) -> Result<(u64, u64), sqlx::Error> {
     let ips =
-        sqlx::query("DELETE FROM redemption_ips WHERE redeem_time <= $1").bind(ips_before).execute(&mut *conn).await?;
+        sqlx::query!("DELETE FROM redemption_ips WHERE redeem_time <= $1", ips_before).execute(&mut *conn).await?;
     let counters =
-        sqlx::query("DELETE FROM attempt_counters WHERE window_start < $1").bind(counters_before).execute(conn).await?;
+        sqlx::query!("DELETE FROM attempt_counters WHERE window_start < $1", counters_before).execute(conn).await?;
     Ok((ips.rows_affected(), counters.rows_affected()))
 }
 
@@ -121,8 +123,7 @@ pub async fn flag_counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, 
 }
 
 pub async fn redemption_flags(conn: &mut PgConnection, invitee_id: &str) -> Result<Vec<String>, sqlx::Error> {
-    let flags: Option<Vec<String>> = sqlx::query_scalar("SELECT abuse_flags FROM redemptions WHERE invitee_id = $1")
-        .bind(invitee_id)
+    let flags = sqlx::query_scalar!("SELECT abuse_flags FROM redemptions WHERE invitee_id = $1", invitee_id)
         .fetch_optional(conn)
         .await?;
     Ok(flags.unwrap_or_default())

@@ -11,14 +11,14 @@ pub struct Record {
 }
 
 pub async fn find(conn: &mut PgConnection, method: &str, request_id: &str) -> Result<Option<Record>, sqlx::Error> {
-    let row: Option<(Vec<u8>, Vec<u8>, Option<i32>)> = sqlx::query_as(
+    sqlx::query_as!(
+        Record,
         "SELECT request_hash, response, response_key_id FROM idempotency_keys WHERE method = $1 AND request_id = $2",
+        method,
+        request_id,
     )
-    .bind(method)
-    .bind(request_id)
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(request_hash, response, response_key_id)| Record { request_hash, response, response_key_id }))
+    .await
 }
 
 /// Stores the answer; false when a concurrent call with the same id stored
@@ -31,15 +31,15 @@ pub async fn insert(
     response: &[u8],
     response_key_id: i32,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO idempotency_keys (method, request_id, request_hash, response, response_key_id) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (method, request_id) DO NOTHING",
+        method,
+        request_id,
+        request_hash,
+        response,
+        response_key_id,
     )
-    .bind(method)
-    .bind(request_id)
-    .bind(request_hash)
-    .bind(response)
-    .bind(response_key_id)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -34,7 +34,7 @@ pub async fn ensure_one(conn: &mut PgConnection, user_id: &str) -> Result<i64, s
     let inserted: Option<i64> = sqlx::query_scalar(&sql).bind(user_id).fetch_optional(&mut *conn).await?;
     match inserted {
         Some(id) => Ok(id),
-        None => sqlx::query_scalar("SELECT id FROM members WHERE user_id = $1").bind(user_id).fetch_one(conn).await,
+        None => sqlx::query_scalar!("SELECT id FROM members WHERE user_id = $1", user_id).fetch_one(conn).await,
     }
 }
 
@@ -111,10 +111,10 @@ pub async fn update_known(
 
 /// The first of these users (by id) whose invite privileges are disabled.
 pub async fn first_disabled(conn: &mut PgConnection, user_ids: &[String]) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT user_id FROM members WHERE user_id = ANY($1) AND NOT invite_enabled ORDER BY user_id LIMIT 1",
+        user_ids,
     )
-    .bind(user_ids)
     .fetch_optional(conn)
     .await
 }
@@ -122,8 +122,7 @@ pub async fn first_disabled(conn: &mut PgConnection, user_ids: &[String]) -> Res
 /// Whether the user may hand out invitations (unknown users may: nothing
 /// disabled them).
 pub async fn invite_enabled(conn: &mut PgConnection, user_id: &str) -> Result<bool, sqlx::Error> {
-    let enabled: Option<bool> = sqlx::query_scalar("SELECT invite_enabled FROM members WHERE user_id = $1")
-        .bind(user_id)
+    let enabled = sqlx::query_scalar!("SELECT invite_enabled FROM members WHERE user_id = $1", user_id)
         .fetch_optional(conn)
         .await?;
     Ok(enabled.unwrap_or(true))
@@ -137,14 +136,14 @@ pub async fn set_privileges(
     reason: &str,
     updated_by: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE members SET invite_enabled = $2, invite_reason = $3, invite_update_time = now(), \
              invite_updated_by = $4 WHERE id = $1",
+        id,
+        enabled,
+        reason,
+        updated_by,
     )
-    .bind(id)
-    .bind(enabled)
-    .bind(reason)
-    .bind(updated_by)
     .execute(conn)
     .await?;
     Ok(())

@@ -138,18 +138,98 @@ pub async fn counts_by_type(conn: &mut PgConnection) -> Result<Vec<(String, i64,
     .await
 }
 
-/// Deletes up to `limit` events sent before `cutoff`; returns how many.
-/// Rows another replica is deleting are skipped, not waited for.
-pub async fn prune_sent(conn: &mut PgConnection, cutoff: OffsetDateTime, limit: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "DELETE FROM outbox WHERE seq IN ( \
-           SELECT seq FROM outbox WHERE sent_time IS NOT NULL AND sent_time < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+/// UTC days after today that always have an outbox partition.
+pub const PARTITION_DAYS_AHEAD: i32 = 3;
+
+/// Creates the outbox partitions of today and the next
+/// [`PARTITION_DAYS_AHEAD`] UTC days that are missing; returns how many.
+pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT inv_outbox_ensure_partitions((now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date + $1)",
+    )
+    .bind(PARTITION_DAYS_AHEAD)
+    .fetch_one(conn)
+    .await
+}
+
+/// A day's partition of the outbox that may be dropped: its whole day lies
+/// before the retention cutoff. `attached`: still a partition (else a
+/// detach finished and the drop did not: a replica stopped in between).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DayPartition {
+    pub name: String,
+    pub attached: bool,
+    /// A `DETACH ... CONCURRENTLY` began and did not finish.
+    pub detach_pending: bool,
+    /// The day's bounds as SQL literals (for a re-attach).
+    pub from: String,
+    pub to: String,
+}
+
+/// Day partitions (and detached day tables) whose day ended before `cutoff`,
+/// oldest first.
+pub async fn expired_partitions(
+    conn: &mut PgConnection,
+    cutoff: OffsetDateTime,
+) -> Result<Vec<DayPartition>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.relname::text AS name, i.inhrelid IS NOT NULL AS attached, \
+                coalesce(i.inhdetachpending, false) AS detach_pending, \
+                (d.day::timestamp AT TIME ZONE 'UTC')::text AS from, \
+                ((d.day + 1)::timestamp AT TIME ZONE 'UTC')::text AS to \
+         FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() \
+         LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'outbox'::regclass \
+         CROSS JOIN LATERAL (SELECT to_date(substr(c.relname, 9), 'YYYYMMDD') AS day) d \
+         WHERE c.relkind = 'r' AND c.relname ~ '^outbox_p[0-9]{8}$' \
+           AND (d.day + 1)::timestamp AT TIME ZONE 'UTC' <= $1 \
+         ORDER BY c.relname",
     )
     .bind(cutoff)
-    .bind(limit)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(conn)
+    .await
+}
+
+/// Whether a day's table still holds an event that is pending or was sent
+/// at or after `cutoff`.
+async fn holds_recent(conn: &mut PgConnection, name: &str, cutoff: OffsetDateTime) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {name} WHERE sent_time IS NULL OR sent_time >= $1)"))
+        .bind(cutoff)
+        .fetch_one(conn)
+        .await
+}
+
+/// Drops a day's partition once every event in it was sent before `cutoff`;
+/// returns whether it did. The partition is first detached with `DETACH
+/// PARTITION CONCURRENTLY` (writers are not blocked; it cannot run in a
+/// transaction, so `conn` must not be in one), checked again now that
+/// nothing can write into it, and re-attached if an event slipped in.
+/// Dynamic SQL: DDL names the partition (checked against the pattern).
+pub async fn drop_partition(
+    conn: &mut PgConnection,
+    part: &DayPartition,
+    cutoff: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let name = part.name.as_str();
+    let day_table = name.len() == 16 && name.starts_with("outbox_p") && name[8..].bytes().all(|b| b.is_ascii_digit());
+    if !day_table || holds_recent(conn, name, cutoff).await? {
+        return Ok(false);
+    }
+    if part.attached {
+        let how = if part.detach_pending { "FINALIZE" } else { "CONCURRENTLY" };
+        sqlx::query(&format!("ALTER TABLE outbox DETACH PARTITION {name} {how}")).execute(&mut *conn).await?;
+    }
+    if holds_recent(conn, name, cutoff).await? {
+        sqlx::query(&format!(
+            "ALTER TABLE outbox ATTACH PARTITION {name} FOR VALUES FROM ('{}') TO ('{}')",
+            part.from, part.to
+        ))
+        .execute(&mut *conn)
+        .await?;
+        return Ok(false);
+    }
+    sqlx::query(&format!("DROP TABLE {name}")).execute(conn).await?;
+    Ok(true)
 }
 
 /// Marks sent events written in [since, until) (of one type, if given) as

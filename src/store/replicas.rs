@@ -203,7 +203,7 @@ pub async fn monitor(replicas: Arc<Replicas>, interval: Duration, mut stop: watc
     loop {
         let primary_lsn: Option<String> = tokio::time::timeout(
             timeout,
-            sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(&replicas.primary),
+            sqlx::query_scalar!(r#"SELECT pg_current_wal_lsn()::text AS "lsn!""#).fetch_one(&replicas.primary),
         )
         .await
         .ok()
@@ -247,17 +247,15 @@ pub async fn monitor(replicas: Arc<Replicas>, interval: Duration, mut stop: watc
 /// Whether the standby has replayed at least `primary_lsn` (false when
 /// unknown). Errors: the standby did not answer, or is not a standby.
 async fn replayed(standby: &PgPool, primary_lsn: Option<&str>) -> Result<bool, sqlx::Error> {
-    let row: (bool, Option<bool>) =
-        sqlx::query_as("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn() >= $1::text::pg_lsn")
-            .bind(primary_lsn)
-            .fetch_one(standby)
-            .await?;
-    match row {
-        (true, caught_up) => Ok(caught_up.unwrap_or(false)),
-        // A promoted standby (or a primary given as a read URL) is not
-        // behind anything: it is caught up by definition.
-        (false, _) => Ok(true),
-    }
+    let row = sqlx::query!(
+        r#"SELECT pg_is_in_recovery() AS "in_recovery!", pg_last_wal_replay_lsn() >= $1::text::pg_lsn AS caught_up"#,
+        primary_lsn,
+    )
+    .fetch_one(standby)
+    .await?;
+    // A promoted standby (or a primary given as a read URL) is not behind
+    // anything: it is caught up by definition.
+    Ok(!row.in_recovery || row.caught_up.unwrap_or(false))
 }
 
 #[cfg(test)]

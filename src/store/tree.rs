@@ -114,11 +114,7 @@ pub async fn graft(conn: &mut PgConnection, subtree: &Member, parent: Option<&Me
 }
 
 pub async fn set_inviter(conn: &mut PgConnection, member_id: i64, inviter_id: Option<&str>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE members SET inviter_id = $2 WHERE id = $1")
-        .bind(member_id)
-        .bind(inviter_id)
-        .execute(conn)
-        .await?;
+    sqlx::query!("UPDATE members SET inviter_id = $2 WHERE id = $1", member_id, inviter_id).execute(conn).await?;
     Ok(())
 }
 
@@ -134,16 +130,16 @@ pub struct ReparentRecord<'a> {
 
 /// Stores the record (its time is the transaction's).
 pub async fn record_reparent(conn: &mut PgConnection, r: &ReparentRecord<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO reparents (user_id, old_inviter_id, new_inviter_id, moved_count, reason, reparented_by) \
          VALUES ($1, $2, $3, $4, $5, $6)",
+        r.user_id,
+        r.old_inviter_id,
+        r.new_inviter_id,
+        r.moved_count,
+        r.reason,
+        r.reparented_by,
     )
-    .bind(r.user_id)
-    .bind(r.old_inviter_id)
-    .bind(r.new_inviter_id)
-    .bind(r.moved_count)
-    .bind(r.reason)
-    .bind(r.reparented_by)
     .execute(conn)
     .await?;
     Ok(())

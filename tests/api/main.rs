@@ -30,6 +30,7 @@ mod mint_list;
 mod monitoring;
 mod nats;
 mod otlp;
+mod outbox_partitions;
 mod pg_counter;
 mod privileges;
 mod probes;
