@@ -30,8 +30,8 @@ use crate::outbox::Maintenance;
 use crate::outbox::{self, relay};
 use crate::pb;
 use crate::service::{
-    Invitations, Placeholders, ReservationSettings, fold_counts, grant_earned_invitations, rekey, sweep_abuse_records,
-    sweep_expired_invitations, sweep_lapsed_reservations,
+    Invitations, Placeholders, ReservationSettings, fold_counts, grant_earned_invitations, grant_held_rewards, rekey,
+    sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
 };
 use crate::store;
 use crate::store::replicas::Replicas;
@@ -134,6 +134,8 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     let reservations = reservation_settings(&args)?;
     let quotas = settings::quotas(&args.quotas).map_err(anyhow::Error::msg)?;
     let relay_settings = settings::relay(&args.events)?;
+    let conversions = settings::conversions(&args.conversions).map_err(anyhow::Error::msg)?;
+    let reward_hold = !conversions.hold.is_zero();
     let code_disclosure = args
         .events
         .events_include_codes
@@ -150,6 +152,7 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
             .with_quotas(quotas.clone())
             .with_waitlist(settings::waitlist(&args.waitlist).map_err(anyhow::Error::msg)?)
             .with_member_limits(settings::member_limits(&args.members).map_err(anyhow::Error::msg)?)
+            .with_conversions(conversions)
             .with_max_call_time(args.limits.max_call_time)
             .with_replicas(replicas.clone()),
     );
@@ -173,6 +176,10 @@ pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<
     if quotas.earn.is_some() {
         let every = args.quotas.earn_grant_interval.max(Duration::from_millis(10));
         background.spawn(grant_earned_invitations(service.clone(), every));
+    }
+    if reward_hold {
+        let every = args.conversions.reward_grant_interval.max(Duration::from_millis(10));
+        background.spawn(grant_held_rewards(service.clone(), every));
     }
     if !args.graph_fold_interval.is_zero() {
         background.spawn(fold_counts(pool.clone(), args.graph_fold_interval));

@@ -243,6 +243,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub members: MemberArgs,
 
+    #[command(flatten)]
+    pub conversions: ConversionArgs,
+
     /// Lease of a Reserve call that names no ttl.
     #[arg(long, env = "INVITATIONS_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
@@ -578,4 +581,56 @@ pub struct WaitlistArgs {
     /// into the line (at the back).
     #[arg(long, env = "INVITATIONS_WAITLIST_REAPPLY_AFTER", default_value = "30days", value_parser = humantime::parse_duration)]
     pub waitlist_reapply_after: Duration,
+}
+
+/// Conversions and rewards (docs/design.md, "Conversions and rewards").
+#[derive(Debug, Clone, Args)]
+pub struct ConversionArgs {
+    /// The kinds of qualifying action RecordConversion accepts,
+    /// comma-separated (e.g. `activated,paid`). Empty: conversions are off
+    /// (RecordConversion answers FAILED_PRECONDITION CONVERSIONS_DISABLED).
+    #[arg(long, env = "INVITATIONS_CONVERSION_KINDS", default_value = "")]
+    pub conversion_kinds: String,
+
+    /// Rewards per kind, comma-separated `KIND=INVITER:MEMBER`: on a
+    /// conversion of KIND, the member's inviter gets INVITER invitations and
+    /// the member MEMBER (label `reward:KIND`), in the same transaction.
+    /// Members who joined without an inviter reward nobody. Empty: off.
+    #[arg(long, env = "INVITATIONS_REWARD_RULE", default_value = "")]
+    pub reward_rule: String,
+
+    /// The most conversions that reward one inviter per --reward-cap-period
+    /// (the members are still rewarded). `0`: no cap.
+    #[arg(long, env = "INVITATIONS_REWARD_CAP", default_value_t = 0)]
+    pub reward_cap: u32,
+
+    /// The period of --reward-cap (a sliding window).
+    #[arg(long, env = "INVITATIONS_REWARD_CAP_PERIOD", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub reward_cap_period: Duration,
+
+    /// Hold rewards this long (e.g. `7d`, for refunds and fraud to show):
+    /// they are pending, VoidConversion drops them, and the background
+    /// granter grants the rest when the hold ends. `0s`: granted with the
+    /// conversion.
+    #[arg(long, env = "INVITATIONS_REWARD_HOLD", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub reward_hold: Duration,
+
+    /// How often the granter looks for held rewards whose hold ended
+    /// (they are granted up to this late).
+    #[arg(long, env = "INVITATIONS_REWARD_GRANT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub reward_grant_interval: Duration,
+
+    /// Rewards of a conversion whose member's redemption the abuse checks
+    /// flagged (checks in `flag` mode): `grant` as any other, `hold` for
+    /// ReviewRewards to approve or deny, `deny` none.
+    #[arg(long, env = "INVITATIONS_REWARD_FLAGGED", value_enum, default_value_t = FlaggedMode::Grant)]
+    pub reward_flagged: FlaggedMode,
+}
+
+/// `--reward-flagged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlaggedMode {
+    Grant,
+    Hold,
+    Deny,
 }

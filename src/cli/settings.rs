@@ -5,13 +5,15 @@
 use std::time::Duration;
 
 use super::args::{
-    AbuseArgs, CheckMode, EventArgs, LogFormat, MemberArgs, QuotaArgs, ReviewMode, TlsArgs, WaitlistArgs,
+    AbuseArgs, CheckMode, ConversionArgs, EventArgs, FlaggedMode, LogFormat, MemberArgs, QuotaArgs, ReviewMode,
+    TlsArgs, WaitlistArgs,
 };
 use crate::domain::abuse::{self, AbuseSettings, DisposableDomains};
 use crate::domain::attributes::Attributes;
+use crate::domain::conversion::{ConversionKind, parse_reward_rules};
 use crate::grpc::tls::TlsSettings;
 use crate::outbox::relay::{MIN_BACKOFF, RelaySettings};
-use crate::service::{Earn, MAX_GRANT, MemberLimits, Quotas, WaitlistSettings};
+use crate::service::{ConversionSettings, Earn, Flagged, MAX_GRANT, MemberLimits, Quotas, WaitlistSettings};
 use crate::telemetry;
 
 impl From<CheckMode> for abuse::CheckMode {
@@ -114,6 +116,37 @@ pub fn member_limits(args: &MemberArgs) -> Result<MemberLimits, String> {
             .transpose()?,
         max_unspent: (args.member_max_unspent > 0).then_some(args.member_max_unspent),
         attribute_keys,
+    })
+}
+
+/// Conversions and rewards, checked: every rule names a configured kind.
+pub fn conversions(args: &ConversionArgs) -> Result<ConversionSettings, String> {
+    let mut kinds = Vec::new();
+    for kind in args.conversion_kinds.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let kind = ConversionKind::parse(kind).map_err(|e| format!("--conversion-kinds: {kind:?} {e}"))?;
+        if kinds.contains(&kind) {
+            return Err(format!("--conversion-kinds: {:?} is listed twice", kind.as_str()));
+        }
+        kinds.push(kind);
+    }
+    let rules = parse_reward_rules(&args.reward_rule).map_err(|e| format!("--reward-rule: {e}"))?;
+    if let Some(kind) = rules.keys().find(|k| !kinds.contains(k)) {
+        return Err(format!("--reward-rule: {:?} is not one of --conversion-kinds", kind.as_str()));
+    }
+    if args.reward_cap > 0 && args.reward_cap_period < Duration::from_secs(1) {
+        return Err("--reward-cap-period must be at least 1s".into());
+    }
+    Ok(ConversionSettings {
+        kinds,
+        rules,
+        cap: args.reward_cap,
+        cap_period: args.reward_cap_period,
+        hold: args.reward_hold,
+        flagged: match args.reward_flagged {
+            FlaggedMode::Grant => Flagged::Grant,
+            FlaggedMode::Hold => Flagged::Hold,
+            FlaggedMode::Deny => Flagged::Deny,
+        },
     })
 }
 
@@ -244,5 +277,33 @@ mod tests {
         assert!(quotas(&quota_args(MAX_GRANT, MAX_GRANT, Duration::ZERO, 0)).is_ok());
         assert!(quotas(&quota_args(MAX_GRANT + 1, 0, Duration::ZERO, 0)).is_err());
         assert!(quotas(&quota_args(0, MAX_GRANT + 1, Duration::ZERO, 0)).is_err());
+    }
+
+    fn conversion_args(kinds: &str, rules: &str, cap: u32) -> ConversionArgs {
+        ConversionArgs {
+            conversion_kinds: kinds.into(),
+            reward_rule: rules.into(),
+            reward_cap: cap,
+            reward_cap_period: Duration::from_secs(86_400),
+            reward_hold: Duration::ZERO,
+            reward_grant_interval: Duration::from_secs(60),
+            reward_flagged: FlaggedMode::Grant,
+        }
+    }
+
+    #[test]
+    fn conversions_are_off_by_default_and_rules_name_configured_kinds() {
+        let off = conversions(&conversion_args("", "", 0)).expect("valid");
+        assert!(off.kinds.is_empty() && off.rules.is_empty());
+        let on = conversions(&conversion_args("activated, paid", "activated=1:1", 5)).expect("valid");
+        let kinds: Vec<&str> = on.kinds.iter().map(ConversionKind::as_str).collect();
+        assert_eq!((kinds, on.rules.len(), on.cap), (vec!["activated", "paid"], 1, 5));
+        for (kinds, rules) in [("activated", "paid=1:1"), ("activated,activated", ""), ("Activated", ""), ("a", "a=x")]
+        {
+            assert!(conversions(&conversion_args(kinds, rules, 0)).is_err(), "{kinds:?} {rules:?}");
+        }
+        let mut short = conversion_args("a", "a=1:1", 1);
+        short.reward_cap_period = Duration::from_millis(10);
+        assert!(conversions(&short).is_err(), "a cap period below a second");
     }
 }

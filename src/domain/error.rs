@@ -99,6 +99,9 @@ pub enum Error {
     /// RestoreInvitation of an invitation that is not revoked.
     #[error("the invitation is not revoked")]
     NotRevoked,
+    /// RecordConversion while no conversion kinds are configured.
+    #[error("conversions are off: the service is configured with no conversion kinds")]
+    ConversionsDisabled,
     #[error("{what} not found")]
     NotFound { what: &'static str, field: &'static str },
     /// The request_id was used before with a different request.
@@ -166,6 +169,7 @@ impl Error {
             Error::NotRevoked => "NOT_REVOKED",
             Error::CodeTaken => "CODE_TAKEN",
             Error::MemberLimit { .. } => "MEMBER_LIMIT",
+            Error::ConversionsDisabled => "CONVERSIONS_DISABLED",
             Error::NotFound { .. } => "NOT_FOUND",
             Error::RequestIdReused => "REQUEST_ID_REUSED",
             Error::Database(e) => match classify(e) {

@@ -4,6 +4,7 @@
 pub mod abuse;
 pub mod attributes;
 pub mod code;
+pub mod conversion;
 pub mod email;
 pub mod error;
 pub mod events;

@@ -79,6 +79,8 @@ impl View {
             binding: binding_pb(inv.binding) as i32,
             abuse_flags: inv.abuse_flags.clone(),
             attributes: inv.attributes.to_map(),
+            // Set by ListForUser only (list_response).
+            converted_kinds: Vec::new(),
         }
     }
 
@@ -98,7 +100,15 @@ impl View {
     pub fn list_response(&self, page: ListPage) -> pb::ListForUserResponse {
         let now = OffsetDateTime::now_utc();
         pb::ListForUserResponse {
-            invitations: page.invitations.iter().map(|i| self.invitation(i, now)).collect(),
+            invitations: page
+                .invitations
+                .iter()
+                .zip(page.converted.iter().map(Some).chain(std::iter::repeat(None)))
+                .map(|(i, kinds)| pb::Invitation {
+                    converted_kinds: kinds.cloned().unwrap_or_default(),
+                    ..self.invitation(i, now)
+                })
+                .collect(),
             next_page_token: page.next_page_token,
             inviter_id: page.inviter_id.unwrap_or_default(),
             next_grant_time: page.next_grant_time.map(timestamp),

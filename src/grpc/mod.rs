@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod connections;
+pub mod conversions;
 pub mod convert;
 pub mod deadline;
 mod graph;
@@ -358,6 +359,27 @@ impl InvitationService for InvitationApi {
         request: Request<pb::CreateMemberInvitationRequest>,
     ) -> Result<Response<pb::CreateMemberInvitationResponse>, Status> {
         lifecycle::create_for_member(&self.service, &self.view, request).await
+    }
+
+    async fn record_conversion(
+        &self,
+        request: Request<pb::RecordConversionRequest>,
+    ) -> Result<Response<pb::RecordConversionResponse>, Status> {
+        conversions::record(&self.service, request).await
+    }
+
+    async fn void_conversion(
+        &self,
+        request: Request<pb::VoidConversionRequest>,
+    ) -> Result<Response<pb::VoidConversionResponse>, Status> {
+        conversions::void(&self.service, request).await
+    }
+
+    async fn review_rewards(
+        &self,
+        request: Request<pb::ReviewRewardsRequest>,
+    ) -> Result<Response<pb::ReviewRewardsResponse>, Status> {
+        conversions::review(&self.service, request).await
     }
 }
 

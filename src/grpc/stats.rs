@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use super::convert::{parse_ttl, timestamp};
 use super::members::parse_timestamp;
 use crate::domain;
+use crate::domain::conversion::ConversionKind;
 use crate::domain::error::{Error, Violations};
 use crate::pb;
 use crate::service::{Period, Stats, StatsQuery};
@@ -56,6 +57,12 @@ impl TryFrom<pb::GetStatsRequest> for StatsQuery {
             n => (n as u32).min(MAX_LEADERBOARD),
         };
         let redeemed_within = r.redeemed_within.as_ref().and_then(|d| v.check("redeemed_within", parse_ttl(d)));
+        let converted_within = r.converted_within.as_ref().and_then(|d| v.check("converted_within", parse_ttl(d)));
+        let conversion_kind = if r.conversion_kind.is_empty() {
+            None
+        } else {
+            v.check("conversion_kind", ConversionKind::parse(&r.conversion_kind)).map(|k| k.as_str().to_owned())
+        };
         v.into_result()?;
         match (start, end) {
             (Some(start), Some(end)) => Ok(StatsQuery {
@@ -65,6 +72,8 @@ impl TryFrom<pb::GetStatsRequest> for StatsQuery {
                 period,
                 leaderboard_size,
                 redeemed_within,
+                converted_within,
+                conversion_kind,
             }),
             _ => Err(Error::invalid("start_time", "is required")),
         }
@@ -132,6 +141,7 @@ pub fn stats_response(s: &Stats) -> pb::GetStatsResponse {
             .map(|(flag, count)| pb::FlagCount { flag: flag.clone(), count: *count })
             .collect(),
         waitlist: Some(super::waitlist::stats_pb(&s.waitlist)),
+        conversions: Some(super::conversions::stats_pb(&s.conversions)),
     }
 }
 

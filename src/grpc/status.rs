@@ -54,7 +54,8 @@ pub fn to_status(error: Error) -> Status {
         | Error::DisposableEmail
         | Error::AlreadyMember
         | Error::ApplicantMismatch
-        | Error::NotRevoked => Code::FailedPrecondition,
+        | Error::NotRevoked
+        | Error::ConversionsDisabled => Code::FailedPrecondition,
         Error::MemberLimit { limit, flag, retry_after, .. } => {
             details.add_precondition_failure_violation(*limit, *flag, error.to_string());
             if let Some(after) = retry_after {

@@ -69,23 +69,10 @@ fn review_command(r: pb::ReviewWaitlistEntriesRequest) -> Result<ReviewCommand, 
             }
         }
     }
-    let approve = match pb::ReviewDecision::try_from(r.decision) {
-        Ok(pb::ReviewDecision::Approve) => Some(true),
-        Ok(pb::ReviewDecision::Reject) => Some(false),
-        _ => {
-            v.push("decision", "must be REVIEW_DECISION_APPROVE or REVIEW_DECISION_REJECT");
-            None
-        }
-    };
-    let reason = v.check("reason", domain::parse_text(&r.reason, domain::MAX_NOTE_LEN));
-    let reviewed_by = v.check("reviewed_by", domain::parse_actor(&r.reviewed_by));
+    let decision = Decision::parse(&mut v, r.decision, &r.reason, &r.reviewed_by);
     v.into_result()?;
-    Ok(ReviewCommand {
-        entries,
-        approve: approve.unwrap_or_default(),
-        reason: reason.unwrap_or_default(),
-        reviewed_by: reviewed_by.unwrap_or_default(),
-    })
+    let Decision { approve, reason, reviewed_by } = decision;
+    Ok(ReviewCommand { entries, approve, reason, reviewed_by })
 }
 
 fn admit_command(r: pb::AdmitFromWaitlistRequest) -> Result<AdmitCommand, Error> {
@@ -255,5 +242,30 @@ pub fn stats_pb(w: &crate::service::WaitlistStats) -> pb::WaitlistStats {
             .iter()
             .map(|(referrer, referrals)| pb::ReferrerCount { referrer: referrer.clone(), referrals: *referrals })
             .collect(),
+    }
+}
+
+/// A review's decision, reason and reviewer (ReviewWaitlistEntries and
+/// ReviewRewards), each problem a violation naming its field. The values are
+/// meaningful only once the violations are empty.
+pub(super) struct Decision {
+    pub approve: bool,
+    pub reason: String,
+    pub reviewed_by: String,
+}
+
+impl Decision {
+    pub(super) fn parse(v: &mut Violations, decision: i32, reason: &str, reviewed_by: &str) -> Self {
+        let approve = match pb::ReviewDecision::try_from(decision) {
+            Ok(pb::ReviewDecision::Approve) => true,
+            Ok(pb::ReviewDecision::Reject) => false,
+            _ => {
+                v.push("decision", "must be REVIEW_DECISION_APPROVE or REVIEW_DECISION_REJECT");
+                false
+            }
+        };
+        let reason = v.check("reason", domain::parse_text(reason, domain::MAX_NOTE_LEN)).unwrap_or_default();
+        let reviewed_by = v.check("reviewed_by", domain::parse_actor(reviewed_by)).unwrap_or_default();
+        Self { approve, reason, reviewed_by }
     }
 }

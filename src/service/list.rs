@@ -30,9 +30,10 @@ impl Invitations {
         let earn_secs = earn.map(|e| e.interval.as_secs_f64());
         let page = common_path::owner_page(&mut conn, owner, query.state, after, limit, earn_secs).await?;
         drop(conn);
-        let mut rows = page.invitations;
+        let (mut rows, mut converted) = (page.invitations, page.converted);
         let next_page_token = if rows.len() > query.page_size as usize {
             rows.truncate(query.page_size as usize);
+            converted.truncate(query.page_size as usize);
             rows.last().map(|r| self.page_tokens.encode(&scope, r.id.as_bytes())).unwrap_or_default()
         } else {
             String::new()
@@ -44,7 +45,7 @@ impl Invitations {
             (Some(earn), Some((Some(next), true, unspent))) if unspent < i64::from(earn.cap) => Some(next),
             _ => None,
         };
-        Ok(ListPage { invitations: rows, next_page_token, inviter_id: page.inviter_id, next_grant_time })
+        Ok(ListPage { invitations: rows, next_page_token, inviter_id: page.inviter_id, next_grant_time, converted })
     }
 
     /// CheckCode of a well-formed code in one statement, under the

@@ -7,6 +7,7 @@
 //! same transaction (`store::outbox::append`), after the change itself.
 
 pub mod abuse;
+mod conversions;
 mod expiry;
 mod invite_graph;
 mod lifecycle;
@@ -23,11 +24,13 @@ pub mod rekey;
 mod reparent;
 mod reservation;
 mod revoke;
+mod rewards;
 mod stats;
 pub mod waitlist;
 mod wave;
 
 pub use abuse::{Attempt, sweep_abuse_records};
+pub use conversions::{ConversionCommand, ConversionOutcome, ConversionSettings, Flagged};
 pub use expiry::sweep_expired_invitations;
 pub use invite_graph::WalkQuery;
 pub use lifecycle::{RestoreCommand, UpdateCommand};
@@ -38,7 +41,9 @@ pub use quotas::{Earn, MAX_GRANT, Quotas, grant_earned_invitations};
 pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
-pub use stats::{Period, Stats, StatsQuery, WaitlistStats, fold_counts};
+pub use rewards::grant_held_rewards;
+pub use rewards::{MAX_REVIEW_REWARDS, ReviewRewardsCommand, ReviewRewardsOutcome, VoidCommand, VoidOutcome};
+pub use stats::{ConversionStats, Period, Stats, StatsQuery, WaitlistStats, fold_counts};
 pub use waitlist::{AdmitCommand, AdmitOutcome, Entry, EntryState, JoinCommand, JoinOutcome, Order};
 pub use waitlist::{ReviewCommand, ReviewOutcome, WaitlistSettings};
 
@@ -128,6 +133,8 @@ pub struct ListPage {
     pub inviter_id: Option<String>,
     /// When the owner earns its next invitation (earn policy).
     pub next_grant_time: Option<OffsetDateTime>,
+    /// Per invitation (same order): the kinds its invitees converted with.
+    pub converted: Vec<Vec<String>>,
 }
 
 /// What a Redeem names: a code, or a reservation to complete.
@@ -227,6 +234,7 @@ pub struct Invitations {
     pub(crate) waitlist: WaitlistSettings,
     /// What members may create themselves (CreateMemberInvitation).
     pub(crate) member_limits: MemberLimits,
+    pub(crate) conversions: Arc<ConversionSettings>,
     /// Where read-only calls read (`--database-read-url`).
     pub(crate) replicas: Arc<crate::store::replicas::Replicas>,
 }
@@ -247,6 +255,7 @@ impl Invitations {
             max_call_time: None,
             waitlist: WaitlistSettings::default(),
             member_limits: MemberLimits::default(),
+            conversions: Arc::default(),
             replicas: crate::store::replicas::Replicas::primary_only(pool.clone()),
             pool,
         }

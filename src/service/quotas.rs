@@ -143,7 +143,7 @@ impl Invitations {
 
     /// `n` fresh codes for one grant, made as `mint_batch` makes them, in id
     /// order, with their minted event's parts.
-    fn prepared_grant(&self, n: usize) -> Result<PreparedGrant, Error> {
+    pub(super) fn prepared_grant(&self, n: usize) -> Result<PreparedGrant, Error> {
         let mut grant = PreparedGrant::default();
         if n == 0 {
             return Ok(grant);

@@ -31,6 +31,8 @@ pub struct StatsQuery {
     pub period: Period,
     pub leaderboard_size: u32,
     pub redeemed_within: Option<time::Duration>,
+    pub converted_within: Option<time::Duration>,
+    pub conversion_kind: Option<String>,
 }
 
 pub struct Stats {
@@ -47,6 +49,14 @@ pub struct Stats {
     pub reservations: ReservationCounts,
     pub abuse_flags: Vec<(String, i64)>,
     pub waitlist: WaitlistStats,
+    pub conversions: ConversionStats,
+}
+
+/// The conversions' section.
+pub struct ConversionStats {
+    pub groups: Vec<store::conversion_stats::ConversionGroupRow>,
+    pub top_converters: Vec<(String, i64)>,
+    pub rewards: store::conversion_stats::RewardCounts,
 }
 
 /// The waitlist's section: the counts, every day of the window (day,
@@ -78,6 +88,18 @@ impl Invitations {
             top_referrers: store::waitlist::top_referrers(&mut tx, q.start, q.end, i64::from(q.leaderboard_size))
                 .await?,
         };
+        let within = q.converted_within.map(|d| d.as_seconds_f64());
+        let conversions = ConversionStats {
+            groups: store::conversion_stats::groups(&mut tx, &f, within).await?,
+            top_converters: store::conversion_stats::top_converters(
+                &mut tx,
+                &f,
+                q.conversion_kind.as_deref(),
+                i64::from(q.leaderboard_size),
+            )
+            .await?,
+            rewards: store::conversion_stats::reward_counts(&mut tx, &f).await?,
+        };
         tx.commit().await?;
 
         let mut overall = CohortRow::default();
@@ -102,6 +124,7 @@ impl Invitations {
             reservations,
             abuse_flags,
             waitlist,
+            conversions,
         })
     }
 }

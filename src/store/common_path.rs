@@ -167,7 +167,7 @@ const QUOTAS_ROW: &str = "ROW($18::int, $19::int, $20::float8, $21::int, \
 
 pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-fn bind_grant<'q>(query: PgQuery<'q>, g: &'q PreparedGrant) -> PgQuery<'q> {
+pub(crate) fn bind_grant<'q>(query: PgQuery<'q>, g: &'q PreparedGrant) -> PgQuery<'q> {
     query
         .bind(g.batch_id)
         .bind(g.event.id)
@@ -334,6 +334,8 @@ pub struct OwnerPage {
     /// The earn policy's view (when asked for and the owner is known): the
     /// next tick, privileges, unspent invitations.
     pub earn: Option<(Option<OffsetDateTime>, bool, i64)>,
+    /// Per invitation (same order): the kinds its invitees converted with.
+    pub converted: Vec<Vec<String>>,
 }
 
 /// One page of an owner's invitations (or the unowned ones when `owner` is
@@ -352,7 +354,9 @@ pub async fn owner_page(
     let owner_test = if owner.is_some() { "inviter_id = $1" } else { "inviter_id IS NULL AND $1::text IS NULL" };
     // next_tick is quotas::FIRST_TICK with the interval in $5.
     let sql = format!(
-        "SELECT p.*, k.inviter_id AS owner_inviter, k.known, k.next_tick, k.enabled, k.unspent \
+        "SELECT p.*, k.inviter_id AS owner_inviter, k.known, k.next_tick, k.enabled, k.unspent, \
+             CASE WHEN p.id IS NOT NULL THEN (SELECT array_agg(DISTINCT c.kind ORDER BY c.kind) FROM conversions c \
+                 WHERE c.invitation_id = p.id AND c.reward_state <> 'voided') END AS converted_kinds \
          FROM (SELECT m.inviter_id, m.user_id IS NOT NULL AS known, m.invite_enabled AS enabled, \
                    CASE WHEN $5::float8 IS NOT NULL THEN coalesce(m.earn_next_time, m.join_time \
                        + make_interval(secs => $5) \
@@ -378,7 +382,8 @@ pub async fn owner_page(
         .bind(earn_interval_secs)
         .fetch_all(conn)
         .await?;
-    let mut page = OwnerPage { invitations: Vec::with_capacity(rows.len()), inviter_id: None, earn: None };
+    let mut page =
+        OwnerPage { invitations: Vec::with_capacity(rows.len()), inviter_id: None, earn: None, converted: Vec::new() };
     if let Some(first) = rows.first() {
         page.inviter_id = first.try_get("owner_inviter")?;
         let known: bool = first.try_get("known")?;
@@ -390,6 +395,8 @@ pub async fn owner_page(
     for row in &rows {
         if let Some(invitation) = invitation_if_any(row)? {
             page.invitations.push(invitation);
+            let kinds: Option<Vec<String>> = row.try_get("converted_kinds")?;
+            page.converted.push(kinds.unwrap_or_default());
         }
     }
     Ok(page)

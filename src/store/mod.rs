@@ -4,6 +4,8 @@
 
 pub mod abuse;
 pub mod common_path;
+pub mod conversion_stats;
+pub mod conversions;
 pub mod graph;
 pub mod idempotency;
 pub mod invitations;

@@ -48,6 +48,8 @@ pub enum AdminCommand {
     Update(super::lifecycle::UpdateArgs),
     /// Un-revoke an invitation revoked by mistake.
     Restore(super::lifecycle::RestoreArgs),
+    /// Conversions: record one, void one, review held rewards.
+    Conversions(super::conversions::ConversionsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -185,8 +187,17 @@ pub enum PrivilegesAction {
 #[derive(Debug, Clone, Args)]
 pub struct PlanWaveArgs {
     /// New members wanted (at least 1).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub target_new_members: u64,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), required_unless_present = "target_conversions")]
+    pub target_new_members: Option<u64>,
+    /// Plan for converted members instead (RecordConversion of --kind, at
+    /// least 1): the yield is the cohorts' invitees who converted within
+    /// --within of redeeming, per invitation minted.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), requires = "kind",
+          conflicts_with_all = ["target_new_members", "from_waitlist"])]
+    pub target_conversions: Option<u64>,
+    /// The conversion kind --target-conversions counts.
+    #[arg(long, requires = "target_conversions")]
+    pub kind: Option<String>,
     /// ...within this long of minting (e.g. 7d).
     #[arg(long, value_parser = parse_time_duration)]
     pub within: time::Duration,
@@ -221,6 +232,14 @@ pub struct PlanWaveArgs {
     /// Idempotency key for the --apply mint.
     #[arg(long)]
     pub request_id: Option<String>,
+}
+
+impl PlanWaveArgs {
+    /// What the plan aims for: converted members with --target-conversions,
+    /// new members otherwise (clap requires one of them).
+    pub fn target(&self) -> u64 {
+        self.target_conversions.or(self.target_new_members).unwrap_or(1)
+    }
 }
 
 fn parse_time_duration(value: &str) -> Result<time::Duration, String> {

@@ -7,6 +7,7 @@
 //! `INVITATIONS_TOKEN` only, never a flag (shell history, `ps`).
 
 mod args;
+mod conversions;
 mod json;
 mod lifecycle;
 pub mod plan;
@@ -99,6 +100,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Waitlist(w) => waitlist::run(&mut client, w, output, out).await?,
         AdminCommand::Update(u) => lifecycle::update(&mut client, &u, output, out).await?,
         AdminCommand::Restore(r) => lifecycle::restore(&mut client, &r, output, out).await?,
+        AdminCommand::Conversions(c) => conversions::run(&mut client, c, output, out).await?,
     }
     Ok(())
 }
@@ -193,5 +195,6 @@ fn stats_request(s: &StatsArgs) -> pb::GetStatsRequest {
         period: if s.week { pb::StatsPeriod::Week } else { pb::StatsPeriod::Day } as i32,
         leaderboard_size: s.top as i32,
         redeemed_within: s.redeemed_within.map(duration_pb),
+        ..Default::default()
     }
 }

@@ -213,7 +213,7 @@ pub async fn plan_from_waitlist(
     // them redeemed (by now): the yield of an admission.
     let history =
         History { minted: w.admitted, redeemed_within: w.admitted_redeemed, redemptions: w.admitted_redeemed };
-    let planned = plan::plan(p.target_new_members, &history).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let planned = plan::plan(p.target(), &history).map_err(|e| anyhow::anyhow!("{e}"))?;
     let count = u32::try_from(planned.invitations).unwrap_or(u32::MAX).min(10_000);
     let ttl = match p.ttl {
         Some(ttl) => ttl,
@@ -240,7 +240,7 @@ pub async fn plan_from_waitlist(
             &json!({
                 "history": { "start_time": json::time(start), "end_time": json::time(end),
                              "admitted": w.admitted, "admitted_redeemed": w.admitted_redeemed },
-                "target_new_members": p.target_new_members,
+                "target_new_members": p.target(),
                 "yield_per_admission": planned.yield_per_invitation,
                 "admissions_needed": planned.invitations,
                 "eligible": eligible,
@@ -258,7 +258,7 @@ pub async fn plan_from_waitlist(
                 w.admitted_redeemed,
                 w.admitted,
                 planned.yield_per_invitation,
-                p.target_new_members,
+                p.target(),
                 planned.yield_per_invitation,
                 planned.invitations
             )?;

@@ -26,6 +26,18 @@ struct Report {
     within: std::time::Duration,
     history: History,
     median: Option<prost_types::Duration>,
+    /// Planning for conversions of this kind instead of redemptions.
+    kind: Option<String>,
+}
+
+impl Report {
+    /// What one success is, in the printed plan.
+    fn success(&self) -> String {
+        match &self.kind {
+            Some(kind) => format!("converted members ({kind})"),
+            None => "new members".to_owned(),
+        }
+    }
 }
 
 pub async fn plan_wave(
@@ -49,10 +61,19 @@ pub async fn plan_wave(
         label: p.history_label.clone().unwrap_or_default(),
         redeemed_within: Some(duration_pb(within)),
         leaderboard_size: 1,
+        converted_within: p.kind.as_ref().map(|_| duration_pb(within)),
+        conversion_kind: p.kind.clone().unwrap_or_default(),
         ..Default::default()
     };
     let stats = client.get_stats(request).await.map_err(explain)?.into_inner();
     let overall = stats.overall.unwrap_or_default();
+    // With --target-conversions a success is a converted invitee: the
+    // cohorts' conversions of the kind within --within of redeeming (each
+    // batch has one label, so the labels' groups add up to the cohort).
+    let converted_within: Option<i64> = p.kind.as_ref().map(|kind| {
+        let groups = stats.conversions.as_ref().map(|c| c.by_label.as_slice()).unwrap_or_default();
+        groups.iter().filter(|g| &g.kind == kind).map(|g| g.converted).sum()
+    });
     let report = Report {
         start,
         end,
@@ -60,12 +81,13 @@ pub async fn plan_wave(
         within,
         history: History {
             minted: overall.minted,
-            redeemed_within: overall.redeemed_within_count,
+            redeemed_within: converted_within.unwrap_or(overall.redeemed_within_count),
             redemptions: overall.redemptions,
         },
         median: overall.median_time_to_redeem,
+        kind: p.kind.clone(),
     };
-    let planned = match plan::plan(p.target_new_members, &report.history) {
+    let planned = match plan::plan(p.target(), &report.history) {
         Ok(planned) => planned,
         Err(e) => {
             // People see what was measured before the reason; scripts get
@@ -114,7 +136,10 @@ fn print_history(out: &mut impl Write, r: &Report) -> anyhow::Result<()> {
     writeln!(out, "  (only cohorts at least {within} old: their first {within} is fully observed)")?;
     let row = |out: &mut dyn Write, name: &str, value: &dyn std::fmt::Display| writeln!(out, "  {name:<30}{value}");
     row(out, "minted:", &r.history.minted)?;
-    row(out, &format!("redeemed within {within}:"), &r.history.redeemed_within)?;
+    match &r.kind {
+        Some(_) => row(out, &format!("converted within {within}:"), &r.history.redeemed_within)?,
+        None => row(out, &format!("redeemed within {within}:"), &r.history.redeemed_within)?,
+    }
     row(out, "redeemed so far:", &r.history.redemptions)?;
     if let Some(median) = &r.median {
         row(out, "median time to redeem:", &print::duration_pb(median))?;
@@ -131,16 +156,28 @@ fn print_plan(
     choice: &Choice<SelectorKind>,
 ) -> anyhow::Result<()> {
     let within = print::duration(r.within);
-    writeln!(out, "Model: each redemption is one new member, and a new wave yields what past cohorts did:")?;
+    let success = r.success();
+    match &r.kind {
+        Some(kind) => writeln!(
+            out,
+            "Model: each invitee who redeems and converts ({kind}) within {within} of redeeming counts, and a new \
+             wave yields what past cohorts did:"
+        )?,
+        None => {
+            writeln!(out, "Model: each redemption is one new member, and a new wave yields what past cohorts did:")?
+        }
+    }
     writeln!(
         out,
-        "  yield = {} / {} = {:.4} new members per invitation within {within}",
+        "  yield = {} / {} = {:.4} {success} per invitation within {within}",
         r.history.redeemed_within, r.history.minted, planned.yield_per_invitation
     )?;
     writeln!(
         out,
         "  invitations needed = ceil({} / {:.4}) = {}",
-        p.target_new_members, planned.yield_per_invitation, planned.invitations
+        p.target(),
+        planned.yield_per_invitation,
+        planned.invitations
     )?;
     writeln!(out, "Selectors (dry run):")?;
     for c in candidates {
@@ -150,10 +187,11 @@ fn print_plan(
     if choice.short {
         writeln!(
             out,
-            "Short: {name} matches only {} members; minting one each reaches about {:.0} new members, not {}.",
+            "Short: {name} matches only {} members; minting one each reaches about {:.0} {}, not {}.",
             choice.count,
             choice.count as f64 * planned.yield_per_invitation,
-            p.target_new_members
+            r.success(),
+            p.target()
         )?;
     }
     writeln!(out, "Plan: mint {} invitations for {name} (label {:?}).", choice.count, p.label)?;
@@ -184,6 +222,8 @@ fn plan_json(
         },
         "within_seconds": r.within.as_secs_f64(),
         "target_new_members": p.target_new_members,
+        "target_conversions": p.target_conversions,
+        "conversion_kind": r.kind,
         "yield_per_invitation": planned.yield_per_invitation,
         "invitations_needed": planned.invitations,
         "selectors": selectors,

@@ -27,10 +27,12 @@
 //! with their invitations' events); policy mints go through
 //! `Invitations::mint` or call [`minted`] with the batch's rows.
 
+mod conversions;
 mod grouped;
 mod lifecycle;
 mod waitlist;
 
+pub use conversions::{RewardFacts, converted_fixed, reward_fixed};
 pub use grouped::{expired, grant_code_fields, minted, revoked};
 pub use waitlist::{Admitted, applicant_partition};
 
@@ -69,10 +71,13 @@ pub enum EventType {
     WaitlistAdmitted,
     Updated,
     Restored,
+    Converted,
+    RewardGranted,
+    RewardVoided,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 17] = [
         EventType::Minted,
         EventType::Redeemed,
         EventType::Revoked,
@@ -87,6 +92,9 @@ impl EventType {
         EventType::WaitlistAdmitted,
         EventType::Updated,
         EventType::Restored,
+        EventType::Converted,
+        EventType::RewardGranted,
+        EventType::RewardVoided,
     ];
 
     /// `minted`, `reservation.lapsed`, ...: the subject is `<prefix>.<name>`,
@@ -107,6 +115,9 @@ impl EventType {
             EventType::WaitlistAdmitted => "waitlist.admitted",
             EventType::Updated => "updated",
             EventType::Restored => "restored",
+            EventType::Converted => "converted",
+            EventType::RewardGranted => "reward.granted",
+            EventType::RewardVoided => "reward.voided",
         }
     }
 

@@ -12,7 +12,7 @@ pub enum Scope {
     /// UpdateInvitation, RestoreInvitation.
     Admin,
     /// The sign-up flow: Redeem, CheckCode, Reserve, Release, JoinWaitlist,
-    /// GetWaitlistEntry.
+    /// GetWaitlistEntry, RecordConversion.
     Signup,
     /// Reading: ListForUser, GetInviteGraph, WalkInviteForest.
     Read,
@@ -66,6 +66,9 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("UpdateInvitation", Scope::Admin),
     ("RestoreInvitation", Scope::Admin),
     ("CreateMemberInvitation", Scope::Member),
+    ("RecordConversion", Scope::Signup),
+    ("VoidConversion", Scope::Admin),
+    ("ReviewRewards", Scope::Admin),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.
