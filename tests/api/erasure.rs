@@ -144,3 +144,139 @@ async fn erasing_twice_answers_the_same_and_an_unknown_member_is_not_found() {
     assert_error(&err, Code::InvalidArgument, "INVALID_ARGUMENT", Some("reason"));
     assert_eq!(app.count("outbox").await, events, "refusals change nothing");
 }
+
+#[tokio::test]
+async fn erasing_during_redeems_of_its_codes_and_a_reparent_of_its_subtree_leaves_no_row_naming_it() {
+    let app = TestApp::spawn().await;
+    let alice = "alice-r4c9";
+    let root_inv = app.mint_one("root").await;
+    app.redeem(&root_inv.code, alice).await.expect("alice joins");
+    let other = app.mint_one("root").await;
+    app.redeem(&other.code, "zed").await.expect("zed joins");
+    let first = app.mint_one(alice).await;
+    app.redeem(&first.code, "bob").await.expect("bob joins");
+    let codes = app.mint_for(alice, 20).await;
+
+    let mut tasks = Vec::new();
+    for (i, inv) in codes.iter().enumerate() {
+        let (app_client, code) = (app.client.clone(), inv.code.clone());
+        tasks.push(tokio::spawn(async move {
+            let request = pb::RedeemRequest { code, invitee_id: format!("invitee-{i}"), ..Default::default() };
+            app_client.clone().redeem(request).await.map(|_| ())
+        }));
+    }
+    let client = app.client.clone();
+    let reparent = tokio::spawn(async move {
+        let request = pb::ReparentRequest { user_id: "bob".into(), new_inviter_id: "zed".into(), ..Default::default() };
+        client.clone().reparent(request).await.map(|_| ())
+    });
+    let erased = erase(&app, alice).await.expect("erase");
+    let mut joined = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(()) => joined += 1,
+            Err(status) => assert!(
+                matches!(status.code(), Code::FailedPrecondition | Code::NotFound),
+                "a redeem refused after the erasure: {status:?}"
+            ),
+        }
+    }
+    reparent.await.expect("task").expect("the reparent succeeds before or after the erasure");
+
+    // No lost edge: every invitee that joined hangs under the tombstone.
+    let pool = app.pool().await;
+    let under: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM members WHERE inviter_id = $1 AND user_id LIKE 'invitee-%'")
+            .bind(&erased.tombstone)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    let redemptions: i64 = sqlx::query_scalar("SELECT count(*) FROM redemptions WHERE inviter_id = $1")
+        .bind(&erased.tombstone)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!((under, redemptions), (joined, joined + 1), "bob's redemption too");
+    let bob = graph(&app, "bob").await.member.expect("bob");
+    assert_eq!(bob.inviter_id, "zed");
+    let root = graph(&app, "root").await.member.expect("root");
+    assert_eq!(root.descendant_count as i64, 3 + joined, "alice, zed, bob and the invitees");
+
+    let dump = dump(&app);
+    let naming = lines_naming(&dump, alice);
+    assert_eq!(naming.len(), 1, "{naming:#?}");
+    assert!(naming[0].contains("'erased'"), "{}", naming[0]);
+}
+
+#[tokio::test]
+async fn the_erased_event_goes_through_nats_with_the_old_id_and_the_tombstone() {
+    use crate::events::{WAIT, assert_unique, outbox_rows, relay_args, spawn, wait_relay};
+    use pb::invitation_event::Event as Payload;
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let nats = crate::nats::NatsServer::start().await;
+    let app = spawn(relay_args(&nats), None).await;
+    wait_relay(&app, ServingStatus::Serving).await;
+    let consumer = nats.consumer().await;
+    let inv = app.mint_one("root").await;
+    app.redeem(&inv.code, "frank").await.expect("frank joins");
+    app.mint_for("frank", 2).await;
+    let erased = erase(&app, "frank").await.expect("erase");
+
+    let (rows, _) = outbox_rows(&app).await;
+    let events = consumer.wait_for(rows as u64, WAIT).await;
+    assert_unique(&events);
+    let erased_events: Vec<_> = events.iter().filter(|e| e.kind() == "erased").collect();
+    assert_eq!(erased_events.len(), 1);
+    assert!(erased_events[0].subject.ends_with(".erased"), "{}", erased_events[0].subject);
+    let want = pb::Erased { user_id: "frank".into(), tombstone: erased.tombstone.clone() };
+    assert_eq!(erased_events[0].payload(), &Payload::Erased(want));
+    let revoked: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e.payload() {
+            Payload::Revoked(r) if r.reason == "erased" => Some(r.invitations.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revoked.iter().sum::<usize>(), 2, "its two unspent invitations, revoked");
+}
+
+#[tokio::test]
+async fn erasing_an_invitee_drops_the_stored_answers_that_name_it_and_keeps_the_others() {
+    let app = TestApp::spawn().await;
+    let minted = app
+        .mint(pb::MintRequest {
+            user_ids: vec!["root".into()],
+            per_user: 2,
+            request_id: "mint-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("mint");
+    let redeem = |code: &str, invitee: &str, id: &str| pb::RedeemRequest {
+        code: code.into(),
+        invitee_id: invitee.into(),
+        request_id: id.into(),
+        ..Default::default()
+    };
+    app.redeem_req(redeem(&minted.invitations[0].code, "gina-5k", "r-1")).await.expect("gina joins");
+    app.redeem_req(redeem(&minted.invitations[1].code, "hal", "r-2")).await.expect("hal joins");
+    assert_eq!(app.count("idempotency_keys").await, 3);
+
+    let erased = erase(&app, "gina-5k").await.expect("erase");
+    assert_eq!(erased.revoked_count, 0, "an invitee without invitations");
+    let pool = app.pool().await;
+    let kept: Vec<String> = sqlx::query_scalar("SELECT request_id FROM idempotency_keys ORDER BY request_id")
+        .fetch_all(&pool)
+        .await
+        .expect("keys");
+    assert_eq!(kept, ["mint-1", "r-2"], "only gina's Redeem answer named her");
+    let root = graph(&app, "root").await;
+    let invitees: Vec<&str> = root.descendants.iter().map(|m| m.user_id.as_str()).collect();
+    assert_eq!(invitees.len(), 2);
+    assert!(invitees.contains(&erased.tombstone.as_str()) && invitees.contains(&"hal"), "{invitees:?}");
+    let dump = dump(&app);
+    let naming = lines_naming(&dump, "gina-5k");
+    assert_eq!(naming.len(), 1, "{naming:#?}");
+    assert!(naming[0].contains("'erased'"), "{}", naming[0]);
+}
