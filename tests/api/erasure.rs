@@ -280,3 +280,24 @@ async fn erasing_an_invitee_drops_the_stored_answers_that_name_it_and_keeps_the_
     assert_eq!(naming.len(), 1, "{naming:#?}");
     assert!(naming[0].contains("'erased'"), "{}", naming[0]);
 }
+
+#[tokio::test]
+async fn the_cli_erases_a_member_and_says_so_again_the_second_time() {
+    use crate::admin_cli::{ADMIN, admin, secured, stdout};
+
+    let app = secured(&[]).await;
+    let pool = app.pool().await;
+    stdout(&admin(&app, Some(ADMIN), &["mint", "--user", "ivy"]).await);
+    let exists: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM members WHERE user_id = 'ivy'").fetch_one(&pool).await.expect("count");
+    assert_eq!(exists, 1);
+    let args = ["erase", "--user", "ivy", "--reason", "GDPR ticket 7"];
+    let first = stdout(&admin(&app, Some(ADMIN), &args).await);
+    assert!(first.starts_with("erased: now erased:") && first.contains("(1 unspent"), "{first}");
+    let again = stdout(&admin(&app, Some(ADMIN), &args).await);
+    let tombstone = first.split_whitespace().nth(2).expect("the tombstone");
+    assert_eq!(again, format!("already erased: now {tombstone} (0 unspent invitations revoked)\n"));
+    let revoked_by: String =
+        sqlx::query_scalar("SELECT revoked_by FROM invitations").fetch_one(&pool).await.expect("row");
+    assert_eq!(revoked_by, "ops", "the authenticated caller");
+}
