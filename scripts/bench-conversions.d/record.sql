@@ -8,8 +8,8 @@
 SELECT r.status FROM inv_record_conversion(gen_random_uuid(), 'm-' || :m, 'k' || :client_id || '-' || :a, now(), NULL,
     ROW(1, 1, 0, 0, 1, 0, 'grant')::inv_reward_rule,
     ROW(gen_random_uuid(), gen_random_uuid(), now(), '\x0a00'::bytea, ARRAY[gen_random_uuid()],
-        ARRAY[decode(md5(random()::text), 'hex')], ARRAY['\x00'::bytea], '{}'::bytea[], '{}'::bytea[])::inv_grant,
+        ARRAY[decode(md5(random()::text), 'hex')], ARRAY['\x00'::bytea], '{}'::bytea[], '{}'::bytea[], '{}'::text[])::inv_grant,
     ROW(gen_random_uuid(), gen_random_uuid(), now(), '\x0a00'::bytea, ARRAY[gen_random_uuid()],
-        ARRAY[decode(md5(random()::text), 'hex')], ARRAY['\x00'::bytea], '{}'::bytea[], '{}'::bytea[])::inv_grant,
+        ARRAY[decode(md5(random()::text), 'hex')], ARRAY['\x00'::bytea], '{}'::bytea[], '{}'::bytea[], '{}'::text[])::inv_grant,
     gen_random_uuid(), now(), '\x0a00'::bytea, '\x0a00'::bytea, gen_random_uuid(), '\x0a00'::bytea,
     '\x0a00'::bytea) r;
