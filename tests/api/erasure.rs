@@ -48,7 +48,8 @@ fn shape(g: &pb::GetInviteGraphResponse) -> Vec<(String, u64, u64)> {
 
 #[tokio::test]
 async fn erasing_an_inviter_in_the_middle_of_a_chain_keeps_the_graph_and_leaves_no_row_naming_it() {
-    let app = TestApp::spawn_with(&KINDS).await;
+    let rewards = ["--reward-rule", "activated=1:1", "--reward-hold", "1h"];
+    let app = TestApp::spawn_with(&[&KINDS[..], &rewards[..]].concat()).await;
     let alice = "alice-q7x3";
     // root -> alice -> bob -> carol, alice joining through a reservation
     // from an IP, with privileges set, a conversion, a reparent record and
@@ -69,7 +70,9 @@ async fn erasing_an_inviter_in_the_middle_of_a_chain_keeps_the_graph_and_leaves_
     app.redeem(&bobs.code, "carol").await.expect("carol joins");
     reserve(&app, reserve_req(&mine[1].code)).await.expect("a pending reservation of alice's code");
     converted(&app, alice, "activated").await;
-    converted(&app, "bob", "activated").await;
+    let bobs_conversion = converted(&app, "bob", "activated").await;
+    let pending = bobs_conversion.reward.as_ref().expect("reward").state;
+    assert_eq!(pending, pb::conversion_reward::State::Pending as i32, "alice's reward is held");
     let privileges = pb::SetInvitePrivilegesRequest {
         user_id: alice.into(),
         enabled: true,
@@ -118,6 +121,11 @@ async fn erasing_an_inviter_in_the_middle_of_a_chain_keeps_the_graph_and_leaves_
     let ips: Vec<String> =
         sqlx::query_scalar("SELECT invitee_id FROM redemption_ips").fetch_all(&pool).await.expect("ips");
     assert_eq!(ips, ["bob"], "bob's IP record stays");
+    let held_for: Option<String> = sqlx::query_scalar("SELECT inviter_id FROM conversions WHERE user_id = 'bob'")
+        .fetch_one(&pool)
+        .await
+        .expect("bob's conversion");
+    assert_eq!(held_for.as_deref(), Some(erased.tombstone.as_str()), "the held reward goes to the tombstone");
 }
 
 #[tokio::test]
@@ -300,4 +308,46 @@ async fn the_cli_erases_a_member_and_says_so_again_the_second_time() {
     let revoked_by: String =
         sqlx::query_scalar("SELECT revoked_by FROM invitations").fetch_one(&pool).await.expect("row");
     assert_eq!(revoked_by, "ops", "the authenticated caller");
+}
+
+#[tokio::test]
+async fn erasing_a_member_admitted_from_the_waitlist_forgets_its_entry_and_binding() {
+    use crate::waitlist::{admit, admit_request};
+
+    let app = TestApp::spawn().await;
+    let inv = app.mint_one("root").await;
+    app.redeem(&inv.code, "rita").await.expect("rita joins");
+    let join = pb::JoinWaitlistRequest {
+        applicant_id: "wes-2n8".into(),
+        referrer: "rita".into(),
+        client_ip: "192.0.2.44".into(),
+        ..Default::default()
+    };
+    app.client.clone().join_waitlist(join).await.expect("join");
+    let wave = admit(&app, admit_request(1)).await;
+    let invitation = wave.entries[0].invitation.clone().expect("admitted");
+    app.redeem(&invitation.code, "wes-2n8").await.expect("wes joins");
+    let pool = app.pool().await;
+    let bound_before: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM invitations WHERE binding_digest IS NOT NULL), \
+                (SELECT count(*) FROM waitlist_entries WHERE ip_hash IS NOT NULL)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    assert_eq!(bound_before, (1, 1), "bound to the applicant, its IP prefix digested");
+
+    let erased = erase(&app, "wes-2n8").await.expect("erase");
+    let (applicant, ip): (String, Option<Vec<u8>>) =
+        sqlx::query_as("SELECT applicant_id, ip_hash FROM waitlist_entries").fetch_one(&pool).await.expect("entry");
+    assert_eq!((applicant, ip), (erased.tombstone.clone(), None));
+    let bound: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations WHERE binding_digest IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(bound, 0, "the applicant binding's digest is dropped");
+    let dump = dump(&app);
+    let naming = lines_naming(&dump, "wes-2n8");
+    assert_eq!(naming.len(), 1, "{naming:#?}");
+    assert!(naming[0].contains("'erased'"), "{}", naming[0]);
 }
