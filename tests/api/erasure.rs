@@ -351,3 +351,28 @@ async fn erasing_a_member_admitted_from_the_waitlist_forgets_its_entry_and_bindi
     assert_eq!(naming.len(), 1, "{naming:#?}");
     assert!(naming[0].contains("'erased'"), "{}", naming[0]);
 }
+
+#[tokio::test]
+async fn erasing_during_waves_that_pick_the_member_leaves_no_row_naming_it() {
+    use crate::waves::{no_unspent, wave};
+
+    let app = TestApp::spawn().await;
+    let inv = app.mint_one("root").await;
+    app.redeem(&inv.code, "walt-9m").await.expect("walt joins");
+    let mut waves = Vec::new();
+    for _ in 0..4 {
+        let client = app.client.clone();
+        waves.push(tokio::spawn(async move { client.clone().mint(wave(no_unspent(), 10)).await.map(|_| ()) }));
+    }
+    let erased = erase(&app, "walt-9m").await.expect("erase");
+    for task in waves {
+        // A wave that drew the member before the erasure and inserted after
+        // draws again (the tombstone is a member like any other).
+        task.await.expect("task").expect("every wave succeeds, before or after the erasure");
+    }
+    let dump = dump(&app);
+    let naming = lines_naming(&dump, "walt-9m");
+    assert_eq!(naming.len(), 1, "{naming:#?}");
+    assert!(naming[0].contains("'erased'"), "{}", naming[0]);
+    assert!(erased.changed);
+}
