@@ -247,6 +247,22 @@ async fn the_erased_event_goes_through_nats_with_the_old_id_and_the_tombstone() 
         })
         .collect();
     assert_eq!(revoked.iter().sum::<usize>(), 2, "its two unspent invitations, revoked");
+    // Once delivered, the erased event leaves the outbox: no row names frank.
+    let app = &app;
+    crate::helpers::wait_until(WAIT, "the sent erased event to be dropped", || async move {
+        lines_naming(&dump(app), "frank").is_empty()
+    })
+    .await;
+    assert_eq!(rows_of(app, "erased").await, 0);
+}
+
+async fn rows_of(app: &TestApp, event_type: &str) -> i64 {
+    let pool = app.pool().await;
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = $1")
+        .bind(event_type)
+        .fetch_one(&pool)
+        .await
+        .expect("count")
 }
 
 #[tokio::test]
