@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PathBuf::from("proto/invitations/v1/waitlist.proto"),
                 PathBuf::from("proto/invitations/v1/lifecycle.proto"),
                 PathBuf::from("proto/invitations/v1/conversions.proto"),
+                PathBuf::from("proto/invitations/v1/privacy.proto"),
             ],
             &[PathBuf::from("proto"), well_known],
         )?;

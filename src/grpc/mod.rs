@@ -11,6 +11,7 @@ mod graph;
 mod lifecycle;
 mod members;
 pub mod overload;
+mod privacy;
 mod reservation;
 pub mod stats;
 pub mod status;
@@ -380,6 +381,13 @@ impl InvitationService for InvitationApi {
         request: Request<pb::ReviewRewardsRequest>,
     ) -> Result<Response<pb::ReviewRewardsResponse>, Status> {
         conversions::review(&self.service, request).await
+    }
+
+    async fn erase_member(
+        &self,
+        request: Request<pb::EraseMemberRequest>,
+    ) -> Result<Response<pb::EraseMemberResponse>, Status> {
+        privacy::erase(&self.service, request).await
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::domain::MAX_WAVE_LISTED;
 use crate::domain::error::Error;
 use crate::domain::selector::Wave;
-use crate::store::waves;
+use crate::store::{self, waves};
 
 use super::mint::Recipients;
 use super::{Answer, Idempotency, Invitations, MintCommand, MintOutcome};
@@ -36,21 +36,47 @@ impl Invitations {
             return Ok(Answer::Replayed(bytes));
         }
         let batch = self.batch_attributes(cmd)?;
-        let mut tx = self.pool.begin().await?;
-        let (matched, drawn) = waves::draw(&mut tx, wave.selector, count).await?;
-        let mut outcome = MintOutcome { matched: matched as u32, count: drawn as u32, ..MintOutcome::default() };
-        if drawn > 0 {
-            let listed = MAX_WAVE_LISTED;
-            outcome.invitations = self.mint_batch(&mut tx, &batch, Recipients::Wave(drawn as usize), listed).await?;
-            outcome.recipients = waves::recipients(&mut tx, listed as i64).await?;
-            outcome.batch_id = Some(batch.id);
-            outcome.truncated = drawn as usize > listed;
-        }
+        // A member drawn and then erased before the insert (EraseMember
+        // renames it under its row lock, which the insert's key check waits
+        // for) fails the foreign key: draw again, the tombstone is a member.
+        let (tx, outcome, drawn) = store::with_retry(
+            &self.pool,
+            |e| store::is_constraint_violation(e, "invitations_inviter_id_fkey"),
+            |mut tx| {
+                let batch = &batch;
+                async move {
+                    let result = self.draw_and_mint(&mut tx, batch, wave.selector, count).await;
+                    (tx, result)
+                }
+            },
+        )
+        .await
+        .map(|((outcome, drawn), tx)| (tx, outcome, drawn))?;
+        let matched = outcome.matched;
         let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
         if matches!(answer, Answer::Fresh(_)) {
             self.metrics.minted(drawn as u64);
         }
         tracing::info!(batch_id = %batch.id, matched, count = drawn, label = %cmd.label, "minted a wave");
         Ok(answer)
+    }
+
+    async fn draw_and_mint(
+        &self,
+        tx: &mut store::Tx<'_>,
+        batch: &crate::store::invitations::BatchAttributes<'_>,
+        selector: crate::domain::selector::Selector,
+        count: i64,
+    ) -> Result<(MintOutcome, i64), Error> {
+        let (matched, drawn) = waves::draw(tx, selector, count).await?;
+        let mut outcome = MintOutcome { matched: matched as u32, count: drawn as u32, ..MintOutcome::default() };
+        if drawn > 0 {
+            let listed = MAX_WAVE_LISTED;
+            outcome.invitations = self.mint_batch(tx, batch, Recipients::Wave(drawn as usize), listed).await?;
+            outcome.recipients = waves::recipients(tx, listed as i64).await?;
+            outcome.batch_id = Some(batch.id);
+            outcome.truncated = drawn as usize > listed;
+        }
+        Ok((outcome, drawn))
     }
 }

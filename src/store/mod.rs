@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod member_mint;
 pub mod members;
 pub mod outbox;
+pub mod privacy;
 pub mod quotas;
 pub mod rekey;
 pub mod replicas;

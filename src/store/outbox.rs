@@ -106,7 +106,15 @@ pub async fn mark_sent(conn: &mut PgConnection, seqs: &[i64]) -> Result<(), sqlx
     if seqs.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE outbox SET sent_time = now() WHERE seq = ANY($1)").bind(seqs).execute(conn).await?;
+    // An `erased` event carries an erased member's old id: once delivered
+    // it is dropped, not kept for replay (docs/design.md, "Erasure").
+    sqlx::query!(
+        "WITH dropped AS (DELETE FROM outbox WHERE seq = ANY($1) AND event_type = 'erased') \
+         UPDATE outbox SET sent_time = now() WHERE seq = ANY($1) AND event_type <> 'erased'",
+        seqs
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

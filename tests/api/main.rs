@@ -15,6 +15,7 @@ mod conversions;
 mod conversions_hold;
 mod conversions_races;
 mod conversions_stats;
+mod erasure;
 mod events;
 mod graph;
 mod graph_auth;

@@ -50,6 +50,9 @@ pub enum AdminCommand {
     Restore(super::lifecycle::RestoreArgs),
     /// Conversions: record one, void one, review held rewards.
     Conversions(super::conversions::ConversionsArgs),
+    /// Erase a member (a GDPR request): its user id is replaced everywhere
+    /// by a tombstone, the invite graph keeps its shape.
+    Erase(super::privacy::EraseArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -12,6 +12,7 @@ mod json;
 mod lifecycle;
 pub mod plan;
 mod print;
+mod privacy;
 mod waitlist;
 mod wave;
 
@@ -101,6 +102,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Update(u) => lifecycle::update(&mut client, &u, output, out).await?,
         AdminCommand::Restore(r) => lifecycle::restore(&mut client, &r, output, out).await?,
         AdminCommand::Conversions(c) => conversions::run(&mut client, c, output, out).await?,
+        AdminCommand::Erase(e) => privacy::erase(&mut client, &e, output, out).await?,
     }
     Ok(())
 }

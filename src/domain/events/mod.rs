@@ -30,10 +30,12 @@
 mod conversions;
 mod grouped;
 mod lifecycle;
+mod privacy;
 mod waitlist;
 
 pub use conversions::{RewardFacts, converted_fixed, reward_fixed};
 pub use grouped::{expired, grant_code_fields, minted, revoked};
+pub use privacy::rename_user;
 pub use waitlist::{Admitted, applicant_partition};
 
 use prost::Message;
@@ -74,10 +76,11 @@ pub enum EventType {
     Converted,
     RewardGranted,
     RewardVoided,
+    Erased,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 18] = [
         EventType::Minted,
         EventType::Redeemed,
         EventType::Revoked,
@@ -95,6 +98,7 @@ impl EventType {
         EventType::Converted,
         EventType::RewardGranted,
         EventType::RewardVoided,
+        EventType::Erased,
     ];
 
     /// `minted`, `reservation.lapsed`, ...: the subject is `<prefix>.<name>`,
@@ -118,6 +122,7 @@ impl EventType {
             EventType::Converted => "converted",
             EventType::RewardGranted => "reward.granted",
             EventType::RewardVoided => "reward.voided",
+            EventType::Erased => "erased",
         }
     }
 

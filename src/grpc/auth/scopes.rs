@@ -69,6 +69,7 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("RecordConversion", Scope::Signup),
     ("VoidConversion", Scope::Admin),
     ("ReviewRewards", Scope::Admin),
+    ("EraseMember", Scope::Admin),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.
