@@ -28,7 +28,9 @@ impl Invitations {
         let earn = self.quotas.earn.filter(|_| owner.is_some());
         let limit = i64::from(query.page_size) + 1;
         let earn_secs = earn.map(|e| e.interval.as_secs_f64());
-        let page = common_path::owner_page(&mut conn, owner, query.state, after, limit, earn_secs).await?;
+        let conversions_on = !self.conversions.kinds.is_empty();
+        let page =
+            common_path::owner_page(&mut conn, owner, query.state, after, limit, earn_secs, conversions_on).await?;
         drop(conn);
         let (mut rows, mut converted) = (page.invitations, page.converted);
         let next_page_token = if rows.len() > query.page_size as usize {

@@ -341,7 +341,9 @@ pub struct OwnerPage {
 /// One page of an owner's invitations (or the unowned ones when `owner` is
 /// None), newest first, strictly after `after`, with the owner's inviter
 /// and, when `earn_interval_secs` is set, its earn status
-/// (`quotas::earn_status`), in one statement.
+/// (`quotas::earn_status`), and, when `with_conversions`, each invitation's
+/// converted kinds (51 index probes a page: skipped while conversions are
+/// off), in one statement.
 pub async fn owner_page(
     conn: &mut PgConnection,
     owner: Option<&str>,
@@ -349,13 +351,14 @@ pub async fn owner_page(
     after: Option<Uuid>,
     limit: i64,
     earn_interval_secs: Option<f64>,
+    with_conversions: bool,
 ) -> Result<OwnerPage, sqlx::Error> {
     // Separate owner tests so both cases can use the (inviter_id, id) index.
     let owner_test = if owner.is_some() { "inviter_id = $1" } else { "inviter_id IS NULL AND $1::text IS NULL" };
     // next_tick is quotas::FIRST_TICK with the interval in $5.
     let sql = format!(
         "SELECT p.*, k.inviter_id AS owner_inviter, k.known, k.next_tick, k.enabled, k.unspent, \
-             CASE WHEN p.id IS NOT NULL THEN (SELECT array_agg(DISTINCT c.kind ORDER BY c.kind) FROM conversions c \
+             CASE WHEN $6 AND p.id IS NOT NULL THEN (SELECT array_agg(DISTINCT c.kind ORDER BY c.kind) FROM conversions c \
                  WHERE c.invitation_id = p.id AND c.reward_state <> 'voided') END AS converted_kinds \
          FROM (SELECT m.inviter_id, m.user_id IS NOT NULL AS known, m.invite_enabled AS enabled, \
                    CASE WHEN $5::float8 IS NOT NULL THEN coalesce(m.earn_next_time, m.join_time \
@@ -380,6 +383,7 @@ pub async fn owner_page(
         .bind(state.map(super::invitations::state_name))
         .bind(limit)
         .bind(earn_interval_secs)
+        .bind(with_conversions)
         .fetch_all(conn)
         .await?;
     let mut page =
