@@ -99,10 +99,6 @@ impl Replicas {
         &self.primary
     }
 
-    pub fn has_standbys(&self) -> bool {
-        !self.standbys.is_empty()
-    }
-
     /// The pool a read should use, round-robin over the usable standbys.
     pub fn read_pool(&self, want: ReadFrom) -> (&PgPool, Source) {
         if want == ReadFrom::Primary || self.standbys.is_empty() {
@@ -125,12 +121,6 @@ impl Replicas {
         (&self.primary, Source::Primary)
     }
 
-    /// Whether the primary answered at the monitor's last round (true without
-    /// standbys: then the ordinary health check decides).
-    pub fn primary_up(&self) -> bool {
-        self.primary_up.load(Ordering::Relaxed)
-    }
-
     /// Whether some standby may serve reads now.
     pub fn any_usable(&self) -> bool {
         self.standbys.iter().any(|s| s.usable.load(Ordering::Relaxed))
@@ -145,10 +135,6 @@ impl Replicas {
                 ((lag != u64::MAX).then(|| lag as f64 / 1e6), s.usable.load(Ordering::Relaxed))
             })
             .collect()
-    }
-
-    pub fn standby_pools(&self) -> impl Iterator<Item = &PgPool> {
-        self.standbys.iter().map(|s| &s.pool)
     }
 }
 
