@@ -73,7 +73,7 @@ impl Invitations {
         let f = Filter { start: q.start, end: q.end, label: q.label.clone() };
         let week = q.period == Period::Week;
         let mut tx = self.replicas.read_pool(read).0.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        stats::snapshot(&mut tx).await?;
         let groups = stats::cohort_groups(&mut tx, &f, week, q.redeemed_within).await?;
         let mut by_batch = stats::cohort_batches(&mut tx, &f, q.redeemed_within, MAX_STATS_BATCHES + 1).await?;
         let batches_truncated = by_batch.len() as i64 > MAX_STATS_BATCHES;

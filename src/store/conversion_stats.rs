@@ -36,33 +36,35 @@ pub async fn groups(
     f: &Filter,
     within_secs: Option<f64>,
 ) -> Result<Vec<ConversionGroupRow>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH cohort AS ( \
-             SELECT b.id, b.label, date_trunc('day', b.create_time, 'UTC') AS day FROM batches b \
-             WHERE b.create_time >= $1 AND b.create_time < $2 AND ($3::text IS NULL OR b.label = $3)), \
-         redeemed AS ( \
-             SELECT k.label, k.id AS batch_id, k.day, count(*) AS redeemed \
-             FROM cohort k JOIN redemptions r ON r.batch_id = k.id \
-             GROUP BY GROUPING SETS ((k.label), (k.id), (k.day))), \
-         converted AS ( \
-             SELECT k.label, k.id AS batch_id, k.day, c.kind, count(*) AS converted, \
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.occur_time - c.redeem_time)) \
-                        AS median_seconds, \
-                    sum(c.value)::bigint AS value \
-             FROM cohort k JOIN conversions c ON c.batch_id = k.id \
-             WHERE c.reward_state <> 'voided' \
-               AND ($4::float8 IS NULL OR c.occur_time <= c.redeem_time + make_interval(secs => $4)) \
-             GROUP BY GROUPING SETS ((k.label, c.kind), (k.id, c.kind), (k.day, c.kind))) \
-         SELECT r.label, r.batch_id, r.day, c.kind, r.redeemed, coalesce(c.converted, 0) AS converted, \
-                c.median_seconds, c.value \
-         FROM redeemed r LEFT JOIN converted c ON c.label IS NOT DISTINCT FROM r.label \
-             AND c.batch_id IS NOT DISTINCT FROM r.batch_id AND c.day IS NOT DISTINCT FROM r.day \
-         ORDER BY r.label NULLS LAST, r.day NULLS LAST, r.batch_id DESC, c.kind",
+    sqlx::query_as!(
+        ConversionGroupRow,
+        r#"WITH cohort AS (
+             SELECT b.id, b.label, date_trunc('day', b.create_time, 'UTC') AS day FROM batches b
+             WHERE b.create_time >= $1 AND b.create_time < $2 AND ($3::text IS NULL OR b.label = $3)),
+           redeemed AS (
+             SELECT k.label, k.id AS batch_id, k.day, count(*) AS redeemed
+             FROM cohort k JOIN redemptions r ON r.batch_id = k.id
+             GROUP BY GROUPING SETS ((k.label), (k.id), (k.day))),
+           converted AS (
+             SELECT k.label, k.id AS batch_id, k.day, c.kind, count(*) AS converted,
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.occur_time - c.redeem_time))
+                        AS median_seconds,
+                    sum(c.value)::bigint AS value
+             FROM cohort k JOIN conversions c ON c.batch_id = k.id
+             WHERE c.reward_state <> 'voided'
+               AND ($4::float8 IS NULL OR c.occur_time <= c.redeem_time + make_interval(secs => $4))
+             GROUP BY GROUPING SETS ((k.label, c.kind), (k.id, c.kind), (k.day, c.kind)))
+           SELECT r.label AS "label?", r.batch_id AS "batch_id?", r.day AS "day?", c.kind AS "kind?",
+                  r.redeemed AS "redeemed!", coalesce(c.converted, 0) AS "converted!",
+                  c.median_seconds AS "median_seconds?", c.value AS "value?"
+           FROM redeemed r LEFT JOIN converted c ON c.label IS NOT DISTINCT FROM r.label
+             AND c.batch_id IS NOT DISTINCT FROM r.batch_id AND c.day IS NOT DISTINCT FROM r.day
+           ORDER BY r.label NULLS LAST, r.day NULLS LAST, r.batch_id DESC, c.kind"#,
+        f.start,
+        f.end,
+        f.label.as_deref() as _,
+        within_secs,
     )
-    .bind(f.start)
-    .bind(f.end)
-    .bind(f.label.as_deref())
-    .bind(within_secs)
     .fetch_all(conn)
     .await
 }
@@ -75,19 +77,20 @@ pub async fn top_converters(
     kind: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT inviter_id, count(*) AS n FROM conversions \
-         WHERE inviter_id IS NOT NULL AND reward_state <> 'voided' AND occur_time >= $1 AND occur_time < $2 \
-           AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR label = $4) \
-         GROUP BY inviter_id ORDER BY n DESC, inviter_id LIMIT $5",
+    let rows = sqlx::query!(
+        r#"SELECT inviter_id AS "inviter_id!", count(*) AS "n!" FROM conversions
+           WHERE inviter_id IS NOT NULL AND reward_state <> 'voided' AND occur_time >= $1 AND occur_time < $2
+             AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR label = $4)
+           GROUP BY inviter_id ORDER BY 2 DESC, inviter_id LIMIT $5"#,
+        f.start,
+        f.end,
+        kind as _,
+        f.label.as_deref() as _,
+        limit,
     )
-    .bind(f.start)
-    .bind(f.end)
-    .bind(kind)
-    .bind(f.label.as_deref())
-    .bind(limit)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.inviter_id, r.n)).collect())
 }
 
 /// Conversions recorded in the window by the state of their reward, with
@@ -105,20 +108,21 @@ pub struct RewardCounts {
 }
 
 pub async fn reward_counts(conn: &mut PgConnection, f: &Filter) -> Result<RewardCounts, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*) AS recorded, count(*) FILTER (WHERE inviter_id IS NULL) AS unattributed, \
-             count(*) FILTER (WHERE reward_state = 'pending') AS pending, \
-             count(*) FILTER (WHERE reward_state = 'review') AS review, \
-             count(*) FILTER (WHERE reward_state = 'granted') AS granted, \
-             count(*) FILTER (WHERE reward_state = 'voided') AS voided, \
-             count(*) FILTER (WHERE reward_state = 'denied') AS denied, \
-             coalesce(sum(inviter_reward + member_reward) FILTER (WHERE reward_state = 'granted'), 0)::bigint \
-                 AS invitations_granted \
-         FROM conversions WHERE record_time >= $1 AND record_time < $2 AND ($3::text IS NULL OR label = $3)",
+    sqlx::query_as!(
+        RewardCounts,
+        r#"SELECT count(*) AS "recorded!", count(*) FILTER (WHERE inviter_id IS NULL) AS "unattributed!",
+             count(*) FILTER (WHERE reward_state = 'pending') AS "pending!",
+             count(*) FILTER (WHERE reward_state = 'review') AS "review!",
+             count(*) FILTER (WHERE reward_state = 'granted') AS "granted!",
+             count(*) FILTER (WHERE reward_state = 'voided') AS "voided!",
+             count(*) FILTER (WHERE reward_state = 'denied') AS "denied!",
+             coalesce(sum(inviter_reward + member_reward) FILTER (WHERE reward_state = 'granted'), 0)::bigint
+                 AS "invitations_granted!"
+           FROM conversions WHERE record_time >= $1 AND record_time < $2 AND ($3::text IS NULL OR label = $3)"#,
+        f.start,
+        f.end,
+        f.label.as_deref() as _,
     )
-    .bind(f.start)
-    .bind(f.end)
-    .bind(f.label.as_deref())
     .fetch_one(conn)
     .await
 }

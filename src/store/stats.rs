@@ -23,12 +23,14 @@ pub const BATCH_COUNTS: super::Counters = super::Counters {
 /// Records one spent use of an invitation (call after the use was taken, in
 /// the same transaction): its first use, and whether it is now spent.
 pub async fn count_use(conn: &mut PgConnection, invitation: &Invitation) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, $2, $3, 0, 1)")
-        .bind(invitation.batch_id)
-        .bind(i64::from(invitation.uses == 1))
-        .bind(i64::from(invitation.uses >= invitation.max_uses))
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, $2, $3, 0, 1)",
+        invitation.batch_id,
+        i64::from(invitation.uses == 1),
+        i64::from(invitation.uses >= invitation.max_uses),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -39,13 +41,20 @@ pub async fn count_revoked(conn: &mut PgConnection, revoked: &[Invitation]) -> R
         return Ok(());
     }
     let batches: Vec<Uuid> = revoked.iter().map(|i| i.batch_id).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) \
          SELECT b, 0, 0, count(*), 0 FROM unnest($1::uuid[]) AS b GROUP BY b",
+        &batches,
     )
-    .bind(&batches)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Makes `tx` read one consistent, read-only snapshot (call first): every
+/// section of GetStats then agrees with the others.
+pub async fn snapshot(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(conn).await?;
     Ok(())
 }
 
@@ -118,6 +127,8 @@ const DELAYS: &str = "delays AS ( \
          count(*) FILTER (WHERE r.redeem_time - k.create_time <= $5) AS within \
      FROM cohort k JOIN redemptions r ON r.batch_id = k.id GROUP BY {sets})";
 
+// Built from parts: the two cohort reads (grouping sets, newest batches)
+// share the cohort, rollup and delay CTEs and differ only in their keys.
 fn cohort_sql(limit: &str, sets_key: &str, sets: &str, join: &str) -> String {
     format!(
         "WITH {}, {}, {} \
@@ -189,46 +200,50 @@ pub async fn joins_per_day(
     start: OffsetDateTime,
     end: OffsetDateTime,
 ) -> Result<Vec<(OffsetDateTime, i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT date_trunc('day', join_time, 'UTC'), count(*), count(invitation_id) FROM members \
-         WHERE join_time >= $1 AND join_time < $2 GROUP BY 1 ORDER BY 1",
+    let rows = sqlx::query!(
+        r#"SELECT date_trunc('day', join_time, 'UTC') AS "day!", count(*) AS "joined!",
+             count(invitation_id) AS "invited!" FROM members
+           WHERE join_time >= $1 AND join_time < $2 GROUP BY 1 ORDER BY 1"#,
+        start,
+        end,
     )
-    .bind(start)
-    .bind(end)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.day, r.joined, r.invited)).collect())
 }
 
 /// The `limit` inviters with the most redemptions in the window.
 pub async fn top_inviters(conn: &mut PgConnection, f: &Filter, limit: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT r.inviter_id, count(*) AS n FROM redemptions r \
-         WHERE r.redeem_time >= $1 AND r.redeem_time < $2 AND r.inviter_id IS NOT NULL \
-           AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM batches b WHERE b.id = r.batch_id AND b.label = $3)) \
-         GROUP BY r.inviter_id ORDER BY n DESC, r.inviter_id LIMIT $4",
+    let rows = sqlx::query!(
+        r#"SELECT r.inviter_id AS "inviter_id!", count(*) AS "n!" FROM redemptions r
+           WHERE r.redeem_time >= $1 AND r.redeem_time < $2 AND r.inviter_id IS NOT NULL
+             AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM batches b WHERE b.id = r.batch_id AND b.label = $3))
+           GROUP BY r.inviter_id ORDER BY 2 DESC, r.inviter_id LIMIT $4"#,
+        f.start,
+        f.end,
+        f.label.as_deref() as _,
+        limit,
     )
-    .bind(f.start)
-    .bind(f.end)
-    .bind(&f.label)
-    .bind(limit)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.inviter_id, r.n)).collect())
 }
 
 /// Abuse flags raised on redemptions in the window, by flag (only flagged
 /// redemptions are in the index it reads).
 pub async fn flag_counts(conn: &mut PgConnection, f: &Filter) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT flag, count(*) FROM redemptions r, unnest(r.abuse_flags) AS flag \
-         WHERE r.abuse_flags <> '{}' AND r.redeem_time >= $1 AND r.redeem_time < $2 \
-           AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM batches b WHERE b.id = r.batch_id AND b.label = $3)) \
-         GROUP BY flag ORDER BY flag",
+    let rows = sqlx::query!(
+        r#"SELECT flag AS "flag!", count(*) AS "n!" FROM redemptions r, unnest(r.abuse_flags) AS flag
+           WHERE r.abuse_flags <> '{}' AND r.redeem_time >= $1 AND r.redeem_time < $2
+             AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM batches b WHERE b.id = r.batch_id AND b.label = $3))
+           GROUP BY flag ORDER BY flag"#,
+        f.start,
+        f.end,
+        f.label.as_deref() as _,
     )
-    .bind(f.start)
-    .bind(f.end)
-    .bind(&f.label)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.flag, r.n)).collect())
 }
 
 /// Outcomes of reservations taken in the window. A held lease past its
@@ -237,20 +252,21 @@ pub async fn reservation_counts(
     conn: &mut PgConnection,
     f: &Filter,
 ) -> Result<super::reservations::ReservationCounts, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*) AS reserved, \
-           count(*) FILTER (WHERE status = 'held' AND expire_time > clock_timestamp()) AS held, \
-           count(*) FILTER (WHERE status = 'completed') AS completed, \
-           count(*) FILTER (WHERE status = 'released') AS released, \
-           count(*) FILTER (WHERE status = 'lapsed' OR (status = 'held' AND expire_time <= clock_timestamp())) \
-             AS lapsed \
-         FROM reservations rs \
-         WHERE rs.create_time >= $1 AND rs.create_time < $2 \
-           AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM invitations i WHERE i.id = rs.invitation_id AND i.label = $3))",
+    sqlx::query_as!(
+        super::reservations::ReservationCounts,
+        r#"SELECT count(*) AS "reserved!",
+             count(*) FILTER (WHERE status = 'held' AND expire_time > clock_timestamp()) AS "held!",
+             count(*) FILTER (WHERE status = 'completed') AS "completed!",
+             count(*) FILTER (WHERE status = 'released') AS "released!",
+             count(*) FILTER (WHERE status = 'lapsed' OR (status = 'held' AND expire_time <= clock_timestamp()))
+               AS "lapsed!"
+           FROM reservations rs
+           WHERE rs.create_time >= $1 AND rs.create_time < $2
+             AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM invitations i WHERE i.id = rs.invitation_id AND i.label = $3))"#,
+        f.start,
+        f.end,
+        f.label.as_deref() as _,
     )
-    .bind(f.start)
-    .bind(f.end)
-    .bind(&f.label)
     .fetch_one(conn)
     .await
 }
