@@ -167,10 +167,10 @@ pub async fn get_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Entry
 /// Locks the named entries (in id order, so concurrent reviews do not
 /// deadlock); returns each found one's id and state.
 pub async fn lock_for_review(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, state FROM waitlist_entries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(ids)
+    let rows = sqlx::query!("SELECT id, state FROM waitlist_entries WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
         .fetch_all(conn)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.state)).collect())
 }
 
 /// Records a decision on the entries given (the caller checked they may
@@ -182,16 +182,17 @@ pub async fn review(
     reason: &str,
     reviewed_by: &str,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "UPDATE waitlist_entries SET state = $2, review_time = now(), review_reason = $3, reviewed_by = $4 \
          WHERE id = ANY($1) AND state <> $2 RETURNING id, applicant_id",
+        ids,
+        state,
+        reason,
+        reviewed_by,
     )
-    .bind(ids)
-    .bind(state)
-    .bind(reason)
-    .bind(reviewed_by)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.applicant_id)).collect())
 }
 
 /// How AdmitFromWaitlist picks.
@@ -243,20 +244,19 @@ pub async fn pick(
 
 /// Of these users, the members whose invite privileges are on.
 pub async fn enabled_members(conn: &mut PgConnection, user_ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT user_id FROM members WHERE user_id = ANY($1) AND invite_enabled")
-        .bind(user_ids)
+    sqlx::query_scalar!("SELECT user_id FROM members WHERE user_id = ANY($1) AND invite_enabled", user_ids)
         .fetch_all(conn)
         .await
 }
 
 /// Marks entries admitted with their invitations.
 pub async fn mark_admitted(conn: &mut PgConnection, entries: &[Uuid], invitations: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE waitlist_entries e SET state = 'admitted', admit_time = now(), invitation_id = t.invitation_id \
          FROM unnest($1::uuid[], $2::uuid[]) AS t(id, invitation_id) WHERE e.id = t.id",
+        entries,
+        invitations,
     )
-    .bind(entries)
-    .bind(invitations)
     .execute(conn)
     .await?;
     Ok(())
@@ -271,11 +271,16 @@ pub async fn record_redemption(
     invitation_id: Uuid,
     redeem_time: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH e AS (UPDATE waitlist_entries SET redeem_time = $2 WHERE invitation_id = $1                     RETURNING referrer_entry_id, redeem_bump)          UPDATE waitlist_entries r          SET redeemed_referrals = r.redeemed_referrals + 1,              bump = least(r.bump + e.redeem_bump, greatest(r.bump, r.bump_cap))          FROM e WHERE r.id = e.referrer_entry_id",
+    sqlx::query!(
+        "WITH e AS (UPDATE waitlist_entries SET redeem_time = $2 WHERE invitation_id = $1 \
+             RETURNING referrer_entry_id, redeem_bump) \
+         UPDATE waitlist_entries r \
+         SET redeemed_referrals = r.redeemed_referrals + 1, \
+             bump = least(r.bump + e.redeem_bump, greatest(r.bump, r.bump_cap)) \
+         FROM e WHERE r.id = e.referrer_entry_id",
+        invitation_id,
+        redeem_time,
     )
-    .bind(invitation_id)
-    .bind(redeem_time)
     .execute(conn)
     .await?;
     Ok(())
@@ -308,20 +313,22 @@ pub async fn counts(
     start: OffsetDateTime,
     end: OffsetDateTime,
 ) -> Result<WaitlistCounts, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT (SELECT coalesce(sum(entries), 0) FROM waitlist_line_counts)::bigint \
-              + (SELECT coalesce(sum(entries), 0) FROM waitlist_line_deltas)::bigint AS waiting, \
-                (SELECT count(*) FROM waitlist_entries WHERE join_time >= $1 AND join_time < $2) AS joined, \
-                a.admitted, a.median_wait_seconds, a.admitted_redeemed, r.reviewed, r.approved \
-         FROM (SELECT count(*) AS admitted, count(redeem_time) AS admitted_redeemed, \
-                      percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM admit_time - join_time)) \
-                          AS median_wait_seconds \
-               FROM waitlist_entries WHERE admit_time >= $1 AND admit_time < $2) a, \
-              (SELECT count(*) AS reviewed, count(*) FILTER (WHERE state <> 'rejected') AS approved \
-               FROM waitlist_entries WHERE review_time >= $1 AND review_time < $2) r",
+    sqlx::query_as!(
+        WaitlistCounts,
+        r#"SELECT (SELECT coalesce(sum(entries), 0) FROM waitlist_line_counts)::bigint
+              + (SELECT coalesce(sum(entries), 0) FROM waitlist_line_deltas)::bigint AS "waiting!",
+                (SELECT count(*) FROM waitlist_entries WHERE join_time >= $1 AND join_time < $2) AS "joined!",
+                a.admitted AS "admitted!", a.median_wait_seconds, a.admitted_redeemed AS "admitted_redeemed!",
+                r.reviewed AS "reviewed!", r.approved AS "approved!"
+           FROM (SELECT count(*) AS admitted, count(redeem_time) AS admitted_redeemed,
+                        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM admit_time - join_time))
+                            AS median_wait_seconds
+                 FROM waitlist_entries WHERE admit_time >= $1 AND admit_time < $2) a,
+                (SELECT count(*) AS reviewed, count(*) FILTER (WHERE state <> 'rejected') AS approved
+                 FROM waitlist_entries WHERE review_time >= $1 AND review_time < $2) r"#,
+        start,
+        end,
     )
-    .bind(start)
-    .bind(end)
     .fetch_one(conn)
     .await
 }
@@ -332,19 +339,20 @@ pub async fn per_day(
     start: OffsetDateTime,
     end: OffsetDateTime,
 ) -> Result<Vec<(OffsetDateTime, i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT day, sum(joined)::bigint, sum(admitted)::bigint FROM ( \
-             SELECT date_trunc('day', join_time, 'UTC') AS day, 1 AS joined, 0 AS admitted \
-             FROM waitlist_entries WHERE join_time >= $1 AND join_time < $2 \
-             UNION ALL \
-             SELECT date_trunc('day', admit_time, 'UTC'), 0, 1 \
-             FROM waitlist_entries WHERE admit_time >= $1 AND admit_time < $2) t \
-         GROUP BY day ORDER BY day",
+    let rows = sqlx::query!(
+        r#"SELECT day AS "day!", sum(joined)::bigint AS "joined!", sum(admitted)::bigint AS "admitted!" FROM (
+             SELECT date_trunc('day', join_time, 'UTC') AS day, 1 AS joined, 0 AS admitted
+             FROM waitlist_entries WHERE join_time >= $1 AND join_time < $2
+             UNION ALL
+             SELECT date_trunc('day', admit_time, 'UTC'), 0, 1
+             FROM waitlist_entries WHERE admit_time >= $1 AND admit_time < $2) t
+           GROUP BY day ORDER BY day"#,
+        start,
+        end,
     )
-    .bind(start)
-    .bind(end)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.day, r.joined, r.admitted)).collect())
 }
 
 /// Referrers by applicants who joined through them in the window.
@@ -354,16 +362,17 @@ pub async fn top_referrers(
     end: OffsetDateTime,
     limit: i64,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT coalesce(e.referrer_member_id, r.applicant_id) AS referrer, count(*) AS referrals \
-         FROM waitlist_entries e LEFT JOIN waitlist_entries r ON r.id = e.referrer_entry_id \
-         WHERE e.join_time >= $1 AND e.join_time < $2 \
-           AND (e.referrer_member_id IS NOT NULL OR e.referrer_entry_id IS NOT NULL) \
-         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $3",
+    let rows = sqlx::query!(
+        r#"SELECT coalesce(e.referrer_member_id, r.applicant_id) AS "referrer!", count(*) AS "referrals!"
+           FROM waitlist_entries e LEFT JOIN waitlist_entries r ON r.id = e.referrer_entry_id
+           WHERE e.join_time >= $1 AND e.join_time < $2
+             AND (e.referrer_member_id IS NOT NULL OR e.referrer_entry_id IS NOT NULL)
+           GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $3"#,
+        start,
+        end,
+        limit,
     )
-    .bind(start)
-    .bind(end)
-    .bind(limit)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.referrer, r.referrals)).collect())
 }
