@@ -30,6 +30,8 @@ pub struct ConversionRow {
     pub inviter_capped: bool,
     pub inviter_batch_id: Option<Uuid>,
     pub member_batch_id: Option<Uuid>,
+    /// When the reward was granted.
+    pub reward_time: Option<OffsetDateTime>,
     pub hold_until: Option<OffsetDateTime>,
     pub void_time: Option<OffsetDateTime>,
     pub void_reason: Option<String>,
@@ -132,11 +134,12 @@ pub async fn record(conn: &mut PgConnection, r: &Record<'_>) -> Result<Recorded,
 /// granter (replica) or a VoidConversion holds are skipped, so each is
 /// granted once.
 pub async fn take_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<ConversionRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ConversionRow,
         "SELECT * FROM conversions WHERE reward_state = 'pending' AND hold_until <= now() \
          ORDER BY hold_until LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
     )
-    .bind(limit)
     .fetch_all(conn)
     .await
 }
@@ -148,13 +151,13 @@ pub async fn mark_granted(
     inviter_batch: Option<Uuid>,
     member_batch: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE conversions SET reward_state = 'granted', inviter_batch_id = $2, member_batch_id = $3, \
          reward_time = now() WHERE id = $1 AND reward_state IN ('pending', 'review')",
+        id,
+        inviter_batch,
+        member_batch,
     )
-    .bind(id)
-    .bind(inviter_batch)
-    .bind(member_batch)
     .execute(conn)
     .await?;
     Ok(())
@@ -162,7 +165,7 @@ pub async fn mark_granted(
 
 /// The conversion, locked for a void (waits for a granter holding it).
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<ConversionRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM conversions WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(conn).await
+    sqlx::query_as!(ConversionRow, "SELECT * FROM conversions WHERE id = $1 FOR UPDATE", id).fetch_optional(conn).await
 }
 
 pub async fn mark_voided(
@@ -171,13 +174,14 @@ pub async fn mark_voided(
     reason: &str,
     voided_by: &str,
 ) -> Result<ConversionRow, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ConversionRow,
         "UPDATE conversions SET reward_state = 'voided', void_time = now(), void_reason = $2, voided_by = $3 \
          WHERE id = $1 RETURNING *",
+        id,
+        reason,
+        voided_by,
     )
-    .bind(id)
-    .bind(reason)
-    .bind(voided_by)
     .fetch_one(conn)
     .await
 }
@@ -185,8 +189,7 @@ pub async fn mark_voided(
 /// These conversions, locked (in id order, so concurrent reviews of
 /// overlapping sets cannot deadlock).
 pub async fn lock_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<ConversionRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM conversions WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(ids)
+    sqlx::query_as!(ConversionRow, "SELECT * FROM conversions WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
         .fetch_all(conn)
         .await
 }
@@ -200,14 +203,14 @@ pub async fn mark_reviewed(
     reason: &str,
     reviewed_by: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE conversions SET review_time = now(), review_reason = $3, reviewed_by = $4, \
          reward_state = CASE WHEN $2 THEN 'denied' ELSE reward_state END WHERE id = $1",
+        id,
+        denied,
+        reason,
+        reviewed_by,
     )
-    .bind(id)
-    .bind(denied)
-    .bind(reason)
-    .bind(reviewed_by)
     .execute(conn)
     .await?;
     Ok(())
@@ -215,7 +218,7 @@ pub async fn mark_reviewed(
 
 /// Conversions by id.
 pub async fn get_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<ConversionRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM conversions WHERE id = ANY($1)").bind(ids).fetch_all(conn).await
+    sqlx::query_as!(ConversionRow, "SELECT * FROM conversions WHERE id = ANY($1)", ids).fetch_all(conn).await
 }
 
 /// The invitations of a reward's batches: each batch is one owner's (the
@@ -225,11 +228,13 @@ pub async fn reward_invitations(
     owners: &[String],
     batches: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM invitations WHERE inviter_id = ANY($1) AND batch_id = ANY($2) ORDER BY id")
-        .bind(owners)
-        .bind(batches)
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar!(
+        "SELECT id FROM invitations WHERE inviter_id = ANY($1) AND batch_id = ANY($2) ORDER BY id",
+        owners,
+        batches,
+    )
+    .fetch_all(conn)
+    .await
 }
 
 #[cfg(test)]
