@@ -13,14 +13,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::cli::args::ServeArgs;
-use crate::cli::settings;
 use crate::crypto::page_token::PageTokens;
-use crate::crypto::secret::Secrets;
 use crate::crypto::vault::Vault;
 use crate::domain::abuse::AbuseSettings;
-use crate::domain::code::{CodeGenerator, validate_prefix};
-use crate::domain::events::CodeDisclosure;
 use crate::grpc::InvitationApi;
 use crate::grpc::auth::{AuthLayer, Callers, auth_layer_policy};
 use crate::grpc::connections;
@@ -30,12 +25,16 @@ use crate::outbox::Maintenance;
 use crate::outbox::{self, relay};
 use crate::pb;
 use crate::service::{
-    Invitations, Placeholders, ReservationSettings, fold_counts, grant_earned_invitations, grant_held_rewards, rekey,
-    sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
+    Invitations, Placeholders, fold_counts, grant_earned_invitations, grant_held_rewards, rekey, sweep_abuse_records,
+    sweep_expired_invitations, sweep_lapsed_reservations,
 };
 use crate::store;
 use crate::store::replicas::Replicas;
 use crate::telemetry::{self, Metrics, RpcLayer};
+
+mod settings;
+
+pub use settings::{Access, Background, Database, Lifecycle, Limits, Settings};
 
 /// How often expired IP hashes and attempt counters are deleted.
 const ABUSE_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
@@ -49,12 +48,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the configured `--listen` and `--admin-listen` addresses.
-    pub async fn bind(args: &ServeArgs) -> anyhow::Result<Self> {
-        let grpc = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-        let admin =
-            TcpListener::bind(args.admin_listen).await.with_context(|| format!("binding {}", args.admin_listen))?;
-        Ok(Self { grpc, admin })
+    /// Binds the gRPC and admin addresses (`--listen`, `--admin-listen`).
+    pub async fn bind(grpc: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let grpc_listener = TcpListener::bind(grpc).await.with_context(|| format!("binding {grpc}"))?;
+        let admin_listener = TcpListener::bind(admin).await.with_context(|| format!("binding {admin}"))?;
+        Ok(Self { grpc: grpc_listener, admin: admin_listener })
     }
 }
 
@@ -86,206 +84,288 @@ pub const LIVENESS_NAME: &str = "liveness";
 /// NOT_SERVING, waits `shutdown_delay`, stops taking calls and lets in-flight
 /// ones finish (up to `drain_timeout`). The admin endpoint answers until the
 /// end.
-pub async fn serve(args: ServeArgs, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let Listeners { grpc: listener, admin: admin_listener } = listeners;
-    let codes = CodeGenerator::new(args.code_length).map_err(anyhow::Error::msg)?;
-    validate_prefix(&args.code_prefix).map_err(anyhow::Error::msg)?;
-    if !args.link_template.contains("{code}") {
-        anyhow::bail!("the link template must contain {{code}}");
-    }
-    let secrets = Secrets::parse(&args.secrets.secret, &args.secrets.previous_secrets).map_err(anyhow::Error::msg)?;
-    let vault = Arc::new(Vault::new(&secrets));
-    let callers = Callers::parse(&args.auth.caller_tokens, &args.auth.client_identities).map_err(anyhow::Error::msg)?;
-    let tls = crate::grpc::tls::server_config(&(&args.tls).into())?;
-    if callers.has_identities() && args.tls.tls_client_ca.is_none() {
-        anyhow::bail!("--client-identities needs --tls-client-ca (client certificates are verified against it)");
-    }
-    secure_by_default(&callers, listener.local_addr()?, args.auth.insecure_allow_unauthenticated)?;
-    let abuse = Arc::new(settings::abuse(&args.abuse).map_err(anyhow::Error::msg)?);
-    let db = &args.database;
-    let pool = store::connect_lazy(&db.database_url, db.db_max_connections, db.db_acquire_timeout)
-        .context("DATABASE_URL is not a valid Postgres URL")?;
-    if args.migrate {
-        apply_migrations(&pool, db.db_acquire_timeout).await?;
-    }
-    outbox::prepare_partitions(&pool).await;
+pub async fn serve(settings: Settings, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    Application::build(settings, listeners).await?.run_until_stopped(shutdown).await
+}
 
-    let metrics = Arc::new(Metrics::new(telemetry::otlp_enabled(telemetry::Signal::Metrics))?);
-    metrics.observe_pool(pool.clone());
-    let mut standbys = Vec::with_capacity(args.database_read_url.len());
-    for url in args.database_read_url.iter().filter(|u| !u.trim().is_empty()) {
-        standbys.push(
-            store::connect_lazy_as("invitations-read", url.trim(), db.db_max_connections, db.db_acquire_timeout)
-                .context("--database-read-url: not a valid Postgres URL")?,
-        );
-    }
-    let replicas = Replicas::new(pool.clone(), standbys, args.max_replica_lag, metrics.meter());
-    metrics.observe_replicas({
-        let replicas = replicas.clone();
-        move || replicas.status()
-    });
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_address = admin_listener.local_addr()?;
-    let admin_task = tokio::spawn(telemetry::admin::serve(admin_listener, metrics.clone(), async move {
-        let _ = admin_stopped.await;
-    }));
-    tracing::info!(address = %admin_address, "serving metrics");
+/// One process of the service, built and not yet serving: the pools, the
+/// metrics endpoint (already answering) and the service. `run_until_stopped`
+/// starts the background tasks and the gRPC server.
+pub struct Application {
+    grpc: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    pool: sqlx::PgPool,
+    replicas: Arc<Replicas>,
+    metrics: Arc<Metrics>,
+    service: Arc<Invitations>,
+    vault: Arc<Vault>,
+    waker: outbox::Waker,
+    admin: AdminEndpoint,
+    view: View,
+    abuse: Arc<AbuseSettings>,
+    relay: Option<outbox::relay::RelaySettings>,
+    earn: bool,
+    reward_hold: bool,
+    outbox: Maintenance,
+    background: Background,
+    database: settings::Database,
+    access: settings::Access,
+    limits: Limits,
+    lifecycle: Lifecycle,
+}
 
-    let reservations = reservation_settings(&args)?;
-    let quotas = settings::quotas(&args.quotas).map_err(anyhow::Error::msg)?;
-    let relay_settings = settings::relay(&args.events)?;
-    let conversions = settings::conversions(&args.conversions).map_err(anyhow::Error::msg)?;
-    let reward_hold = !conversions.hold.is_zero();
-    let code_disclosure = args
-        .events
-        .events_include_codes
-        .then(|| CodeDisclosure { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() });
-    let waker = outbox::Waker::default();
-    let service = Arc::new(
-        Invitations::new(pool.clone(), codes, PageTokens::new(&secrets), vault.clone())
-            .with_placeholders(Placeholders::new(&secrets.current))
-            .with_metrics(metrics.domain.clone())
-            .with_reservations(reservations)
-            .with_abuse(AbuseSettings::clone(&abuse))
-            .with_code_disclosure(code_disclosure)
-            .with_waker(waker.clone())
-            .with_quotas(quotas.clone())
-            .with_waitlist(settings::waitlist(&args.waitlist).map_err(anyhow::Error::msg)?)
-            .with_member_limits(settings::member_limits(&args.members).map_err(anyhow::Error::msg)?)
-            .with_conversions(conversions)
-            .with_max_call_time(args.limits.max_call_time)
-            .with_replicas(replicas.clone()),
-    );
-    // Background work, aborted at exit. Any of it may die with the process at
-    // any point: each step is one transaction, redone by the next run.
-    let mut background = tokio::task::JoinSet::new();
-    background.spawn(rekey_until_done(pool.clone(), vault.clone()));
-    background.spawn(sweep_abuse_records(pool.clone(), abuse, ABUSE_SWEEP_INTERVAL));
-    if !args.reservation_sweep_interval.is_zero() {
-        background.spawn(sweep_lapsed_reservations(pool.clone(), args.reservation_sweep_interval, waker.clone()));
-    }
-    if !args.expiry_sweep_interval.is_zero() {
-        background.spawn(sweep_expired_invitations(pool.clone(), args.expiry_sweep_interval, waker.clone()));
-    }
-    let maintenance = Maintenance {
-        interval: args.events.outbox_stats_interval.max(Duration::from_millis(10)),
-        retention: args.events.outbox_retention,
-    };
-    background.spawn(outbox::maintain(pool.clone(), maintenance, metrics.outbox.clone()));
-    background.spawn(outbox::broadcast(pool.clone(), waker.clone()));
-    if quotas.earn.is_some() {
-        let every = args.quotas.earn_grant_interval.max(Duration::from_millis(10));
-        background.spawn(grant_earned_invitations(service.clone(), every));
-    }
-    if reward_hold {
-        let every = args.conversions.reward_grant_interval.max(Duration::from_millis(10));
-        background.spawn(grant_held_rewards(service.clone(), every));
-    }
-    if !args.graph_fold_interval.is_zero() {
-        background.spawn(fold_counts(pool.clone(), args.graph_fold_interval));
-    }
-    let view = View {
-        code_prefix: args.code_prefix.clone(),
-        link_template: args.link_template.clone(),
-        vanity_codes: args.vanity_codes,
-    };
-    let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(service, view))
-        .max_decoding_message_size(args.limits.max_request_bytes);
+/// `/metrics`, served from `build` on until the end of `run_until_stopped`.
+struct AdminEndpoint {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&health_reporter, ServingStatus::NotServing).await;
-    health_reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
-    let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
-    let replica_task =
-        tokio::spawn(store::replicas::monitor(replicas.clone(), args.replica_check_interval, health_stopped.clone()));
-    let health_task =
-        tokio::spawn(watch_database(replicas.clone(), health_reporter.clone(), args.health_interval, health_stopped));
-    match relay_settings {
-        Some(settings) => {
-            tracing::info!(stream = %settings.stream, prefix = %settings.subject_prefix, "relaying events to NATS");
-            let wake = waker.local();
-            background.spawn(relay::run(pool.clone(), settings, health_reporter.clone(), metrics.outbox.clone(), wake));
+impl Application {
+    /// Checks what needs the listeners (the secure-by-default rule), loads
+    /// TLS, opens the pools (lazily), migrates if asked, makes the coming
+    /// days' outbox partitions and starts the metrics endpoint.
+    pub async fn build(settings: Settings, listeners: Listeners) -> anyhow::Result<Self> {
+        let Settings {
+            codes,
+            view,
+            secrets,
+            access,
+            database,
+            abuse,
+            reservations,
+            quotas,
+            waitlist,
+            member_limits,
+            conversions,
+            relay,
+            code_disclosure,
+            outbox: maintenance,
+            background,
+            limits,
+            lifecycle,
+        } = settings;
+        let Listeners { grpc, admin: admin_listener } = listeners;
+        let vault = Arc::new(Vault::new(&secrets));
+        let tls = crate::grpc::tls::server_config(&access.tls)?;
+        secure_by_default(&access.callers, grpc.local_addr()?, access.insecure_allow_unauthenticated)?;
+        let pool = store::connect_lazy(&database.url, database.max_connections, database.acquire_timeout)
+            .context("DATABASE_URL is not a valid Postgres URL")?;
+        if database.migrate {
+            apply_migrations(&pool, database.acquire_timeout).await?;
         }
-        None => tracing::info!("no NATS_URL: events wait in the outbox (see `invitations outbox`)"),
-    }
-    background.spawn(
-        metrics
-            .observe_health(health_reporter.clone(), &[SERVICE_NAME, WRITES_NAME, LIVENESS_NAME, relay::HEALTH_NAME]),
-    );
+        outbox::prepare_partitions(&pool).await;
 
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-    let reflection_on = args.reflection;
-    let auth = AuthLayer::new(auth_layer_policy(callers, args.auth.reflection_public));
-
-    let local = listener.local_addr()?;
-    tracing::info!(address = %local, tls = tls.is_some(), "serving gRPC");
-
-    let (stop_probe, probe_stopped) = tokio::sync::watch::channel(false);
-    let probe_task = match args.health_listen {
-        Some(address) => Some(serve_health_only(address, health_service.clone(), probe_stopped).await?),
-        None => None,
-    };
-
-    let reporter = health_reporter.clone();
-    let shutdown_delay = args.shutdown_delay;
-    let (drain_started, mut drain_started_rx) = tokio::sync::watch::channel(false);
-    let stop_accepting = async move {
-        shutdown.await;
-        tracing::info!("shutting down: reporting NOT_SERVING");
-        let _ = stop_health.send(true);
-        set_health(&reporter, ServingStatus::NotServing).await;
-        tokio::time::sleep(shutdown_delay).await;
-        let _ = drain_started.send(true);
-        tracing::info!("no longer taking calls; draining in-flight ones");
-    };
-
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    let server = builder
-        // A client's grpc-timeout is honoured (a shorter one wins over this cap).
-        .timeout(args.limits.max_call_time)
-        .layer(RpcLayer::new(metrics.rpc.clone()))
-        .layer(OverloadLayer::new(args.limits.max_concurrent_calls))
-        .layer(crate::grpc::deadline::DeadlineLayer)
-        .layer(auth)
-        .add_service(health_service)
-        .add_optional_service(reflection_on.then_some(reflection_v1))
-        .add_optional_service(reflection_on.then_some(reflection_v1alpha))
-        .add_service(api)
-        .serve_with_incoming_shutdown(
-            connections::limit(incoming(listener), args.limits.max_connections, metrics.meter()),
-            stop_accepting,
-        );
-    tokio::pin!(server);
-
-    // Drain deadline: once draining starts, give in-flight calls drain_timeout.
-    let drain_timeout = args.drain_timeout;
-    let result = tokio::select! {
-        r = &mut server => r.map_err(anyhow::Error::from),
-        () = async {
-            let _ = drain_started_rx.wait_for(|started| *started).await;
-            tokio::time::sleep(drain_timeout).await;
-        } => {
-            tracing::warn!("drain timeout passed with calls still in flight; exiting");
-            Ok(())
+        let metrics = Arc::new(Metrics::new(telemetry::otlp_enabled(telemetry::Signal::Metrics))?);
+        metrics.observe_pool(pool.clone());
+        let mut standbys = Vec::with_capacity(database.read_urls.len());
+        for url in &database.read_urls {
+            standbys.push(
+                store::connect_lazy_as("invitations-read", url, database.max_connections, database.acquire_timeout)
+                    .context("--database-read-url: not a valid Postgres URL")?,
+            );
         }
-    };
-    health_task.abort();
-    replica_task.abort();
-    let _ = stop_probe.send(true);
-    if let Some(task) = probe_task {
-        let _ = task.await;
+        let replicas = Replicas::new(pool.clone(), standbys, database.max_replica_lag, metrics.meter());
+        metrics.observe_replicas({
+            let replicas = replicas.clone();
+            move || replicas.status()
+        });
+        let (stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_address = admin_listener.local_addr()?;
+        let task = tokio::spawn(telemetry::admin::serve(admin_listener, metrics.clone(), async move {
+            let _ = admin_stopped.await;
+        }));
+        tracing::info!(address = %admin_address, "serving metrics");
+
+        let earn = quotas.earn.is_some();
+        let reward_hold = !conversions.hold.is_zero();
+        let abuse = Arc::new(abuse);
+        let waker = outbox::Waker::default();
+        let service = Arc::new(
+            Invitations::new(pool.clone(), codes, PageTokens::new(&secrets), vault.clone())
+                .with_placeholders(Placeholders::new(&secrets.current))
+                .with_metrics(metrics.domain.clone())
+                .with_reservations(reservations)
+                .with_abuse(AbuseSettings::clone(&abuse))
+                .with_code_disclosure(code_disclosure)
+                .with_waker(waker.clone())
+                .with_quotas(quotas)
+                .with_waitlist(waitlist)
+                .with_member_limits(member_limits)
+                .with_conversions(conversions)
+                .with_max_call_time(limits.max_call_time)
+                .with_replicas(replicas.clone()),
+        );
+        Ok(Self {
+            grpc,
+            tls,
+            pool,
+            replicas,
+            metrics,
+            service,
+            vault,
+            waker,
+            admin: AdminEndpoint { stop, task },
+            view,
+            abuse,
+            relay,
+            earn,
+            reward_hold,
+            outbox: maintenance,
+            background,
+            database,
+            access,
+            limits,
+            lifecycle,
+        })
     }
-    background.shutdown().await;
-    let _ = stop_admin.send(());
-    let _ = admin_task.await;
-    metrics.shutdown();
-    pool.close().await;
-    tracing::info!("stopped");
-    result
+
+    /// The gRPC port (tests bind port 0).
+    pub fn port(&self) -> anyhow::Result<u16> {
+        Ok(self.grpc.local_addr()?.port())
+    }
+
+    /// Background work, aborted at exit. Any of it may die with the process
+    /// at any point: each step is one transaction, redone by the next run.
+    fn spawn_background(&self) -> tokio::task::JoinSet<()> {
+        let (pool, every) = (&self.pool, &self.background);
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(rekey_until_done(pool.clone(), self.vault.clone()));
+        background.spawn(sweep_abuse_records(pool.clone(), self.abuse.clone(), ABUSE_SWEEP_INTERVAL));
+        if !every.reservation_sweep.is_zero() {
+            background.spawn(sweep_lapsed_reservations(pool.clone(), every.reservation_sweep, self.waker.clone()));
+        }
+        if !every.expiry_sweep.is_zero() {
+            background.spawn(sweep_expired_invitations(pool.clone(), every.expiry_sweep, self.waker.clone()));
+        }
+        background.spawn(outbox::maintain(pool.clone(), self.outbox, self.metrics.outbox.clone()));
+        background.spawn(outbox::broadcast(pool.clone(), self.waker.clone()));
+        if self.earn {
+            background.spawn(grant_earned_invitations(self.service.clone(), every.earn_grant));
+        }
+        if self.reward_hold {
+            background.spawn(grant_held_rewards(self.service.clone(), every.reward_grant));
+        }
+        if !every.graph_fold.is_zero() {
+            background.spawn(fold_counts(pool.clone(), every.graph_fold));
+        }
+        background
+    }
+
+    /// Serves until `shutdown` completes, then drains (see [`serve`]).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let mut background = self.spawn_background();
+        let api = pb::invitation_service_server::InvitationServiceServer::new(InvitationApi::new(
+            self.service.clone(),
+            self.view.clone(),
+        ))
+        .max_decoding_message_size(self.limits.max_request_bytes);
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        set_health(&health_reporter, ServingStatus::NotServing).await;
+        health_reporter.set_service_status(LIVENESS_NAME, ServingStatus::Serving).await;
+        let (stop_health, health_stopped) = tokio::sync::watch::channel(false);
+        let replica_task = tokio::spawn(store::replicas::monitor(
+            self.replicas.clone(),
+            self.database.replica_check_interval,
+            health_stopped.clone(),
+        ));
+        let health_task = tokio::spawn(watch_database(
+            self.replicas.clone(),
+            health_reporter.clone(),
+            self.database.health_interval,
+            health_stopped,
+        ));
+        match self.relay {
+            Some(settings) => {
+                tracing::info!(stream = %settings.stream, prefix = %settings.subject_prefix, "relaying events to NATS");
+                let wake = self.waker.local();
+                let outbox = self.metrics.outbox.clone();
+                background.spawn(relay::run(self.pool.clone(), settings, health_reporter.clone(), outbox, wake));
+            }
+            None => tracing::info!("no NATS_URL: events wait in the outbox (see `invitations outbox`)"),
+        }
+        background.spawn(
+            self.metrics.observe_health(
+                health_reporter.clone(),
+                &[SERVICE_NAME, WRITES_NAME, LIVENESS_NAME, relay::HEALTH_NAME],
+            ),
+        );
+
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let reflection_on = self.access.reflection;
+        let auth = AuthLayer::new(auth_layer_policy(self.access.callers, self.access.reflection_public));
+
+        let local = self.grpc.local_addr()?;
+        tracing::info!(address = %local, tls = self.tls.is_some(), "serving gRPC");
+
+        let (stop_probe, probe_stopped) = tokio::sync::watch::channel(false);
+        let probe_task = match self.lifecycle.health_listen {
+            Some(address) => Some(serve_health_only(address, health_service.clone(), probe_stopped).await?),
+            None => None,
+        };
+
+        let reporter = health_reporter.clone();
+        let shutdown_delay = self.lifecycle.shutdown_delay;
+        let (drain_started, mut drain_started_rx) = tokio::sync::watch::channel(false);
+        let stop_accepting = async move {
+            shutdown.await;
+            tracing::info!("shutting down: reporting NOT_SERVING");
+            let _ = stop_health.send(true);
+            set_health(&reporter, ServingStatus::NotServing).await;
+            tokio::time::sleep(shutdown_delay).await;
+            let _ = drain_started.send(true);
+            tracing::info!("no longer taking calls; draining in-flight ones");
+        };
+
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let limits = &self.limits;
+        let server = builder
+            // A client's grpc-timeout is honoured (a shorter one wins over this cap).
+            .timeout(limits.max_call_time)
+            .layer(RpcLayer::new(self.metrics.rpc.clone()))
+            .layer(OverloadLayer::new(limits.max_concurrent_calls))
+            .layer(crate::grpc::deadline::DeadlineLayer)
+            .layer(auth)
+            .add_service(health_service)
+            .add_optional_service(reflection_on.then_some(reflection_v1))
+            .add_optional_service(reflection_on.then_some(reflection_v1alpha))
+            .add_service(api)
+            .serve_with_incoming_shutdown(
+                connections::limit(incoming(self.grpc), limits.max_connections, self.metrics.meter()),
+                stop_accepting,
+            );
+        tokio::pin!(server);
+
+        // Drain deadline: once draining starts, give in-flight calls drain_timeout.
+        let drain_timeout = self.lifecycle.drain_timeout;
+        let result = tokio::select! {
+            r = &mut server => r.map_err(anyhow::Error::from),
+            () = async {
+                let _ = drain_started_rx.wait_for(|started| *started).await;
+                tokio::time::sleep(drain_timeout).await;
+            } => {
+                tracing::warn!("drain timeout passed with calls still in flight; exiting");
+                Ok(())
+            }
+        };
+        health_task.abort();
+        replica_task.abort();
+        let _ = stop_probe.send(true);
+        if let Some(task) = probe_task {
+            let _ = task.await;
+        }
+        background.shutdown().await;
+        let _ = self.admin.stop.send(());
+        let _ = self.admin.task.await;
+        self.metrics.shutdown();
+        self.pool.close().await;
+        tracing::info!("stopped");
+        result
+    }
 }
 
 /// What reflection serves: the API and event schema, health, and the error
@@ -397,15 +477,6 @@ async fn rekey_until_done(pool: sqlx::PgPool, vault: Arc<Vault>) {
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-}
-
-fn reservation_settings(args: &ServeArgs) -> anyhow::Result<ReservationSettings> {
-    let default_ttl = time::Duration::try_from(args.reservation_ttl)?;
-    let max_ttl = time::Duration::try_from(args.reservation_max_ttl)?;
-    if default_ttl.is_zero() || default_ttl > max_ttl {
-        anyhow::bail!("the reservation ttl must be positive and at most the reservation max ttl");
-    }
-    Ok(ReservationSettings { default_ttl, max_ttl })
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

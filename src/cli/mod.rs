@@ -13,12 +13,22 @@ use std::future::Future;
 
 use args::Command;
 
+/// `serve`: the flags checked into [`crate::app::Settings`], then the
+/// service on `listeners` until `shutdown` completes.
+pub async fn serve(
+    args: args::ServeArgs,
+    listeners: crate::app::Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    crate::app::serve(settings::serve(args)?, listeners, shutdown).await
+}
+
 /// Runs one subcommand; `serve` until `shutdown` completes.
 pub async fn run(command: Command, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
-            let listeners = crate::app::Listeners::bind(&args).await?;
-            crate::app::serve(args, listeners, shutdown).await
+            let listeners = crate::app::Listeners::bind(args.listen, args.admin_listen).await?;
+            serve(args, listeners, shutdown).await
         }
         Command::Migrate(db) => commands::migrate(db).await,
         Command::Outbox(args) => outbox::command(args).await,

@@ -6,14 +6,23 @@ use std::time::Duration;
 
 use super::args::{
     AbuseArgs, CheckMode, ConversionArgs, EventArgs, FlaggedMode, LogFormat, MemberArgs, QuotaArgs, ReviewMode,
-    TlsArgs, WaitlistArgs,
+    ServeArgs, TlsArgs, WaitlistArgs,
 };
+use crate::app;
+use crate::crypto::secret::Secrets;
 use crate::domain::abuse::{self, AbuseSettings, DisposableDomains};
 use crate::domain::attributes::Attributes;
+use crate::domain::code::{CodeGenerator, validate_prefix};
 use crate::domain::conversion::{ConversionKind, parse_reward_rules};
+use crate::domain::events::CodeDisclosure;
+use crate::grpc::auth::Callers;
+use crate::grpc::convert::View;
 use crate::grpc::tls::TlsSettings;
+use crate::outbox::Maintenance;
 use crate::outbox::relay::{MIN_BACKOFF, RelaySettings};
-use crate::service::{ConversionSettings, Earn, Flagged, MAX_GRANT, MemberLimits, Quotas, WaitlistSettings};
+use crate::service::{
+    ConversionSettings, Earn, Flagged, MAX_GRANT, MemberLimits, Quotas, ReservationSettings, WaitlistSettings,
+};
 use crate::telemetry;
 
 impl From<CheckMode> for abuse::CheckMode {
@@ -160,6 +169,97 @@ pub fn waitlist(args: &WaitlistArgs) -> Result<WaitlistSettings, String> {
         reapply_after: time::Duration::try_from(args.waitlist_reapply_after)
             .map_err(|e| format!("--waitlist-reapply-after: {e}"))?,
     })
+}
+
+/// Every setting of `serve`, checked, in the order the operator would fix
+/// them (each message names its flag).
+pub fn serve(args: ServeArgs) -> anyhow::Result<app::Settings> {
+    let codes = CodeGenerator::new(args.code_length).map_err(anyhow::Error::msg)?;
+    validate_prefix(&args.code_prefix).map_err(anyhow::Error::msg)?;
+    if !args.link_template.contains("{code}") {
+        anyhow::bail!("the link template must contain {{code}}");
+    }
+    let secrets = Secrets::parse(&args.secrets.secret, &args.secrets.previous_secrets).map_err(anyhow::Error::msg)?;
+    let callers = Callers::parse(&args.auth.caller_tokens, &args.auth.client_identities).map_err(anyhow::Error::msg)?;
+    if callers.has_identities() && args.tls.tls_client_ca.is_none() {
+        anyhow::bail!("--client-identities needs --tls-client-ca (client certificates are verified against it)");
+    }
+    let reservations = reservations(&args)?;
+    let code_disclosure = args
+        .events
+        .events_include_codes
+        .then(|| CodeDisclosure { code_prefix: args.code_prefix.clone(), link_template: args.link_template.clone() });
+    Ok(app::Settings {
+        codes,
+        secrets,
+        access: app::Access {
+            callers,
+            tls: (&args.tls).into(),
+            insecure_allow_unauthenticated: args.auth.insecure_allow_unauthenticated,
+            reflection: args.reflection,
+            reflection_public: args.auth.reflection_public,
+        },
+        database: app::Database {
+            url: args.database.database_url,
+            read_urls: args
+                .database_read_url
+                .iter()
+                .map(|u| u.trim())
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect(),
+            max_connections: args.database.db_max_connections,
+            acquire_timeout: args.database.db_acquire_timeout,
+            migrate: args.migrate,
+            max_replica_lag: args.max_replica_lag,
+            replica_check_interval: args.replica_check_interval,
+            health_interval: args.health_interval,
+        },
+        abuse: abuse(&args.abuse).map_err(anyhow::Error::msg)?,
+        reservations,
+        quotas: quotas(&args.quotas).map_err(anyhow::Error::msg)?,
+        relay: relay(&args.events)?,
+        conversions: conversions(&args.conversions).map_err(anyhow::Error::msg)?,
+        waitlist: waitlist(&args.waitlist).map_err(anyhow::Error::msg)?,
+        member_limits: member_limits(&args.members).map_err(anyhow::Error::msg)?,
+        code_disclosure,
+        outbox: Maintenance {
+            interval: args.events.outbox_stats_interval.max(Duration::from_millis(10)),
+            retention: args.events.outbox_retention,
+        },
+        background: app::Background {
+            reservation_sweep: args.reservation_sweep_interval,
+            expiry_sweep: args.expiry_sweep_interval,
+            earn_grant: args.quotas.earn_grant_interval.max(Duration::from_millis(10)),
+            reward_grant: args.conversions.reward_grant_interval.max(Duration::from_millis(10)),
+            graph_fold: args.graph_fold_interval,
+        },
+        limits: app::Limits {
+            max_concurrent_calls: args.limits.max_concurrent_calls,
+            max_connections: args.limits.max_connections,
+            max_call_time: args.limits.max_call_time,
+            max_request_bytes: args.limits.max_request_bytes,
+        },
+        lifecycle: app::Lifecycle {
+            health_listen: args.health_listen,
+            shutdown_delay: args.shutdown_delay,
+            drain_timeout: args.drain_timeout,
+        },
+        view: View {
+            code_prefix: args.code_prefix,
+            link_template: args.link_template,
+            vanity_codes: args.vanity_codes,
+        },
+    })
+}
+
+fn reservations(args: &ServeArgs) -> anyhow::Result<ReservationSettings> {
+    let default_ttl = time::Duration::try_from(args.reservation_ttl)?;
+    let max_ttl = time::Duration::try_from(args.reservation_max_ttl)?;
+    if default_ttl.is_zero() || default_ttl > max_ttl {
+        anyhow::bail!("the reservation ttl must be positive and at most the reservation max ttl");
+    }
+    Ok(ReservationSettings { default_ttl, max_ttl })
 }
 
 /// The relay settings, when a broker is configured.

@@ -160,7 +160,7 @@ async fn serve_on(listener: tokio::net::TcpListener, extra: &[&str]) -> anyhow::
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let listeners = invitations::app::Listeners { grpc: listener, admin };
     // Stops at once if serving starts (the rule let it through).
-    invitations::app::serve(args, listeners, async {}).await
+    invitations::cli::serve(args, listeners, async {}).await
 }
 
 #[tokio::test]

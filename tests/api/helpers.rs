@@ -316,7 +316,7 @@ async fn start_server(
     let admin_addr = admin.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
     let listeners = invitations::app::Listeners { grpc, admin };
-    let server = tokio::spawn(invitations::app::serve(args, listeners, async move {
+    let server = tokio::spawn(invitations::cli::serve(args, listeners, async move {
         let _ = rx.await;
     }));
     (addr, admin_addr, tx, server)
