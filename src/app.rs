@@ -25,8 +25,8 @@ use crate::outbox::Maintenance;
 use crate::outbox::{self, relay};
 use crate::pb;
 use crate::service::{
-    Invitations, Placeholders, fold_counts, grant_earned_invitations, grant_held_rewards, rekey, sweep_abuse_records,
-    sweep_expired_invitations, sweep_lapsed_reservations,
+    Invitations, Placeholders, fold_counts, grant_earned_invitations, grant_held_rewards, maintain_history, rekey,
+    sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
 };
 use crate::store;
 use crate::store::replicas::Replicas;
@@ -248,6 +248,7 @@ impl Application {
         if !every.graph_fold.is_zero() {
             background.spawn(fold_counts(pool.clone(), every.graph_fold));
         }
+        background.spawn(maintain_history(pool.clone(), every.history_retention, every.history_upkeep));
         background
     }
 

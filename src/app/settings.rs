@@ -75,6 +75,10 @@ pub struct Background {
     /// Only used while rewards are held.
     pub reward_grant: Duration,
     pub graph_fold: Duration,
+    /// The history's partition upkeep.
+    pub history_upkeep: Duration,
+    /// None keeps the history forever.
+    pub history_retention: Option<Duration>,
 }
 
 /// What one call, one connection and the whole server may take.

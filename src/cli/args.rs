@@ -272,6 +272,17 @@ pub struct ServeArgs {
     #[arg(long, env = "INVITATIONS_GRAPH_FOLD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub graph_fold_interval: Duration,
 
+    /// How long the history of changes (ListHistory) is kept, a calendar
+    /// month at a time: a month is dropped once it ended longer ago than
+    /// this. Unset keeps it forever (the default).
+    #[arg(long, env = "INVITATIONS_HISTORY_RETENTION", value_parser = humantime::parse_duration)]
+    pub history_retention: Option<Duration>,
+
+    /// How often the history's coming months are made and, with a
+    /// retention, its expired months dropped.
+    #[arg(long, env = "INVITATIONS_HISTORY_UPKEEP_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub history_upkeep_interval: Duration,
+
     #[command(flatten)]
     pub events: EventArgs,
 }

@@ -233,6 +233,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<app::Settings> {
             earn_grant: args.quotas.earn_grant_interval.max(Duration::from_millis(10)),
             reward_grant: args.conversions.reward_grant_interval.max(Duration::from_millis(10)),
             graph_fold: args.graph_fold_interval,
+            history_upkeep: args.history_upkeep_interval.max(Duration::from_millis(10)),
+            history_retention: args.history_retention,
         },
         limits: app::Limits {
             max_concurrent_calls: args.limits.max_concurrent_calls,

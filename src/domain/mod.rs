@@ -8,6 +8,7 @@ pub mod conversion;
 pub mod email;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod selector;
 
 use time::OffsetDateTime;

@@ -389,6 +389,13 @@ impl InvitationService for InvitationApi {
     ) -> Result<Response<pb::EraseMemberResponse>, Status> {
         privacy::erase(&self.service, request).await
     }
+
+    async fn list_history(
+        &self,
+        request: Request<pb::ListHistoryRequest>,
+    ) -> Result<Response<pb::ListHistoryResponse>, Status> {
+        privacy::list_history(&self.service, request).await
+    }
 }
 
 /// The request header that sends a read-only call to the primary

@@ -10,6 +10,8 @@ use crate::domain::Invitation;
 use crate::domain::attributes::Attributes;
 use crate::domain::error::Error;
 use crate::domain::events::Event;
+use crate::domain::history::{Entry, Operation};
+use crate::store::history;
 use crate::store::lifecycle::{self, Edit, Locked};
 use crate::store::outbox;
 
@@ -86,6 +88,11 @@ impl Invitations {
         } else {
             let updated = lifecycle::apply(&mut tx, inv.id, &edit).await?;
             outbox::append(&mut tx, &[Event::updated(&updated, &changed, &cmd.updated_by)]).await?;
+            let entry = Entry::new(Operation::Update, &cmd.updated_by)
+                .invitations([inv.id])
+                .request(idem.request_id.as_ref())
+                .detail("fields", changed.join(","));
+            history::append(&mut tx, &entry).await?;
             updated
         };
         let mut updated = updated;
@@ -120,6 +127,11 @@ impl Invitations {
         }
         let mut restored = lifecycle::restore(&mut tx, inv.id).await?;
         outbox::append(&mut tx, &[Event::restored(&restored, &cmd.reason, &cmd.restored_by)]).await?;
+        let entry = Entry::new(Operation::Restore, &cmd.restored_by)
+            .invitations([inv.id])
+            .reason(&cmd.reason)
+            .request(idem.request_id.as_ref());
+        history::append(&mut tx, &entry).await?;
         self.reveal_one(&mut restored);
         let answer = self.commit_answer(tx, "RestoreInvitation", &idem, restored).await?;
         tracing::info!(invitation_id = %cmd.id, "restored an invitation");

@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use crate::domain::attributes::Attributes;
 use crate::domain::error::Error;
+use crate::domain::history::{Entry, Operation};
 use crate::domain::{Invitation, UserId};
+use crate::store::history;
 use crate::store::invitations::BatchAttributes;
 use crate::store::member_mint::{self, MINTED_BY, MemberState};
 
@@ -158,6 +160,12 @@ impl Invitations {
         let owner = [Some(cmd.user_id.as_str().to_owned())];
         let mut minted = self.mint_batch(&mut tx, &batch, mint::Recipients::Listed(&owner), 1).await?;
         let invitation = minted.pop().ok_or_else(|| Error::Internal(anyhow::anyhow!("minted nothing")))?;
+        let entry = Entry::new(Operation::MemberMint, MINTED_BY)
+            .batch(batch.id)
+            .users([cmd.user_id.as_str()])
+            .request(idem.request_id.as_ref())
+            .detail("max_uses", cmd.max_uses);
+        history::append(&mut tx, &entry).await?;
         let answer = self.commit_answer(tx, "CreateMemberInvitation", &idem, invitation).await?;
         if matches!(answer, Answer::Fresh(_)) {
             self.metrics.minted(1);

@@ -12,7 +12,9 @@ use uuid::Uuid;
 use crate::crypto::vault::Purpose;
 use crate::domain::code::InvitationCode;
 use crate::domain::error::Error;
+use crate::domain::history::{Entry, Operation};
 use crate::domain::{Invitation, events};
+use crate::store::history;
 use crate::store::invitations::{self, BatchAttributes, NewInvitation, Owner};
 use crate::store::{members, outbox};
 
@@ -80,6 +82,13 @@ impl Invitations {
             Some(code) => self.mint_vanity(&mut tx, &batch, listed.pop().flatten(), code).await?,
             None => self.mint_batch(&mut tx, &batch, Recipients::Listed(&listed), usize::MAX).await?,
         };
+        let entry = Entry::new(Operation::Mint, &cmd.minted_by)
+            .batch(batch.id)
+            .users(&owners)
+            .request(idem.request_id.as_ref())
+            .detail("count", count)
+            .detail("label", &cmd.label);
+        history::append(&mut tx, &entry).await?;
         let outcome = MintOutcome { invitations: minted, batch_id: Some(batch.id), count, ..MintOutcome::default() };
         let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
         if matches!(answer, Answer::Fresh(_)) {

@@ -9,6 +9,7 @@
 pub mod abuse;
 mod conversions;
 mod expiry;
+mod history;
 mod invite_graph;
 mod lifecycle;
 mod list;
@@ -33,6 +34,7 @@ mod wave;
 pub use abuse::{Attempt, sweep_abuse_records};
 pub use conversions::{ConversionCommand, ConversionOutcome, ConversionSettings, Flagged};
 pub use expiry::sweep_expired_invitations;
+pub use history::{Change, DEFAULT_HISTORY_PAGE, HistoryPage, HistoryQuery, MAX_HISTORY_PAGE, maintain_history};
 pub use invite_graph::WalkQuery;
 pub use lifecycle::{RestoreCommand, UpdateCommand};
 pub use member_mint::{MemberLimits, MemberMintCommand};

@@ -6,6 +6,8 @@
 
 use super::*;
 use crate::domain::events::{self, Event};
+use crate::domain::history::{Entry, Operation};
+use crate::store::history;
 use crate::store::{invitations, outbox, privacy};
 
 /// The reason recorded on the member's unspent invitations.
@@ -69,6 +71,14 @@ impl Invitations {
             }
         }
         privacy::record(&mut tx, &digests[0], &tomb).await?;
+        history::erase(&mut tx, old, &tomb).await?;
+        let entry = Entry::new(Operation::Erase, &cmd.erased_by)
+            .users([tomb.as_str()])
+            .invitations(revoked.iter().map(|inv| inv.id))
+            .reason(&cmd.reason)
+            .request(idem.request_id.as_ref())
+            .detail("revoked", revoked.len());
+        history::append(&mut tx, &entry).await?;
         let mut out = events::revoked(&revoked, ERASED_REASON, &cmd.erased_by);
         out.push(Event::erased(old, &tomb));
         outbox::append(&mut tx, &out).await?;

@@ -12,7 +12,9 @@
 
 use crate::domain::error::Error;
 use crate::domain::events::{self, Event};
+use crate::domain::history::{Entry, Operation};
 use crate::domain::{InvitePrivileges, Member, UserId};
+use crate::store::history;
 use crate::store::{self, graph, invitations, members, outbox, tree};
 
 use super::Invitations;
@@ -50,6 +52,14 @@ impl Invitations {
             outbox::append(&mut tx, &[event]).await?;
         }
         let revoked = if cmd.revoke_subtree { revoke_below(&mut tx, &member, &cmd).await? } else { 0 };
+        if changed || revoked > 0 {
+            let entry = Entry::new(Operation::Privileges, &cmd.updated_by)
+                .users([cmd.user.as_str()])
+                .reason(&cmd.reason)
+                .detail("enabled", cmd.enabled)
+                .detail("revoked", revoked);
+            history::append(&mut tx, &entry).await?;
+        }
         let member = graph::member(&mut tx, cmd.user.as_str()).await?.ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
         self.waker.committed();

@@ -8,7 +8,12 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crypto::vault::{Purpose, Vault};
+use crate::domain::history::{Entry, Operation};
+use crate::store::history;
 use crate::store::rekey::{self, Remaining};
+
+/// The caller a rekey's history rows name (at start or `invitations rekey`).
+const REKEYED_BY: &str = "rekey";
 
 /// Rows per transaction.
 const BATCH: i64 = 500;
@@ -44,6 +49,10 @@ pub async fn run(pool: &PgPool, vault: &Vault) -> anyhow::Result<Report> {
             sealed.push(vault.seal(row.id.as_bytes(), code.as_bytes())?.bytes);
         }
         rekey::set_sealed_codes(&mut tx, vault.current_key_id(), &ids, &hashes, &sealed).await?;
+        let entry = Entry::new(Operation::Rekey, REKEYED_BY)
+            .detail("codes", rows.len())
+            .detail("key_id", vault.current_key_id());
+        history::append(&mut tx, &entry).await?;
         tx.commit().await?;
         report.codes += rows.len() as u64;
     }
@@ -64,6 +73,10 @@ pub async fn run(pool: &PgPool, vault: &Vault) -> anyhow::Result<Report> {
             let sealed = vault.seal(&aad, &plain)?;
             rekey::set_sealed_answer(&mut tx, &row.method, &row.request_id, sealed.key_id, &sealed.bytes).await?;
         }
+        let entry = Entry::new(Operation::Rekey, REKEYED_BY)
+            .detail("answers", rows.len())
+            .detail("key_id", vault.current_key_id());
+        history::append(&mut tx, &entry).await?;
         tx.commit().await?;
         report.answers += rows.len() as u64;
     }

@@ -5,7 +5,9 @@
 //! the invitation keep the owner they had.
 
 use crate::domain::error::Error;
+use crate::domain::history::{Entry, Operation};
 use crate::domain::{Member, UserId};
+use crate::store::history;
 use crate::store::tree::{self, ReparentRecord};
 use crate::store::{self, graph};
 
@@ -76,6 +78,11 @@ async fn reparent_in(tx: &mut store::Tx<'_>, cmd: &ReparentCommand) -> Result<Re
         reparented_by: &cmd.reparented_by,
     };
     tree::record_reparent(tx, &record).await?;
+    let entry = Entry::new(Operation::Reparent, &cmd.reparented_by)
+        .users([Some(user), mover.inviter_id.as_deref(), new_inviter].into_iter().flatten())
+        .reason(&cmd.reason)
+        .detail("moved", moved_count);
+    history::append(tx, &entry).await?;
     let member = graph::member(tx, user).await?.ok_or(sqlx::Error::RowNotFound)?;
     Ok(ReparentOutcome { member, old_inviter_id: mover.inviter_id, moved_count, changed: true })
 }

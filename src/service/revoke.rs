@@ -2,6 +2,8 @@
 
 use crate::domain::error::Error;
 use crate::domain::events;
+use crate::domain::history::{Entry, Operation};
+use crate::store::history;
 use crate::store::{invitations, outbox};
 
 use super::{Answer, Idempotency, Invitations, RevokeCommand, RevokeOutcome, RevokeTarget};
@@ -44,6 +46,19 @@ impl Invitations {
         };
         outbox::append(&mut tx, &events::revoked(&changed, &cmd.reason, &cmd.revoked_by)).await?;
         let revoked = outcome.revoked_count;
+        let users: Vec<&str> = match &cmd.target {
+            RevokeTarget::UnspentOf(user) => vec![user.as_str()],
+            RevokeTarget::Ids(_) => Vec::new(),
+        };
+        let entry = Entry::new(Operation::Revoke, &cmd.revoked_by)
+            .invitations(changed.iter().map(|inv| inv.id))
+            .users(users)
+            .reason(&cmd.reason)
+            .request(idem.request_id.as_ref())
+            .detail("count", revoked);
+        if !changed.is_empty() {
+            history::append(&mut tx, &entry).await?;
+        }
         let answer = self.commit_answer(tx, "Revoke", &idem, outcome).await?;
         tracing::info!(revoked, "revoked invitations");
         Ok(answer)

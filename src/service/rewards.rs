@@ -11,7 +11,9 @@ use std::sync::Arc;
 use super::mint::Recipients;
 use super::*;
 use crate::domain::events::{self, Event, RewardFacts};
+use crate::domain::history::{Entry, Operation};
 use crate::store::conversions::{self as conv, ConversionRow};
+use crate::store::history;
 use crate::store::invitations::BatchAttributes;
 use crate::store::{invitations, outbox};
 
@@ -160,6 +162,14 @@ impl Invitations {
             outbox::append(&mut tx, &[event]).await?;
         }
         let conversion = conv::mark_voided(&mut tx, c.id, &cmd.reason, &cmd.voided_by).await?;
+        let entry = Entry::new(Operation::ConversionVoid, &cmd.voided_by)
+            .invitations(revoked.iter().copied())
+            .users(c.inviter_id.iter().chain([&c.user_id]))
+            .reason(&cmd.reason)
+            .request(idem.request_id.as_ref())
+            .detail("conversion_id", c.id)
+            .detail("revoked", revoked.len());
+        history::append(&mut tx, &entry).await?;
         tracing::info!(conversion_id = %c.id, revoked = revoked.len(), kept, "voided a conversion");
         let outcome = VoidOutcome { conversion, changed: true, revoked: revoked.len() as u32, kept };
         self.commit_answer(tx, "VoidConversion", &idem, outcome).await
@@ -189,6 +199,16 @@ impl Invitations {
             changed += 1;
         }
         outbox::append(&mut tx, &events).await?;
+        if changed > 0 {
+            let reviewed: Vec<&ConversionRow> = locked.iter().filter(|c| c.reward_state == "review").collect();
+            let ids: Vec<String> = reviewed.iter().map(|c| c.id.to_string()).collect();
+            let entry = Entry::new(Operation::RewardReview, &cmd.reviewed_by)
+                .users(reviewed.iter().flat_map(|c| c.inviter_id.iter().chain([&c.user_id])))
+                .reason(&cmd.reason)
+                .detail("approved", cmd.approve)
+                .detail("conversions", ids.join(","));
+            history::append(&mut tx, &entry).await?;
+        }
         let rows = conv::get_many(&mut tx, &cmd.conversions).await?;
         tx.commit().await?;
         if minted > 0 {

@@ -14,9 +14,11 @@ use uuid::Uuid;
 use crate::domain::email::{Binding, BindingKind, Email};
 use crate::domain::error::Error;
 use crate::domain::events::{Admitted, Event};
+use crate::domain::history::{Entry as HistoryEntry, Operation};
 use crate::domain::{Invitation, UserId};
 use crate::service::abuse::Attempt;
 use crate::service::mint::Recipients;
+use crate::store::history;
 use crate::store::invitations::{self, BatchAttributes};
 use crate::store::replicas::ReadFrom;
 use crate::store::waitlist::{self as wl, EntryKey, EntryRow};
@@ -260,6 +262,13 @@ impl Invitations {
         if !changed.is_empty() {
             let event = Event::waitlist_reviewed(&changed, cmd.approve, &cmd.reason, &cmd.reviewed_by);
             outbox::append(&mut tx, &[event]).await?;
+            // Entries are named by id (applicants are not members).
+            let ids: Vec<String> = changed.iter().map(|(id, _)| id.to_string()).collect();
+            let entry = HistoryEntry::new(Operation::WaitlistReview, &cmd.reviewed_by)
+                .reason(&cmd.reason)
+                .detail("decision", state)
+                .detail("entries", ids.join(","));
+            history::append(&mut tx, &entry).await?;
         }
         let rows = wl::get_many(&mut tx, &cmd.entries).await?;
         tx.commit().await?;
@@ -353,6 +362,11 @@ impl Invitations {
             })
             .collect();
         outbox::append(&mut tx, &events).await?;
+        let entry = HistoryEntry::new(Operation::WaitlistAdmit, &cmd.admitted_by)
+            .batch(batch.id)
+            .invitations(invitation_ids.iter().copied())
+            .detail("count", paired.len());
+        history::append(&mut tx, &entry).await?;
         let rows = wl::get_many(&mut tx, &entry_ids).await?;
         tx.commit().await?;
         self.waker.committed();

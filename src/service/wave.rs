@@ -6,7 +6,9 @@
 
 use crate::domain::MAX_WAVE_LISTED;
 use crate::domain::error::Error;
+use crate::domain::history::{Entry, Operation};
 use crate::domain::selector::Wave;
+use crate::store::history;
 use crate::store::{self, waves};
 
 use super::mint::Recipients;
@@ -53,6 +55,14 @@ impl Invitations {
         .await
         .map(|((outcome, drawn), tx)| (tx, outcome, drawn))?;
         let matched = outcome.matched;
+        let mut tx = tx;
+        let entry = Entry::new(Operation::Mint, &cmd.minted_by)
+            .batch(batch.id)
+            .request(idem.request_id.as_ref())
+            .detail("count", drawn)
+            .detail("label", &cmd.label)
+            .detail("wave", "true");
+        history::append(&mut tx, &entry).await?;
         let answer = self.commit_answer(tx, "Mint", &idem, outcome).await?;
         if matches!(answer, Answer::Fresh(_)) {
             self.metrics.minted(drawn as u64);

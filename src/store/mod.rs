@@ -7,6 +7,7 @@ pub mod common_path;
 pub mod conversion_stats;
 pub mod conversions;
 pub mod graph;
+pub mod history;
 pub mod idempotency;
 pub mod invitations;
 pub mod lifecycle;

@@ -122,6 +122,19 @@ async fn rotating_the_secret_keeps_codes_and_answers_usable() {
         keys.len() == 1 && keys != old_keys
     })
     .await;
+    // The rekey is in the history: one entry for the codes, one for the
+    // stored answer (the retried Mint's), each under the new key.
+    let rekeys = pb::ListHistoryRequest { operation: "rekey".into(), ..Default::default() };
+    crate::helpers::wait_until(std::time::Duration::from_secs(20), "the answers' rekey", || async {
+        crate::history::all(&rotated, rekeys.clone()).await.len() >= 2
+    })
+    .await;
+    let rekeys = crate::history::all(&rotated, rekeys).await;
+    let moved: Vec<_> = rekeys
+        .iter()
+        .map(|e| (e.caller.as_str(), e.details.get("codes").or(e.details.get("answers")).map(String::as_str)))
+        .collect();
+    assert_eq!(moved, [("rekey", Some("1")), ("rekey", Some("2"))], "{rekeys:?}");
 
     // The operator's command agrees: nothing left under the old secret.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_invitations"))

@@ -221,6 +221,11 @@ async fn flagged_redemptions_are_held_for_review_then_approved_or_denied() {
     let voided = void(&app, &cs[3].id, "fraud").await.expect("void");
     assert_eq!(voided.conversion.expect("c").reward.expect("reward").state, RewardState::Voided as i32);
     assert_eq!(unspent(&app, "alice", "reward:activated").await, 2);
+    let reviews = pb::ListHistoryRequest { operation: "reward_review".into(), ..Default::default() };
+    let reviews = crate::history::all(&app, reviews).await;
+    let decided: Vec<_> =
+        reviews.iter().map(|e| (e.caller.as_str(), e.details.get("approved").map(String::as_str))).collect();
+    assert_eq!(decided, [("mod-kim", Some("false")), ("mod-kim", Some("true"))], "the repeat wrote nothing");
 
     let e = review(&app, &[&uuid::Uuid::now_v7().to_string()], pb::ReviewDecision::Approve).await.expect_err("unknown");
     assert_error(&e, Code::NotFound, "NOT_FOUND", Some("conversion_ids"));

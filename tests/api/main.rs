@@ -26,6 +26,7 @@ mod grpcurl;
 mod hardening;
 mod health;
 mod helpers;
+mod history;
 mod lifecycle;
 mod member_invitations;
 mod members;

@@ -53,6 +53,9 @@ pub enum AdminCommand {
     /// Erase a member (a GDPR request): its user id is replaced everywhere
     /// by a tombstone, the invite graph keeps its shape.
     Erase(super::privacy::EraseArgs),
+    /// The history of changes, newest first: who minted, revoked, changed
+    /// privileges, erased, ... and why; redemptions and grants joined in.
+    History(super::privacy::HistoryArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -103,6 +103,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Restore(r) => lifecycle::restore(&mut client, &r, output, out).await?,
         AdminCommand::Conversions(c) => conversions::run(&mut client, c, output, out).await?,
         AdminCommand::Erase(e) => privacy::erase(&mut client, &e, output, out).await?,
+        AdminCommand::History(h) => privacy::history(&mut client, &h, output, out).await?,
     }
     Ok(())
 }

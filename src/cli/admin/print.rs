@@ -13,7 +13,7 @@ pub fn time(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
-fn timestamp(t: Option<&prost_types::Timestamp>) -> String {
+pub fn timestamp(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| OffsetDateTime::from_unix_timestamp(t.seconds).ok()).map_or_else(|| "-".into(), time)
 }
 

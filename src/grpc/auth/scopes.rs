@@ -70,6 +70,7 @@ pub const METHOD_SCOPES: &[(&str, Scope)] = &[
     ("VoidConversion", Scope::Admin),
     ("ReviewRewards", Scope::Admin),
     ("EraseMember", Scope::Admin),
+    ("ListHistory", Scope::Admin),
 ];
 
 /// The scope a method of [`SERVICE`] needs; `admin` for any method not listed.
