@@ -38,18 +38,40 @@ impl Invitations {
         }
         let old = cmd.user.as_str();
         let digests = self.vault.hashes(Purpose::Code, &erasure_input(old));
-        let mut tx = self.pool.begin().await?;
-        let Some(locked) = locking::lock_move(&mut tx, old, None).await? else {
-            // Unknown, or erased already (then the same answer again).
-            let Some(tombstone) = privacy::tombstone(&mut tx, &digests).await? else {
-                return Err(Error::NotFound { what: "member", field: "user_id" });
-            };
-            let outcome = EraseOutcome { tombstone, changed: false, revoked: 0 };
-            return self.commit_answer(tx, "EraseMember", &idem, outcome).await;
+        let mut attempts = 0;
+        let (mut tx, target) = loop {
+            attempts += 1;
+            let mut tx = self.pool.begin().await?;
+            if let Some(locked) = locking::lock_move(&mut tx, old, None).await? {
+                break (tx, Target::Member(locked.mover.id));
+            }
+            // Unknown, erased already (then the same answer again), or an
+            // applicant on the waitlist who never became a member.
+            if let Some(tombstone) = privacy::tombstone(&mut tx, &digests).await? {
+                let outcome = EraseOutcome { tombstone, changed: false, revoked: 0 };
+                return self.commit_answer(tx, "EraseMember", &idem, outcome).await;
+            }
+            match privacy::lock_applicant(&mut tx, old).await? {
+                privacy::Locked::None => return Err(Error::NotFound { what: "member", field: "user_id" }),
+                // A redeem of its admitted invitation committed first, or
+                // it was admitted meanwhile: again, as the member it is now.
+                privacy::Locked::Applicant(a) if !privacy::is_member(&mut tx, old).await? => {
+                    break (tx, Target::Applicant(a));
+                }
+                _ if attempts < MAX_ATTEMPTS => {}
+                _ => return Err(Error::Unavailable(anyhow::anyhow!("the applicant kept changing under the erasure"))),
+            }
         };
         let tomb = format!("erased:{}", Uuid::new_v4().simple());
         let rewritten = privacy::rewrite(&mut tx, old, &tomb).await?;
-        let revoked = invitations::revoke_ids(&mut tx, &rewritten.unspent, ERASED_REASON, &cmd.erased_by).await?;
+        let mut unspent = rewritten.unspent;
+        if let Target::Applicant(a) = &target {
+            // The invitation it was admitted with is bound to it: nobody
+            // else may use it, and it is gone.
+            unspent.extend(a.invitation_id);
+            privacy::withdraw_entry(&mut tx, a.entry_id, ERASED_REASON).await?;
+        }
+        let revoked = invitations::revoke_ids(&mut tx, &unspent, ERASED_REASON, &cmd.erased_by).await?;
         for (seq, payload) in privacy::pending_payloads(&mut tx, &rewritten.pending).await? {
             if let Some(renamed) = events::rename_user(&payload, old, &tomb) {
                 privacy::replace_payload(&mut tx, seq, &renamed).await?;
@@ -82,8 +104,13 @@ impl Invitations {
         let mut out = events::revoked(&revoked, ERASED_REASON, &cmd.erased_by);
         out.push(Event::erased(old, &tomb));
         outbox::append(&mut tx, &out).await?;
+        let (member_id, entry_id) = match &target {
+            Target::Member(id) => (Some(*id), None),
+            Target::Applicant(a) => (None, Some(a.entry_id)),
+        };
         tracing::info!(
-            member_id = locked.mover.id,
+            member_id,
+            entry_id = entry_id.map(tracing::field::display),
             revoked = revoked.len(),
             pending_rewritten = rewritten.pending.len(),
             answers_dropped = dropped,
@@ -93,6 +120,17 @@ impl Invitations {
         let outcome = EraseOutcome { tombstone: tomb, changed: true, revoked: revoked.len() as u32 };
         self.commit_answer(tx, "EraseMember", &idem, outcome).await
     }
+}
+
+/// Rounds of looking for the one to erase before giving up (each lost only
+/// to a redeem or admission that committed in between).
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Who is erased: a member (by its internal number, locked by
+/// `locking::lock_move`), or a waitlist applicant who never joined.
+enum Target {
+    Member(i64),
+    Applicant(privacy::Applicant),
 }
 
 /// What the erasure digest is computed over: the user id under its own

@@ -75,3 +75,64 @@ pub async fn delete_answer(conn: &mut PgConnection, method: &str, request_id: &s
         .await?;
     Ok(())
 }
+
+/// A waitlist applicant that never became a member, with its entry and the
+/// invitation it was admitted with (if any) locked, in Redeem's order
+/// (the invitation first, then the entry).
+pub struct Applicant {
+    pub entry_id: Uuid,
+    pub invitation_id: Option<Uuid>,
+}
+
+/// Locks the applicant's entry and its admitted invitation:
+/// [`Locked::None`] when no entry has this applicant id, [`Locked::Moved`]
+/// when the entry changed between the two reads (the caller starts again).
+pub async fn lock_applicant(conn: &mut PgConnection, applicant_id: &str) -> Result<Locked, sqlx::Error> {
+    let seen = sqlx::query_scalar!("SELECT invitation_id FROM waitlist_entries WHERE applicant_id = $1", applicant_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(seen) = seen else { return Ok(Locked::None) };
+    if let Some(id) = seen {
+        sqlx::query_scalar!("SELECT id FROM invitations WHERE id = $1 FOR UPDATE", id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    }
+    let row =
+        sqlx::query!("SELECT id, invitation_id FROM waitlist_entries WHERE applicant_id = $1 FOR UPDATE", applicant_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match row {
+        Some(r) if r.invitation_id == seen => Locked::Applicant(Applicant { entry_id: r.id, invitation_id: seen }),
+        _ => Locked::Moved,
+    })
+}
+
+pub enum Locked {
+    None,
+    Applicant(Applicant),
+    /// Admitted or erased between the reads: start again.
+    Moved,
+}
+
+/// Whether `user_id` is a member (re-read under the applicant's locks: a
+/// redeem that committed first made it one).
+pub async fn is_member(conn: &mut PgConnection, user_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM members WHERE user_id = $1) AS "member!""#, user_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Takes an erased applicant's entry out of the line: nobody could redeem
+/// an invitation admitted for a tombstone. The line's counters follow the
+/// state (the 0062 trigger).
+pub async fn withdraw_entry(conn: &mut PgConnection, entry_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE waitlist_entries SET state = 'rejected', review_time = now(), review_reason = $2 \
+         WHERE id = $1 AND state IN ('waiting', 'approved')",
+        entry_id,
+        reason,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

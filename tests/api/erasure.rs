@@ -429,3 +429,96 @@ async fn erasing_during_waves_that_pick_the_member_leaves_no_row_naming_it() {
     assert!(naming[0].contains("'erased'"), "{}", naming[0]);
     assert!(erased.changed);
 }
+
+fn join_request(applicant: &str) -> pb::JoinWaitlistRequest {
+    pb::JoinWaitlistRequest {
+        applicant_id: applicant.into(),
+        reason: format!("{applicant} runs a chess club"),
+        client_ip: "203.0.113.44".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn erasing_an_applicant_who_never_joined_forgets_its_entry_and_revokes_its_admission() {
+    let app = TestApp::spawn().await;
+    let (ann, bea) = ("ann-k2p8", "bea-w5m1");
+    app.client.clone().join_waitlist(join_request(ann)).await.expect("ann joins the waitlist");
+    let admitted = crate::waitlist::admit(&app, crate::waitlist::admit_request(1)).await;
+    let code = admitted.entries[0].invitation.as_ref().expect("admitted with an invitation").code.clone();
+    let beas = app.client.clone().join_waitlist(join_request(bea)).await.expect("bea joins").into_inner();
+    let bea_entry = beas.entry.expect("entry").id;
+
+    let first = erase(&app, ann).await.expect("erase ann");
+    assert_eq!((first.changed, first.revoked_count), (true, 1), "the invitation she was admitted with");
+    assert!(!app.check(&code).await.redeemable);
+    let second = erase(&app, bea).await.expect("erase bea");
+    assert_eq!((second.changed, second.revoked_count), (true, 0));
+    let again = erase(&app, ann).await.expect("again");
+    assert_eq!((again.tombstone.as_str(), again.changed), (first.tombstone.as_str(), false));
+
+    // Bea is out of the line; her entry stays, under the tombstone.
+    let by_id = pb::GetWaitlistEntryRequest { entry_id: bea_entry, ..Default::default() };
+    let entry = app.client.clone().get_waitlist_entry(by_id).await.expect("entry").into_inner().entry.expect("entry");
+    assert_eq!((entry.applicant_id.as_str(), entry.state), (second.tombstone.as_str(), 3), "rejected");
+    let err = crate::waitlist::entry(&app, bea).await.expect_err("no entry under her id");
+    assert_error(&err, Code::NotFound, "NOT_FOUND", None);
+
+    let dump = dump(&app);
+    for who in [ann, bea] {
+        let naming = lines_naming(&dump, who);
+        assert_eq!(naming.len(), 1, "{naming:#?}");
+        assert!(naming[0].contains("'erased'") && naming[0].ends_with(", NULL);"), "pending: {}", naming[0]);
+    }
+    assert!(!dump.contains("chess club"), "their answers are deleted");
+}
+
+#[tokio::test]
+async fn erasing_applicants_while_they_redeem_their_admission_leaves_no_row_naming_them() {
+    let app = TestApp::spawn().await;
+    let applicants: Vec<String> = (0..8).map(|i| format!("applicant-{i}-q9z")).collect();
+    for a in &applicants {
+        app.client.clone().join_waitlist(join_request(a)).await.expect("join");
+    }
+    let admitted = crate::waitlist::admit(&app, crate::waitlist::admit_request(8)).await;
+    let mut tasks = Vec::new();
+    for e in &admitted.entries {
+        let code = e.invitation.as_ref().expect("invitation").code.clone();
+        let (client, who) = (app.client.clone(), e.applicant_id.clone());
+        let redeem = tokio::spawn(async move {
+            let request = pb::RedeemRequest { code, invitee_id: who, ..Default::default() };
+            client.clone().redeem(request).await.map(|_| ())
+        });
+        let (client, who) = (app.client.clone(), e.applicant_id.clone());
+        let erasure = tokio::spawn(async move {
+            let request = pb::EraseMemberRequest { user_id: who, reason: "asked".into(), ..Default::default() };
+            client.clone().erase_member(request).await.map(tonic::Response::into_inner)
+        });
+        tasks.push((redeem, erasure));
+    }
+    let pool = app.pool().await;
+    for (redeem, erasure) in tasks {
+        let erased = erasure.await.expect("task").expect("the erasure succeeds either way");
+        match redeem.await.expect("task") {
+            // Joined first: erased as the member it became.
+            Ok(()) => {
+                let member: i64 = sqlx::query_scalar("SELECT count(*) FROM members WHERE user_id = $1")
+                    .bind(&erased.tombstone)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+                assert_eq!(member, 1, "the member is the tombstone");
+            }
+            Err(status) => assert!(
+                matches!(status.code(), Code::FailedPrecondition | Code::NotFound),
+                "a redeem refused after the erasure: {status:?}"
+            ),
+        }
+    }
+    let dump = dump(&app);
+    for a in &applicants {
+        let naming = lines_naming(&dump, a);
+        assert!(naming.iter().all(|l| l.contains("'erased'")), "{naming:#?}");
+        assert_eq!(naming.len(), 1, "{a}: {naming:#?}");
+    }
+}
