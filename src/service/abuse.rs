@@ -14,7 +14,7 @@ use crate::domain::UserId;
 use crate::domain::abuse::{AbuseSettings, CheckMode, Flag};
 use crate::domain::email::Email;
 use crate::domain::error::Error;
-use crate::store::{self, abuse, common_path};
+use crate::store::{self, abuse, common_path, partitions};
 
 use super::Invitations;
 
@@ -157,23 +157,41 @@ pub(super) async fn record(
     Ok(())
 }
 
-/// Deletes hashed IPs past the IP window and counters past theirs, every
+/// Drops the days of hashed IPs past the IP window and of counters past
+/// theirs (whole partitions), deletes the rest of the day the cutoff falls
+/// in, and makes the coming days' partitions: at once, then every
 /// `interval`, until shutdown. The checks never read past their windows, so
 /// this only keeps the promise that IPs are not kept longer than needed.
 pub async fn sweep_abuse_records(pool: sqlx::PgPool, settings: Arc<AbuseSettings>, interval: std::time::Duration) {
     loop {
-        tokio::time::sleep(interval).await;
         let now = OffsetDateTime::now_utc();
         let (window_start, _) = settings.attempt_window_at(now);
+        let ips_before = now - settings.ip_window;
         let swept = async {
             let mut conn = pool.acquire().await?;
-            abuse::sweep(&mut conn, now - settings.ip_window, window_start).await
+            let mut days = Vec::new();
+            for (table, cutoff) in
+                [(partitions::REDEMPTION_IPS, ips_before), (partitions::ATTEMPT_COUNTERS, window_start)]
+            {
+                table.ensure(&mut conn).await?;
+                days.extend(table.drop_expired(&mut conn, cutoff).await?);
+            }
+            let (ips, counters) = abuse::sweep(&mut conn, ips_before, window_start).await?;
+            Ok::<_, sqlx::Error>((days, ips, counters))
         };
         match swept.await {
-            Ok((0, 0)) => {}
-            Ok((ips, counters)) => tracing::info!(ips, counters, "deleted expired IP hashes and attempt counters"),
+            Ok((days, 0, 0)) if days.is_empty() => {}
+            Ok((days, ips, counters)) => {
+                tracing::info!(
+                    days = days.len(),
+                    ips,
+                    counters,
+                    "dropped and deleted expired IP hashes and attempt counters"
+                )
+            }
             Err(e) => tracing::warn!(error = %e, "sweeping abuse records failed; retrying next interval"),
         }
+        tokio::time::sleep(interval).await;
     }
 }
 

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use crate::domain::error::Error;
 use crate::domain::history::{Cursor, Filter};
 use crate::store::history::{self, HistoryRow};
+use crate::store::partitions;
 
 use super::{Invitations, bad_page_token};
 
@@ -112,13 +113,10 @@ pub async fn maintain_history(pool: PgPool, retention: Option<Duration>, interva
 
 async fn upkeep(pool: &PgPool, retention: Option<Duration>) -> Result<(), sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    history::ensure_partitions(&mut conn).await?;
+    partitions::HISTORY.ensure(&mut conn).await?;
     let Some(retention) = retention else { return Ok(()) };
-    let cutoff = OffsetDateTime::now_utc() - retention;
-    for part in history::expired_partitions(&mut conn, cutoff).await? {
-        if history::drop_partition(&mut conn, &part).await? {
-            tracing::info!(partition = %part.name, "dropped a month of history: it ended before the retention");
-        }
+    for name in partitions::HISTORY.drop_expired(&mut conn, OffsetDateTime::now_utc() - retention).await? {
+        tracing::info!(partition = %name, "dropped a month of history: it ended before the retention");
     }
     Ok(())
 }

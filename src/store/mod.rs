@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod member_mint;
 pub mod members;
 pub mod outbox;
+pub mod partitions;
 pub mod privacy;
 pub mod quotas;
 pub mod rekey;

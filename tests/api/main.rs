@@ -2,6 +2,7 @@
 //! one database per test. One binary (one link) for all of them.
 
 mod abuse;
+mod abuse_partitions;
 mod admin_cli;
 mod admin_json;
 mod at_rest;
