@@ -130,7 +130,7 @@ async fn disposable_email_in_each_mode() {
 }
 
 /// A well-formed code (valid check symbol) that no invitation has.
-fn unknown_code() -> String {
+pub fn unknown_code() -> String {
     invitations::domain::code::CodeGenerator::new(15).expect("length").generate().expect("random").as_str().to_owned()
 }
 

@@ -32,12 +32,7 @@ async fn abuse_records_live_in_day_partitions_and_past_days_are_dropped_whole() 
     };
     app.redeem_req(ivy).await.expect("ivy joins");
     let unknown = pb::RedeemRequest {
-        code: invitations::domain::code::CodeGenerator::new(15)
-            .expect("length")
-            .generate()
-            .expect("random")
-            .as_str()
-            .to_owned(),
+        code: crate::abuse::unknown_code(),
         invitee_id: "eve".into(),
         client_ip: "198.51.100.21".into(),
         ..Default::default()
