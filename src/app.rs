@@ -155,8 +155,22 @@ impl Application {
         }
         outbox::prepare_partitions(&pool).await;
 
+        let statements = store::statements::StatementPool::new(
+            "invitations",
+            &database.url,
+            database.max_connections,
+            database.acquire_timeout,
+        )
+        .context("DATABASE_URL is not a valid Postgres URL")?;
         let metrics = Arc::new(Metrics::new(telemetry::otlp_enabled(telemetry::Signal::Metrics))?);
-        metrics.observe_pool(pool.clone());
+        metrics.observe_pool(
+            pool.clone(),
+            {
+                let statements = statements.clone();
+                move || statements.status()
+            },
+            statements.max_size(),
+        );
         let mut standbys = Vec::with_capacity(database.read_urls.len());
         for url in &database.read_urls {
             standbys.push(
@@ -193,7 +207,8 @@ impl Application {
                 .with_member_limits(member_limits)
                 .with_conversions(conversions)
                 .with_max_call_time(limits.max_call_time)
-                .with_replicas(replicas.clone()),
+                .with_replicas(replicas.clone())
+                .with_statements(statements),
         );
         Ok(Self {
             grpc,

@@ -60,8 +60,10 @@ impl Invitations {
         }
         let now = OffsetDateTime::now_utc();
         let (start, end) = self.abuse.attempt_window_at(now);
-        let mut conn = self.pool.acquire().await?;
-        let failures = abuse::most_failures(&mut conn, &keys, start).await?;
+        let mut conn = self.statement_conn().await?;
+        let failures = abuse::most_failures(&mut conn, &keys, start).await;
+        conn.settle(&failures);
+        let failures = failures?;
         if failures < self.abuse.attempt_limit as i32 {
             return Ok(false);
         }
@@ -80,8 +82,10 @@ impl Invitations {
         }
         let (start, _) = self.abuse.attempt_window_at(OffsetDateTime::now_utc());
         let counted = async {
-            let mut conn = self.pool.acquire().await?;
-            abuse::add_failure(&mut conn, &keys, start).await
+            let mut conn = self.statement_conn().await?;
+            let counted = abuse::add_failure(&mut conn, &keys, start).await;
+            conn.settle(&counted);
+            counted
         };
         if let Err(e) = counted.await {
             tracing::warn!(error = %e, "could not count a failed attempt");

@@ -23,15 +23,17 @@ impl Invitations {
             let cursor = self.page_tokens.decode(&query.page_token, &scope).ok_or_else(bad_page_token)?;
             Some(Uuid::from_slice(&cursor).map_err(|_| bad_page_token())?)
         };
-        let mut conn = self.replicas.read_pool(read).0.acquire().await?;
+        let (mut conn, _) = self.read_conn(read).await?;
         let owner = query.owner.as_ref().map(UserId::as_str);
         let earn = self.quotas.earn.filter(|_| owner.is_some());
         let limit = i64::from(query.page_size) + 1;
         let earn_secs = earn.map(|e| e.interval.as_secs_f64());
         let conversions_on = !self.conversions.kinds.is_empty();
         let page =
-            common_path::owner_page(&mut conn, owner, query.state, after, limit, earn_secs, conversions_on).await?;
+            common_path::owner_page(&mut conn, owner, query.state, after, limit, earn_secs, conversions_on).await;
+        conn.settle(&page);
         drop(conn);
+        let page = page?;
         let (mut rows, mut converted) = (page.invitations, page.converted);
         let next_page_token = if rows.len() > query.page_size as usize {
             rows.truncate(query.page_size as usize);
@@ -61,13 +63,16 @@ impl Invitations {
         let keys = if self.abuse.attempts == CheckMode::Off { Vec::new() } else { self.attempt_keys(attempt) };
         let (window_start, _) = self.abuse.attempt_window_at(OffsetDateTime::now_utc());
         let hashes = self.code_hashes(code);
-        let (pool, source) = self.replicas.read_pool(read);
-        let mut conn = pool.acquire().await?;
-        let mut state = common_path::check_code(&mut conn, &hashes, &keys, window_start).await?;
+        let (mut conn, source) = self.read_conn(read).await?;
+        let state = common_path::check_code(&mut conn, &hashes, &keys, window_start).await;
+        conn.settle(&state);
         drop(conn);
+        let mut state = state?;
         if state.invitation.is_none() && source != Source::Primary {
-            let mut conn = self.pool.acquire().await?;
-            state = common_path::check_code(&mut conn, &hashes, &keys, window_start).await?;
+            let mut conn = self.statement_conn().await?;
+            let again = common_path::check_code(&mut conn, &hashes, &keys, window_start).await;
+            conn.settle(&again);
+            state = again?;
         }
         let limit = i32::try_from(self.abuse.attempt_limit).unwrap_or(i32::MAX);
         if self.abuse.attempts == CheckMode::Block && state.failures >= limit {

@@ -241,6 +241,9 @@ pub struct Invitations {
     pub(crate) conversions: Arc<ConversionSettings>,
     /// Where read-only calls read (`--database-read-url`).
     pub(crate) replicas: Arc<crate::store::replicas::Replicas>,
+    /// Connections for the one-statement common path (no ping after each
+    /// call); without it, those calls use `pool`.
+    pub(crate) statements: Option<crate::store::statements::StatementPool>,
 }
 
 impl Invitations {
@@ -261,7 +264,35 @@ impl Invitations {
             member_limits: MemberLimits::default(),
             conversions: Arc::default(),
             replicas: crate::store::replicas::Replicas::primary_only(pool.clone()),
+            statements: None,
             pool,
+        }
+    }
+
+    /// Runs the one-statement common path on `statements`.
+    pub fn with_statements(self, statements: crate::store::statements::StatementPool) -> Self {
+        Self { statements: Some(statements), ..self }
+    }
+
+    /// A primary connection for one common-path statement.
+    pub(crate) async fn statement_conn(&self) -> Result<crate::store::statements::Lease, sqlx::Error> {
+        match &self.statements {
+            Some(statements) => statements.get().await,
+            None => crate::store::statements::Lease::from_pool(&self.pool).await,
+        }
+    }
+
+    /// A connection for one read statement where `read` says: the primary's
+    /// statement pool, or a standby's pool.
+    pub(crate) async fn read_conn(
+        &self,
+        read: crate::store::replicas::ReadFrom,
+    ) -> Result<(crate::store::statements::Lease, crate::store::replicas::Source), sqlx::Error> {
+        match self.replicas.read_pool(read) {
+            (_, crate::store::replicas::Source::Primary) => {
+                Ok((self.statement_conn().await?, crate::store::replicas::Source::Primary))
+            }
+            (pool, source) => Ok((crate::store::statements::Lease::from_pool(pool).await?, source)),
         }
     }
 

@@ -60,11 +60,12 @@ impl Invitations {
         let quotas = self.prepared_quotas()?;
         let screening = self.screening(attempt, cmd.email.as_ref());
         let invitee = cmd.invitee.as_str();
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.statement_conn().await?;
         let hashes = self.code_hashes(code);
         let time_left = self.time_left(timeout);
         let event = EventHead::new();
         let outcome = common_path::redeem(&mut conn, &hashes, invitee, &event, &screening, &quotas, time_left).await;
+        conn.settle(&outcome);
         let redeemed = match outcome {
             Ok(Status::Done(redeemed)) => redeemed,
             Ok(Status::Refused(reason)) => return Err(self.refusal(&reason)),

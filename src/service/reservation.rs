@@ -131,11 +131,12 @@ impl Invitations {
         let micros = i64::try_from(ttl.whole_microseconds()).unwrap_or(i64::MAX);
         let screening = self.screening(attempt, cmd.email.as_ref());
         let hashes = self.code_hashes(&cmd.code);
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.statement_conn().await?;
         let time_left = self.time_left(timeout);
         let outcome =
             common_path::reserve(&mut conn, &hashes, Uuid::new_v4(), micros, &EventHead::new(), &screening, time_left)
                 .await;
+        conn.settle(&outcome);
         let reserved = match outcome {
             Ok(Status::Done(reserved)) => reserved,
             Ok(Status::Refused(reason)) => return Err(self.refusal(&reason)),

@@ -73,23 +73,43 @@ impl Metrics {
         String::from_utf8(out).context("metrics are not UTF-8")
     }
 
-    /// Database pool gauges, read at each collection.
-    pub fn observe_pool(&self, pool: sqlx::PgPool) {
-        let max = pool.options().get_max_connections();
+    /// Database pool gauges, read at each collection, labelled by pool:
+    /// `general` (sqlx's: transactions and background work) and `statements`
+    /// (the one-statement common path, `store::statements`).
+    /// `statements` tells that pool's open and idle connections and its
+    /// maximum.
+    pub fn observe_pool(
+        &self,
+        pool: sqlx::PgPool,
+        statements: impl Fn() -> (usize, usize) + Send + Sync + 'static,
+        statements_max: usize,
+    ) {
+        let max = u64::from(pool.options().get_max_connections());
+        let statements_max = statements_max as u64;
         self.meter
             .u64_observable_gauge("invitations.db.pool.connections")
-            .with_description("Open database connections by state (idle, used)")
+            .with_description("Open database connections by pool (general, statements) and state (idle, used)")
             .with_callback(move |observer| {
                 let size = u64::from(pool.size());
                 let idle = pool.num_idle() as u64;
-                observer.observe(idle, &[KeyValue::new("state", "idle")]);
-                observer.observe(size.saturating_sub(idle), &[KeyValue::new("state", "used")]);
+                let (statements_size, statements_idle) = statements();
+                let (statements_size, statements_idle) = (statements_size as u64, statements_idle as u64);
+                for (name, idle, used) in [
+                    ("general", idle, size.saturating_sub(idle)),
+                    ("statements", statements_idle, statements_size.saturating_sub(statements_idle)),
+                ] {
+                    observer.observe(idle, &[KeyValue::new("pool", name), KeyValue::new("state", "idle")]);
+                    observer.observe(used, &[KeyValue::new("pool", name), KeyValue::new("state", "used")]);
+                }
             })
             .build();
         self.meter
             .u64_observable_gauge("invitations.db.pool.max")
-            .with_description("Most database connections this process opens")
-            .with_callback(move |observer| observer.observe(u64::from(max), &[]))
+            .with_description("Most database connections this process opens, by pool")
+            .with_callback(move |observer| {
+                observer.observe(max, &[KeyValue::new("pool", "general")]);
+                observer.observe(statements_max, &[KeyValue::new("pool", "statements")]);
+            })
             .build();
     }
 

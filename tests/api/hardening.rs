@@ -88,18 +88,7 @@ async fn a_call_past_its_deadline_is_abandoned_and_rolled_back() {
     // lock: release the lock only once that time has passed for it, or it
     // could still take the lock in time and commit.
     let pool = app.pool().await;
-    wait_until(Duration::from_secs(10), "the waiting statement to be past its deadline", || async {
-        let past: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND application_name = 'invitations' AND wait_event_type = 'Lock' \
-             AND clock_timestamp() - query_start > interval '300 milliseconds'",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("activity");
-        past == 1
-    })
-    .await;
+    crate::helpers::wait_until_a_statement_waited_past(&pool, 300).await;
     lock.rollback().await.expect("release");
 
     // The abandoned transaction ends without committing anything.

@@ -432,3 +432,23 @@ pub fn member(user_id: &str, join_time: Option<i64>, hidden: Option<bool>) -> pb
         hidden,
     }
 }
+
+/// Waits until one of the server's statements has waited on a lock for more
+/// than `ms` milliseconds: a call whose deadline was `ms` is then past it
+/// even by the statement's own clock (which starts a moment after the
+/// client's), so it fails instead of taking the lock in time and committing.
+pub async fn wait_until_a_statement_waited_past(pool: &PgPool, ms: u32) {
+    wait_until(Duration::from_secs(10), "the waiting statement to be past its deadline", || async {
+        let past: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'invitations' AND wait_event_type = 'Lock' \
+             AND clock_timestamp() - query_start > make_interval(secs => $1::float8 / 1000)",
+        )
+        .bind(f64::from(ms))
+        .fetch_one(pool)
+        .await
+        .expect("activity");
+        past == 1
+    })
+    .await;
+}

@@ -54,10 +54,6 @@ impl Scrape {
             .sum()
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.samples.iter().any(|(n, _, _)| n == name)
-    }
-
     /// The label sets of the samples of `name`.
     pub fn labels_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a BTreeMap<String, String>> + 'a {
         self.samples.iter().filter(move |(n, _, _)| n == name).map(|(_, l, _)| l)
@@ -113,10 +109,14 @@ async fn counters_move_as_calls_are_made() {
     assert_eq!(m.value("invitations_redeemed_total", &[]), 1.0);
     // Health checks are counted too (the harness waited for SERVING).
     assert!(m.value("invitations_rpc_requests_total", &[("rpc_service", "grpc.health.v1.Health")]) >= 1.0);
-    // The pool: the configured maximum, and connections by state.
-    assert_eq!(m.value("invitations_db_pool_max", &[]), 8.0);
-    assert!(m.has("invitations_db_pool_connections"), "{}", m.text);
-    assert!(m.value("invitations_db_pool_connections", &[]) >= 1.0, "{}", m.text);
+    // The pools: the configured maximum each, and connections by pool and
+    // state (the calls above used both: Mint the general pool, Redeem the
+    // statement pool).
+    assert_eq!(m.value("invitations_db_pool_max", &[("pool", "general")]), 8.0);
+    assert_eq!(m.value("invitations_db_pool_max", &[("pool", "statements")]), 8.0);
+    for pool in ["general", "statements"] {
+        assert!(m.value("invitations_db_pool_connections", &[("pool", pool)]) >= 1.0, "{pool}: {}", m.text);
+    }
 
     for inv in &invitations {
         assert!(!m.text.contains(&inv.code), "a code leaked into /metrics");

@@ -27,7 +27,8 @@ pub enum Exchange {
 
 pub struct PgCounter {
     pub port: u16,
-    log: Arc<Mutex<Vec<Exchange>>>,
+    /// Each exchange with the number of the connection it was on.
+    log: Arc<Mutex<Vec<(usize, Exchange)>>>,
     task: JoinHandle<()>,
 }
 
@@ -41,12 +42,14 @@ impl PgCounter {
         let shared = log.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
+            let mut number = 0;
             while let Ok((inbound, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 let log = shared.clone();
+                number += 1;
                 conns.spawn(async move {
                     if let Ok(outbound) = TcpStream::connect(upstream).await {
-                        relay(inbound, outbound, log).await;
+                        relay(inbound, outbound, log, number).await;
                     }
                 });
             }
@@ -62,6 +65,12 @@ impl PgCounter {
 
     /// The exchanges since the last call.
     pub fn take(&self) -> Vec<Exchange> {
+        self.take_by_connection().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The exchanges since the last call, each with the number of the
+    /// connection it was on (1 for the first the counter accepted).
+    pub fn take_by_connection(&self) -> Vec<(usize, Exchange)> {
         std::mem::take(&mut *self.log.lock().expect("log lock"))
     }
 }
@@ -73,7 +82,7 @@ impl Drop for PgCounter {
 }
 
 /// Copies both directions; parses what the client sends.
-async fn relay(inbound: TcpStream, outbound: TcpStream, log: Arc<Mutex<Vec<Exchange>>>) {
+async fn relay(inbound: TcpStream, outbound: TcpStream, log: Arc<Mutex<Vec<(usize, Exchange)>>>, number: usize) {
     let (mut from_client, mut to_client) = inbound.into_split();
     let (mut from_server, mut to_server) = outbound.into_split();
     let down = tokio::spawn(async move {
@@ -87,7 +96,7 @@ async fn relay(inbound: TcpStream, outbound: TcpStream, log: Arc<Mutex<Vec<Excha
             Ok(n) => n,
         };
         for exchange in parser.feed(&buf[..n]) {
-            log.lock().expect("log lock").push(exchange);
+            log.lock().expect("log lock").push((number, exchange));
         }
         if to_server.write_all(&buf[..n]).await.is_err() {
             break;

@@ -92,6 +92,89 @@ async fn the_common_path_of_each_call_is_one_round_trip() {
     assert_one_statement(&statements(&counter), "inv_redeem(");
 }
 
+/// sqlx's pool pings every connection it takes back (a second round trip);
+/// the common path's own pool does not (`store::statements`): after the
+/// statement, nothing more is sent on its connection.
+#[tokio::test]
+async fn the_common_path_sends_no_ping_after_its_statement() {
+    let (app, counter, _db) = counted(&[]).await;
+    let codes: Vec<String> = app.mint_for("alice", 6).await.into_iter().map(|i| i.code).collect();
+    let list = || app.list(pb::ListForUserRequest { user_id: "alice".into(), ..Default::default() });
+    let reserve = |code: &str| pb::ReserveRequest { code: code.into(), ..Default::default() };
+    app.redeem(&codes[0], "warm").await.expect("redeem");
+    app.check(&codes[1]).await;
+    list().await.expect("list");
+    app.client.clone().reserve(reserve(&codes[1])).await.expect("reserve");
+    let warm = counter.take_by_connection();
+    let common = warm
+        .iter()
+        .find(|(_, e)| matches!(e, Exchange::Statement(sql) if sql.iter().any(|s| s.contains("FROM inv_redeem("))))
+        .map(|(connection, _)| *connection)
+        .expect("the redeem ran");
+
+    for (i, code) in codes[2..].iter().enumerate() {
+        app.check(code).await;
+        list().await.expect("list");
+        app.redeem(code, &format!("invitee-{i}")).await.expect("redeem");
+    }
+    app.client.clone().reserve(reserve(&codes[5])).await.expect_err("spent");
+    let on_common: Vec<Exchange> =
+        counter.take_by_connection().into_iter().filter(|(c, _)| *c == common).map(|(_, e)| e).collect();
+    assert_eq!(on_common.len(), 13, "one exchange per call on the common path's connection: {on_common:#?}");
+    assert!(
+        on_common.iter().all(|e| matches!(e, Exchange::Statement(sql) if sql.len() == 1)),
+        "no ping and nothing else between the statements: {on_common:#?}"
+    );
+}
+
+/// A call abandoned mid-statement (its deadline passed while its statement
+/// waited on a row lock) leaves its connection unsettled: the next call
+/// pings it first (draining what the abandoned statement answered), then
+/// runs on it as before, and the abandoned redeem spent nothing.
+#[tokio::test]
+async fn a_connection_left_mid_statement_is_pinged_before_its_next_use() {
+    let (app, counter, db) = counted(&[]).await;
+    let codes: Vec<String> = app.mint_for("alice", 2).await.into_iter().map(|i| i.code).collect();
+    // Warm up: both statements prepared on the one statement connection.
+    app.redeem(&codes[1], "warm").await.expect("redeem");
+    app.check(&codes[1]).await;
+    let common = counter
+        .take_by_connection()
+        .into_iter()
+        .find(|(_, e)| matches!(e, Exchange::Statement(sql) if sql.iter().any(|s| s.starts_with("SELECT inv.*"))))
+        .map(|(connection, _)| connection)
+        .expect("the check ran");
+
+    let pool = db.pool().await;
+    let mut lock = pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM invitations FOR UPDATE").execute(&mut *lock).await.expect("lock");
+    let mut request = tonic::Request::new(pb::RedeemRequest {
+        code: codes[0].clone(),
+        invitee_id: "bob".into(),
+        ..Default::default()
+    });
+    request.set_timeout(std::time::Duration::from_millis(300));
+    let err = app.client.clone().redeem(request).await.expect_err("past its deadline");
+    assert!(matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{err:?}");
+    // Release the lock only once the statement's own time is up, so it
+    // cannot take the lock in time and commit.
+    crate::helpers::wait_until_a_statement_waited_past(&pool, 300).await;
+    lock.rollback().await.expect("release");
+
+    let check = app.check(&codes[0]).await;
+    assert!(check.redeemable, "the abandoned redeem spent nothing");
+    let on_common: Vec<Exchange> =
+        counter.take_by_connection().into_iter().filter(|(c, _)| *c == common).map(|(_, e)| e).collect();
+    match on_common.as_slice() {
+        [Exchange::Statement(redeem), pings @ .., Exchange::Statement(check)]
+            if redeem[0].contains("FROM inv_redeem(")
+                && check[0].starts_with("SELECT inv.*")
+                && !pings.is_empty()
+                && pings.iter().all(|e| *e == Exchange::Ping) => {}
+        other => panic!("expected the abandoned redeem, a ping, then the check on one connection: {other:#?}"),
+    }
+}
+
 #[tokio::test]
 async fn abuse_screening_stays_in_the_one_round_trip() {
     let (app, counter, _db) = counted(&["--abuse-ip-reuse", "block"]).await;
