@@ -98,3 +98,25 @@ fn every_top_level_module_has_a_layer() {
 fn group_imports_are_read() {
     assert_eq!(named_modules("use crate::{app, store::x};\nlet y = crate::pb::X;"), ["app", "store", "pb"]);
 }
+
+/// The domain's types carry no database mapping: no sqlx derives or
+/// attributes and no sqlx trait impls (rows and Postgres types are mapped in
+/// `store`, `store::rows`). `domain::error` may name `sqlx::Error`: database
+/// errors stay typed to the edge, where they are classified once.
+#[test]
+fn the_domain_has_no_sqlx_derives() {
+    let domain = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domain");
+    let mut files = Vec::new();
+    rust_files(&domain, &mut files);
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable source");
+        for (n, line) in text.lines().enumerate() {
+            let mapping = ["sqlx::FromRow", "sqlx::Type", "sqlx::Encode", "sqlx::Decode", "PgHasArrayType", "#[sqlx("];
+            if mapping.iter().any(|m| line.contains(m)) {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "database mapping in the domain (move it to store::rows):\n{}", found.join("\n"));
+}

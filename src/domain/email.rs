@@ -93,9 +93,9 @@ pub fn parse_domain(input: &str) -> Result<String, String> {
     Ok(ascii)
 }
 
-/// What a bound invitation is bound to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "invitation_binding", rename_all = "lowercase")]
+/// What a bound invitation is bound to (stored as the Postgres enum
+/// `invitation_binding`: store::rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindingKind {
     /// One address.
     Email,

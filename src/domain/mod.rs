@@ -205,39 +205,6 @@ pub struct Invitation {
     pub attributes: Attributes,
 }
 
-/// Decoded by position, in the order of `store::invitations::COLUMNS` (the
-/// only column list any statement returns invitations with): a page of 50
-/// rows of 21 columns costs a thousand hash lookups by name otherwise.
-impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Invitation {
-    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row;
-        Ok(Self {
-            id: row.try_get(0)?,
-            code: String::new(),
-            code_ciphertext: row.try_get(1)?,
-            code_key_id: row.try_get(2)?,
-            inviter_id: row.try_get(3)?,
-            last_invitee_id: row.try_get(4)?,
-            uses: row.try_get(5)?,
-            max_uses: row.try_get(6)?,
-            create_time: row.try_get(7)?,
-            expire_time: row.try_get(8)?,
-            last_redeem_time: row.try_get(9)?,
-            batch_id: row.try_get(10)?,
-            label: row.try_get(11)?,
-            note: row.try_get(12)?,
-            minted_by: row.try_get(13)?,
-            revoke_time: row.try_get(14)?,
-            revoke_reason: row.try_get(15)?,
-            revoked_by: row.try_get(16)?,
-            binding: row.try_get(17)?,
-            binding_digest: row.try_get(18)?,
-            abuse_flags: row.try_get(19)?,
-            attributes: Attributes::from_stored(row.try_get(20)?),
-        })
-    }
-}
-
 impl Invitation {
     /// The state at `now`. A fully used invitation stays REDEEMED even if it
     /// was later revoked or passed its expiry: the uses happened.
@@ -291,7 +258,7 @@ impl Invitation {
 }
 
 /// A member node of the invite graph, as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Member {
     /// The internal numeric id (never shown); `path` is made of these.
     pub id: i64,
@@ -306,7 +273,6 @@ pub struct Member {
     pub hidden: bool,
     /// Whether the inviter is hidden (false for roots).
     pub parent_hidden: bool,
-    #[sqlx(flatten)]
     pub privileges: InvitePrivileges,
 }
 
@@ -327,22 +293,19 @@ impl Member {
 }
 
 /// Whether a member may hand out invitations, and the last change.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// Stored as the member's `invite_*` columns.
+#[derive(Debug, Clone)]
 pub struct InvitePrivileges {
-    #[sqlx(rename = "invite_enabled")]
     pub enabled: bool,
-    #[sqlx(rename = "invite_reason")]
     pub reason: String,
-    #[sqlx(rename = "invite_update_time")]
     pub update_time: Option<OffsetDateTime>,
-    #[sqlx(rename = "invite_updated_by")]
     pub updated_by: String,
 }
 
 /// Where a reservation is in its life, as stored. A `Held` row past its
 /// expiry is lapsed whether or not the sweeper has marked it (`status_at`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "reservation_status", rename_all = "lowercase")]
+/// Stored as the Postgres enum `reservation_status` (store::rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReservationStatus {
     Held,
     Completed,
@@ -351,7 +314,7 @@ pub enum ReservationStatus {
 }
 
 /// A lease on one use of an invitation. No `Debug`: the id is a bearer handle.
-#[derive(Clone, sqlx::FromRow)]
+#[derive(Clone)]
 pub struct Reservation {
     pub id: Uuid,
     pub invitation_id: Uuid,

@@ -9,13 +9,38 @@ use crate::domain::email::BindingKind;
 use crate::domain::{Invitation, State};
 
 /// Every statement that returns invitations returns these, in this order:
-/// `domain::Invitation` is decoded by position.
+/// `domain::Invitation` is decoded by position (`store::rows`), each
+/// position's name checked against `COLUMN_NAMES`.
 pub(crate) const COLUMNS: &str = "id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time, \
      last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by, \
      binding, binding_digest, abuse_flags, attributes";
 /// How many columns `COLUMNS` names (statements that add columns after them
 /// read those from this index on).
-pub(crate) const COLUMN_COUNT: usize = 21;
+pub(crate) const COLUMN_COUNT: usize = COLUMN_NAMES.len();
+/// The names of `COLUMNS`, in order (a unit test keeps the two the same).
+pub(crate) const COLUMN_NAMES: [&str; 21] = [
+    "id",
+    "code_ciphertext",
+    "code_key_id",
+    "inviter_id",
+    "last_invitee_id",
+    "uses",
+    "max_uses",
+    "create_time",
+    "expire_time",
+    "last_redeem_time",
+    "batch_id",
+    "label",
+    "note",
+    "minted_by",
+    "revoke_time",
+    "revoke_reason",
+    "revoked_by",
+    "binding",
+    "binding_digest",
+    "abuse_flags",
+    "attributes",
+];
 
 /// A new invitation, before it is stored: its code only as the lookup hash
 /// and the sealed form (see `vault`), both under `BatchAttributes::key_id`.
@@ -265,4 +290,14 @@ pub async fn revoke_unspent_of_all(
     .await?;
     super::stats::count_revoked(conn, &revoked).await?;
     Ok(revoked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_list_names_the_decoded_columns_in_order() {
+        assert_eq!(COLUMNS, COLUMN_NAMES.join(", "));
+    }
 }

@@ -20,6 +20,7 @@ pub mod quotas;
 pub mod rekey;
 pub mod replicas;
 pub mod reservations;
+pub mod rows;
 pub mod statements;
 pub mod stats;
 pub mod tree;

@@ -240,7 +240,7 @@ pub fn reservation_ref_field(id: Uuid) -> Vec<u8> {
 }
 
 /// Who an invitation belongs to, for ordering: enough to find its partition.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct InvitationOwner {
     pub inviter_id: Option<String>,
     pub batch_id: Uuid,
