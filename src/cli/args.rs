@@ -134,7 +134,7 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
-    /// Most database connections this process opens.
+    /// Most connections of each of the two database pools (the common path's and the general one).
     #[arg(long, env = "INVITATIONS_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
 
