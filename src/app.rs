@@ -173,10 +173,15 @@ impl Application {
         );
         let mut standbys = Vec::with_capacity(database.read_urls.len());
         for url in &database.read_urls {
-            standbys.push(
-                store::connect_lazy_as("invitations-read", url, database.max_connections, database.acquire_timeout)
+            let (max, wait) = (database.max_connections, database.acquire_timeout);
+            standbys.push((
+                store::connect_lazy_as("invitations-read", url, max, wait)
                     .context("--database-read-url: not a valid Postgres URL")?,
-            );
+                Some(
+                    store::statements::StatementPool::new("invitations-read", url, max, wait)
+                        .context("--database-read-url: not a valid Postgres URL")?,
+                ),
+            ));
         }
         let replicas = Replicas::new(pool.clone(), standbys, database.max_replica_lag, metrics.meter());
         metrics.observe_replicas({

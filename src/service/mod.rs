@@ -292,7 +292,10 @@ impl Invitations {
             (_, crate::store::replicas::Source::Primary) => {
                 Ok((self.statement_conn().await?, crate::store::replicas::Source::Primary))
             }
-            (pool, source) => Ok((crate::store::statements::Lease::from_pool(pool).await?, source)),
+            (pool, source) => match self.replicas.statements_of(source) {
+                Some(statements) => Ok((statements.get().await?, source)),
+                None => Ok((crate::store::statements::Lease::from_pool(pool).await?, source)),
+            },
         }
     }
 

@@ -54,6 +54,8 @@ pub enum Source {
 
 struct Standby {
     pool: PgPool,
+    /// For one-statement reads (no ping after each: `store::statements`).
+    statements: Option<super::statements::StatementPool>,
     usable: AtomicBool,
     /// Microseconds behind (u64::MAX: never measured or unreachable).
     lag_micros: AtomicU64,
@@ -77,7 +79,14 @@ impl Replicas {
         Self::new(primary, Vec::new(), Duration::ZERO, &meter)
     }
 
-    pub fn new(primary: PgPool, standbys: Vec<PgPool>, max_lag: Duration, meter: &Meter) -> Arc<Self> {
+    /// Each standby's sqlx pool and, for one-statement reads, its statement
+    /// pool.
+    pub fn new(
+        primary: PgPool,
+        standbys: Vec<(PgPool, Option<super::statements::StatementPool>)>,
+        max_lag: Duration,
+        meter: &Meter,
+    ) -> Arc<Self> {
         let fallbacks = meter
             .u64_counter("invitations.db.read_fallbacks")
             .with_description("Reads that wanted a standby and went to the primary, by reason")
@@ -86,7 +95,12 @@ impl Replicas {
             primary,
             standbys: standbys
                 .into_iter()
-                .map(|pool| Standby { pool, usable: AtomicBool::new(false), lag_micros: AtomicU64::new(u64::MAX) })
+                .map(|(pool, statements)| Standby {
+                    pool,
+                    statements,
+                    usable: AtomicBool::new(false),
+                    lag_micros: AtomicU64::new(u64::MAX),
+                })
                 .collect(),
             max_lag,
             next: AtomicUsize::new(0),
@@ -97,6 +111,14 @@ impl Replicas {
 
     pub fn primary(&self) -> &PgPool {
         &self.primary
+    }
+
+    /// The statement pool of a standby `read_pool` chose, if it has one.
+    pub fn statements_of(&self, source: Source) -> Option<&super::statements::StatementPool> {
+        match source {
+            Source::Primary => None,
+            Source::Standby(index) => self.standbys.get(index).and_then(|s| s.statements.as_ref()),
+        }
     }
 
     /// The pool a read should use, round-robin over the usable standbys.
