@@ -52,11 +52,12 @@ pub async fn lineage(conn: &mut PgConnection, user_id: &str) -> Result<Vec<Membe
 
 /// The root of a member's tree (its path's first id), read without a lock.
 pub async fn root_of(conn: &mut PgConnection, user_id: &str) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT path[1] FROM members WHERE user_id = $1").bind(user_id).fetch_optional(conn).await
+    let root = sqlx::query_scalar!("SELECT path[1] AS root FROM members WHERE user_id = $1", user_id);
+    root.fetch_optional(conn).await.map(Option::flatten)
 }
 
 pub async fn path_of(conn: &mut PgConnection, id: i64) -> Result<Option<Vec<i64>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT path FROM members WHERE id = $1").bind(id).fetch_optional(conn).await
+    sqlx::query_scalar!("SELECT path FROM members WHERE id = $1", id).fetch_optional(conn).await
 }
 
 /// Up to `limit` direct invitees of a user whose paths sort after `after`,

@@ -76,10 +76,12 @@ pub async fn apply(conn: &mut PgConnection, id: Uuid, edit: &Edit<'_>) -> Result
     .fetch_one(&mut *conn)
     .await?;
     if updated.uses >= updated.max_uses {
-        sqlx::query("INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, 0, 1, 0, 0)")
-            .bind(updated.batch_id)
-            .execute(conn)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, 0, 1, 0, 0)",
+            updated.batch_id
+        )
+        .execute(conn)
+        .await?;
     }
     Ok(updated)
 }
@@ -94,9 +96,11 @@ pub async fn restore(conn: &mut PgConnection, id: Uuid) -> Result<Invitation, sq
     .bind(id)
     .fetch_one(&mut *conn)
     .await?;
-    sqlx::query("INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, 0, 0, -1, 0)")
-        .bind(restored.batch_id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, 0, 0, -1, 0)",
+        restored.batch_id
+    )
+    .execute(conn)
+    .await?;
     Ok(restored)
 }

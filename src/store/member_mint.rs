@@ -29,9 +29,8 @@ pub async fn lock_and_read(
     user_id: &str,
     period_secs: f64,
 ) -> Result<Option<MemberState>, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('member-mint:' || $1, 0))")
-        .bind(user_id)
-        .execute(&mut *conn)
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('member-mint:' || $1, 0))", user_id)
+        .fetch_one(&mut *conn)
         .await?;
     // Built at run time: the unspent test is the waves' shared `OPEN`.
     let row = sqlx::query(&format!(

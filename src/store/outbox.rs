@@ -55,7 +55,7 @@ pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sql
 
 /// Wakes every relay listening on [`CHANNEL`] (its own short transaction).
 pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(conn).await?;
+    sqlx::query!("SELECT pg_notify($1, '')", CHANNEL).fetch_one(conn).await?;
     Ok(())
 }
 

@@ -20,7 +20,7 @@ const FIRST_TICK: &str = "join_time + make_interval(secs => $1) \
 /// concurrent redeems of the same inviter's invitations each top up after
 /// seeing the other's grants, never both from the same count.
 pub async fn lock_grants(conn: &mut PgConnection, member_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(member_id ^ GRANT_LOCK_TAG).execute(conn).await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", member_id ^ GRANT_LOCK_TAG).fetch_one(conn).await?;
     Ok(())
 }
 
@@ -35,10 +35,12 @@ pub async fn unspent_count(conn: &mut PgConnection, user_id: &str) -> Result<i64
 
 /// Of these users, those whose invite privileges are enabled, sorted.
 pub async fn enabled_among(conn: &mut PgConnection, user_ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT user_id FROM members WHERE user_id = ANY($1) AND invite_enabled ORDER BY user_id")
-        .bind(user_ids)
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar!(
+        "SELECT user_id FROM members WHERE user_id = ANY($1) AND invite_enabled ORDER BY user_id",
+        user_ids
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// Starts the earn schedule of members who just joined.

@@ -23,7 +23,9 @@ pub(crate) const LIVE_COUNT: &str = "(SELECT count(*) FROM reservations r \
 /// Takes the invitation's row lock until the transaction ends. Every path that
 /// adds a use or a lease takes it first; see the module docs.
 pub async fn lock_invitation(conn: &mut PgConnection, invitation_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1 FROM invitations WHERE id = $1 FOR NO KEY UPDATE").bind(invitation_id).execute(conn).await?;
+    sqlx::query!("SELECT 1 AS locked FROM invitations WHERE id = $1 FOR NO KEY UPDATE", invitation_id)
+        .fetch_optional(conn)
+        .await?;
     Ok(())
 }
 

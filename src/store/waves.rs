@@ -66,6 +66,8 @@ pub async fn sample(
 /// (slots 1..=n, dropped at commit); returns how many members matched and
 /// how many were drawn (at most `count`).
 pub async fn draw(conn: &mut PgConnection, selector: Selector, count: i64) -> Result<(i64, i64), sqlx::Error> {
+    // Runtime SQL: the macros check against the migrated schema, where this
+    // temporary table does not exist (true of every wave_recipients statement).
     sqlx::query(
         "CREATE TEMP TABLE wave_recipients (slot bigint NOT NULL, user_id text NOT NULL, matched bigint) \
          ON COMMIT DROP",
