@@ -17,14 +17,14 @@ async fn exists(pool: &PgPool, table: &str) -> bool {
         .expect("query")
 }
 
-async fn add_event(pool: &PgPool, create_time: &str, sent_time: Option<&str>) {
+async fn add_event(conn: &mut sqlx::PgConnection, create_time: &str, sent_time: Option<&str>) {
     sqlx::query(
         "INSERT INTO outbox (id, event_type, partition, payload, create_time, sent_time) \
          VALUES (gen_random_uuid(), 'minted', 0, '\\x00', $1::timestamptz, $2::timestamptz)",
     )
     .bind(create_time)
     .bind(sent_time)
-    .execute(pool)
+    .execute(conn)
     .await
     .expect("insert an event");
 }
@@ -50,13 +50,21 @@ async fn days_are_dropped_only_when_every_event_in_them_was_sent_before_the_rete
 
     // Four old days: all sent long ago; one pending; one sent a moment ago;
     // one already detached (a replica stopped between detach and drop).
-    sqlx::query("SELECT inv_outbox_ensure_partitions('2020-01-01', '2020-01-04')").execute(&pool).await.expect("old");
-    add_event(&pool, "2020-01-01 10:00+00", Some("2020-01-01 10:00:01+00")).await;
-    add_event(&pool, "2020-01-01 11:00+00", Some("2020-01-01 11:00:01+00")).await;
-    add_event(&pool, "2020-01-02 10:00+00", None).await;
-    add_event(&pool, "2020-01-03 10:00+00", Some("now")).await;
-    add_event(&pool, "2020-01-04 10:00+00", Some("2020-01-04 10:00:01+00")).await;
-    sqlx::query("ALTER TABLE outbox DETACH PARTITION outbox_p20200104").execute(&pool).await.expect("detach");
+    // All in one transaction: the service's maintenance (every 50 ms) would
+    // otherwise drop an old day while it is still empty, before its event
+    // is written.
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SELECT inv_outbox_ensure_partitions('2020-01-01', '2020-01-04')")
+        .execute(&mut *tx)
+        .await
+        .expect("old");
+    add_event(&mut tx, "2020-01-01 10:00+00", Some("2020-01-01 10:00:01+00")).await;
+    add_event(&mut tx, "2020-01-01 11:00+00", Some("2020-01-01 11:00:01+00")).await;
+    add_event(&mut tx, "2020-01-02 10:00+00", None).await;
+    add_event(&mut tx, "2020-01-03 10:00+00", Some("now")).await;
+    add_event(&mut tx, "2020-01-04 10:00+00", Some("2020-01-04 10:00:01+00")).await;
+    sqlx::query("ALTER TABLE outbox DETACH PARTITION outbox_p20200104").execute(&mut *tx).await.expect("detach");
+    tx.commit().await.expect("commit");
 
     wait_until(Duration::from_secs(20), "the old, fully sent days to be dropped", || async {
         !exists(&pool, "outbox_p20200101").await && !exists(&pool, "outbox_p20200104").await
