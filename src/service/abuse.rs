@@ -62,8 +62,7 @@ impl Invitations {
         let (start, end) = self.abuse.attempt_window_at(now);
         let mut conn = self.statement_conn().await?;
         let failures = abuse::most_failures(&mut conn, &keys, start).await;
-        conn.settle(&failures);
-        let failures = failures?;
+        let failures = conn.settled(failures)?;
         if failures < self.abuse.attempt_limit as i32 {
             return Ok(false);
         }
@@ -84,8 +83,7 @@ impl Invitations {
         let counted = async {
             let mut conn = self.statement_conn().await?;
             let counted = abuse::add_failure(&mut conn, &keys, start).await;
-            conn.settle(&counted);
-            counted
+            conn.settled(counted)
         };
         if let Err(e) = counted.await {
             tracing::warn!(error = %e, "could not count a failed attempt");

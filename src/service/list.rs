@@ -31,9 +31,8 @@ impl Invitations {
         let conversions_on = !self.conversions.kinds.is_empty();
         let page =
             common_path::owner_page(&mut conn, owner, query.state, after, limit, earn_secs, conversions_on).await;
-        conn.settle(&page);
+        let page = conn.settled(page)?;
         drop(conn);
-        let page = page?;
         let (mut rows, mut converted) = (page.invitations, page.converted);
         let next_page_token = if rows.len() > query.page_size as usize {
             rows.truncate(query.page_size as usize);
@@ -65,14 +64,12 @@ impl Invitations {
         let hashes = self.code_hashes(code);
         let (mut conn, source) = self.read_conn(read).await?;
         let state = common_path::check_code(&mut conn, &hashes, &keys, window_start).await;
-        conn.settle(&state);
+        let mut state = conn.settled(state)?;
         drop(conn);
-        let mut state = state?;
         if state.invitation.is_none() && source != Source::Primary {
             let mut conn = self.statement_conn().await?;
             let again = common_path::check_code(&mut conn, &hashes, &keys, window_start).await;
-            conn.settle(&again);
-            state = again?;
+            state = conn.settled(again)?;
         }
         let limit = i32::try_from(self.abuse.attempt_limit).unwrap_or(i32::MAX);
         if self.abuse.attempts == CheckMode::Block && state.failures >= limit {

@@ -133,6 +133,12 @@ impl Lease {
             object.settled = matches!(result, Ok(_) | Err(sqlx::Error::Database(_)) | Err(sqlx::Error::RowNotFound));
         }
     }
+
+    /// [`Self::settle`], handing the result back: `conn.settled(result)?`.
+    pub fn settled<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        self.settle(&result);
+        result
+    }
 }
 
 impl Deref for Lease {
