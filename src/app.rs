@@ -156,12 +156,10 @@ impl Application {
         outbox::prepare_partitions(&pool).await;
 
         let statements = store::statements::StatementPool::new(
-            "invitations",
-            &database.url,
+            store::connect_options("invitations", &database.url).context("DATABASE_URL is not a valid Postgres URL")?,
             database.max_connections,
             database.acquire_timeout,
-        )
-        .context("DATABASE_URL is not a valid Postgres URL")?;
+        )?;
         let metrics = Arc::new(Metrics::new(telemetry::otlp_enabled(telemetry::Signal::Metrics))?);
         metrics.observe_pool(
             pool.clone(),
@@ -177,10 +175,12 @@ impl Application {
             standbys.push((
                 store::connect_lazy_as("invitations-read", url, max, wait)
                     .context("--database-read-url: not a valid Postgres URL")?,
-                Some(
-                    store::statements::StatementPool::new("invitations-read", url, max, wait)
+                store::statements::StatementPool::new(
+                    store::connect_options("invitations-read", url)
                         .context("--database-read-url: not a valid Postgres URL")?,
-                ),
+                    max,
+                    wait,
+                )?,
             ));
         }
         let replicas = Replicas::new(pool.clone(), standbys, database.max_replica_lag, metrics.meter());
@@ -200,7 +200,7 @@ impl Application {
         let abuse = Arc::new(abuse);
         let waker = outbox::Waker::default();
         let service = Arc::new(
-            Invitations::new(pool.clone(), codes, PageTokens::new(&secrets), vault.clone())
+            Invitations::new(pool.clone(), statements, codes, PageTokens::new(&secrets), vault.clone())
                 .with_placeholders(Placeholders::new(&secrets.current))
                 .with_metrics(metrics.domain.clone())
                 .with_reservations(reservations)
@@ -212,8 +212,7 @@ impl Application {
                 .with_member_limits(member_limits)
                 .with_conversions(conversions)
                 .with_max_call_time(limits.max_call_time)
-                .with_replicas(replicas.clone())
-                .with_statements(statements),
+                .with_replicas(replicas.clone()),
         );
         Ok(Self {
             grpc,

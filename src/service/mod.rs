@@ -242,12 +242,18 @@ pub struct Invitations {
     /// Where read-only calls read (`--database-read-url`).
     pub(crate) replicas: Arc<crate::store::replicas::Replicas>,
     /// Connections for the one-statement common path (no ping after each
-    /// call); without it, those calls use `pool`.
-    pub(crate) statements: Option<crate::store::statements::StatementPool>,
+    /// call).
+    pub(crate) statements: crate::store::statements::StatementPool,
 }
 
 impl Invitations {
-    pub fn new(pool: PgPool, codes: CodeGenerator, page_tokens: PageTokens, vault: Arc<Vault>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        statements: crate::store::statements::StatementPool,
+        codes: CodeGenerator,
+        page_tokens: PageTokens,
+        vault: Arc<Vault>,
+    ) -> Self {
         Self {
             codes,
             page_tokens,
@@ -264,22 +270,14 @@ impl Invitations {
             member_limits: MemberLimits::default(),
             conversions: Arc::default(),
             replicas: crate::store::replicas::Replicas::primary_only(pool.clone()),
-            statements: None,
+            statements,
             pool,
         }
     }
 
-    /// Runs the one-statement common path on `statements`.
-    pub fn with_statements(self, statements: crate::store::statements::StatementPool) -> Self {
-        Self { statements: Some(statements), ..self }
-    }
-
     /// A primary connection for one common-path statement.
     pub(crate) async fn statement_conn(&self) -> Result<crate::store::statements::Lease, sqlx::Error> {
-        match &self.statements {
-            Some(statements) => statements.get().await,
-            None => crate::store::statements::Lease::from_pool(&self.pool).await,
-        }
+        self.statements.get().await
     }
 
     /// A connection for one read statement where `read` says: the primary's
@@ -288,14 +286,10 @@ impl Invitations {
         &self,
         read: crate::store::replicas::ReadFrom,
     ) -> Result<(crate::store::statements::Lease, crate::store::replicas::Source), sqlx::Error> {
-        match self.replicas.read_pool(read) {
-            (_, crate::store::replicas::Source::Primary) => {
-                Ok((self.statement_conn().await?, crate::store::replicas::Source::Primary))
-            }
-            (pool, source) => match self.replicas.statements_of(source) {
-                Some(statements) => Ok((statements.get().await?, source)),
-                None => Ok((crate::store::statements::Lease::from_pool(pool).await?, source)),
-            },
+        use crate::store::replicas::Source;
+        match self.replicas.read_statements(read) {
+            Some((standby, index)) => Ok((standby.get().await?, Source::Standby(index))),
+            None => Ok((self.statements.get().await?, Source::Primary)),
         }
     }
 

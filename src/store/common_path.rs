@@ -250,6 +250,7 @@ pub async fn reserve(
     screening: &Screening,
     time_left: Option<std::time::Duration>,
 ) -> Result<Status<ReservedUse>, sqlx::Error> {
+    // Built once per call from constants: the screening row's casts.
     let sql = format!(
         "SELECT (r.reservation).id, (r.reservation).invitation_id, (r.reservation).status, \
              (r.reservation).create_time, (r.reservation).expire_time, (r.reservation).end_time, \
@@ -298,6 +299,8 @@ pub async fn check_code(
     attempt_keys: &[Vec<u8>],
     window_start: OffsetDateTime,
 ) -> Result<CodeState, sqlx::Error> {
+    // Runtime SQL: `COLUMNS` is decoded by position (`Invitation`'s row),
+    // then the counts after it.
     let sql = format!(
         "SELECT inv.*, \
              (SELECT coalesce(max(failures), 0) FROM attempt_counters \
@@ -355,7 +358,8 @@ pub async fn owner_page(
 ) -> Result<OwnerPage, sqlx::Error> {
     // Separate owner tests so both cases can use the (inviter_id, id) index.
     let owner_test = if owner.is_some() { "inviter_id = $1" } else { "inviter_id IS NULL AND $1::text IS NULL" };
-    // next_tick is quotas::FIRST_TICK with the interval in $5.
+    // next_tick is quotas::FIRST_TICK with the interval in $5. Runtime SQL:
+    // the owner test, `OPEN`, `COLUMNS` and `STATE` are shared.
     let sql = format!(
         "SELECT p.*, k.inviter_id AS owner_inviter, k.known, k.next_tick, k.enabled, k.unspent, \
              CASE WHEN $6 AND p.id IS NOT NULL THEN (SELECT array_agg(DISTINCT c.kind ORDER BY c.kind) FROM conversions c \

@@ -8,42 +8,58 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::rows::MemberRow;
 use crate::domain::{Invitation, Member};
 
-/// A member node with whether its inviter is hidden (for the public view).
-const NODE: &str = "SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden, \
-     coalesce(p.hidden, false) AS parent_hidden, \
-     m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by \
-     FROM members m LEFT JOIN members p ON p.id = m.path[cardinality(m.path) - 1]";
+/// `query_as!` of a member node (with whether its inviter is hidden, for
+/// the public view) followed by `$tail`: the macros take only literals, so
+/// the shared select list is spliced here, at compile time.
+macro_rules! member_node {
+    ($tail:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            MemberRow,
+            r#"SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden,
+                 coalesce(p.hidden, false) AS "parent_hidden!",
+                 m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by
+               FROM members m LEFT JOIN members p ON p.id = m.path[cardinality(m.path) - 1] "# + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 pub async fn member(conn: &mut PgConnection, user_id: &str) -> Result<Option<Member>, sqlx::Error> {
-    sqlx::query_as(&format!("{NODE} WHERE m.user_id = $1")).bind(user_id).fetch_optional(conn).await
+    let row = member_node!("WHERE m.user_id = $1", user_id).fetch_optional(conn).await?;
+    Ok(row.map(Member::from))
 }
 
 /// Locks the member's row (`FOR UPDATE`) until the transaction ends.
 pub async fn lock_member(conn: &mut PgConnection, user_id: &str) -> Result<Option<Member>, sqlx::Error> {
-    sqlx::query_as(&format!("{NODE} WHERE m.user_id = $1 FOR UPDATE OF m")).bind(user_id).fetch_optional(conn).await
+    let row = member_node!("WHERE m.user_id = $1 FOR UPDATE OF m", user_id).fetch_optional(conn).await?;
+    Ok(row.map(Member::from))
 }
 
 /// Reads the member under a `FOR SHARE` lock: its path and privileges cannot
 /// change until the transaction ends.
 pub async fn share_member(conn: &mut PgConnection, user_id: &str) -> Result<Option<Member>, sqlx::Error> {
-    sqlx::query_as(&format!("{NODE} WHERE m.user_id = $1 FOR SHARE OF m")).bind(user_id).fetch_optional(conn).await
+    let row = member_node!("WHERE m.user_id = $1 FOR SHARE OF m", user_id).fetch_optional(conn).await?;
+    Ok(row.map(Member::from))
 }
 
 /// The member and its ancestors, root first (the member itself last), in
 /// one statement; empty for an unknown user. Each one's inviter is the one
 /// before it, so `parent_hidden` is filled from the chain, not by a join.
 pub async fn lineage(conn: &mut PgConnection, user_id: &str) -> Result<Vec<Member>, sqlx::Error> {
-    let mut chain: Vec<Member> = sqlx::query_as(
-        "SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden, \
-             false AS parent_hidden, m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by \
-         FROM members m WHERE m.id = ANY((SELECT path FROM members WHERE user_id = $1)::bigint[]) \
-         ORDER BY cardinality(m.path)",
+    let rows = sqlx::query_as!(
+        MemberRow,
+        r#"SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden,
+             false AS "parent_hidden!", m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by
+           FROM members m WHERE m.id = ANY((SELECT path FROM members WHERE user_id = $1)::bigint[])
+           ORDER BY cardinality(m.path)"#,
+        user_id
     )
-    .bind(user_id)
     .fetch_all(conn)
     .await?;
+    let mut chain: Vec<Member> = rows.into_iter().map(Member::from).collect();
     for i in 1..chain.len() {
         chain[i].parent_hidden = chain[i - 1].hidden;
     }
@@ -70,17 +86,19 @@ pub async fn invitees_page(
     after: &[i64],
     limit: i64,
 ) -> Result<Vec<Member>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden, \
-             $2 AS parent_hidden, m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by \
-         FROM members m WHERE m.inviter_id = $1 AND m.path > $3 ORDER BY m.path LIMIT $4",
+    let rows = sqlx::query_as!(
+        MemberRow,
+        r#"SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden,
+             $2::bool AS "parent_hidden!", m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by
+           FROM members m WHERE m.inviter_id = $1 AND m.path > $3 ORDER BY m.path LIMIT $4"#,
+        inviter.user_id,
+        inviter.hidden,
+        after,
+        limit
     )
-    .bind(&inviter.user_id)
-    .bind(inviter.hidden)
-    .bind(after)
-    .bind(limit)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(Member::from).collect())
 }
 
 /// Up to `limit` members in depth-first order (siblings by id) with paths in
@@ -97,48 +115,54 @@ pub async fn page(
     limit: i64,
 ) -> Result<Vec<Member>, sqlx::Error> {
     let Some(max_len) = max_len else {
-        return sqlx::query_as(&format!("{NODE} WHERE m.path >= $1 AND m.path < $2 ORDER BY m.path LIMIT $3"))
-            .bind(from)
-            .bind(to)
-            .bind(limit)
+        let rows = member_node!("WHERE m.path >= $1 AND m.path < $2 ORDER BY m.path LIMIT $3", from, to, limit)
             .fetch_all(conn)
-            .await;
+            .await?;
+        return Ok(rows.into_iter().map(Member::from).collect());
     };
-    sqlx::query_as(&format!(
-        "WITH RECURSIVE walk (n, id, path) AS ( \
-             (SELECT 1, id, path FROM members WHERE path >= $1 AND path < $2 ORDER BY path LIMIT 1) \
-             UNION ALL \
-             SELECT w.n + 1, next.id, next.path FROM walk w CROSS JOIN LATERAL ( \
-                 SELECT id, path FROM members \
-                 WHERE path >= CASE WHEN cardinality(w.path) >= $3 \
-                                    THEN w.path[1:cardinality(w.path) - 1] || (w.path[cardinality(w.path)] + 1) \
-                                    ELSE w.path || 0::bigint END \
-                   AND path < $2 \
-                 ORDER BY path LIMIT 1) next \
-             WHERE w.n < $4) \
-         {NODE} JOIN walk ON walk.id = m.id ORDER BY walk.n"
-    ))
-    .bind(from)
-    .bind(to)
-    .bind(max_len)
-    .bind(limit)
+    let rows = sqlx::query_as!(
+        MemberRow,
+        r#"WITH RECURSIVE walk (n, id, path) AS (
+             (SELECT 1, id, path FROM members WHERE path >= $1 AND path < $2 ORDER BY path LIMIT 1)
+             UNION ALL
+             SELECT w.n + 1, next.id, next.path FROM walk w CROSS JOIN LATERAL (
+                 SELECT id, path FROM members
+                 WHERE path >= CASE WHEN cardinality(w.path) >= $3
+                                    THEN w.path[1:cardinality(w.path) - 1] || (w.path[cardinality(w.path)] + 1)
+                                    ELSE w.path || 0::bigint END
+                   AND path < $2
+                 ORDER BY path LIMIT 1) next
+             WHERE w.n < $4::bigint)
+           SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden,
+             coalesce(p.hidden, false) AS "parent_hidden!",
+             m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by
+           FROM members m LEFT JOIN members p ON p.id = m.path[cardinality(m.path) - 1]
+           JOIN walk ON walk.id = m.id ORDER BY walk.n"#,
+        from,
+        to,
+        max_len,
+        limit
+    )
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(Member::from).collect())
 }
 
 /// Members below a member (all depths) and its direct invitees: the folded
 /// counter plus the deltas not folded yet, in one snapshot.
 pub async fn counts(conn: &mut PgConnection, id: i64) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT coalesce(c.descendants, 0) + coalesce(d.descendants, 0), coalesce(c.invitees, 0) + coalesce(d.invitees, 0) \
-         FROM (SELECT $1::bigint AS id) k \
-         LEFT JOIN member_counts c ON c.member_id = k.id \
-         LEFT JOIN (SELECT sum(descendants)::bigint AS descendants, sum(invitees)::bigint AS invitees \
-                    FROM member_count_deltas WHERE member_id = $1) d ON true",
+    let row = sqlx::query!(
+        r#"SELECT coalesce(c.descendants, 0) + coalesce(d.descendants, 0) AS "descendants!",
+             coalesce(c.invitees, 0) + coalesce(d.invitees, 0) AS "invitees!"
+           FROM (SELECT $1::bigint AS id) k
+           LEFT JOIN member_counts c ON c.member_id = k.id
+           LEFT JOIN (SELECT sum(descendants)::bigint AS descendants, sum(invitees)::bigint AS invitees
+                      FROM member_count_deltas WHERE member_id = $1) d ON true"#,
+        id
     )
-    .bind(id)
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok((row.descendants, row.invitees))
 }
 
 /// The invitation a user redeemed to join, and when, if any.
@@ -146,10 +170,10 @@ pub async fn joined_through(
     conn: &mut PgConnection,
     invitee_id: &str,
 ) -> Result<Option<(Uuid, time::OffsetDateTime)>, sqlx::Error> {
-    sqlx::query_as("SELECT invitation_id, redeem_time FROM redemptions WHERE invitee_id = $1")
-        .bind(invitee_id)
+    let row = sqlx::query!("SELECT invitation_id, redeem_time FROM redemptions WHERE invitee_id = $1", invitee_id)
         .fetch_optional(conn)
-        .await
+        .await?;
+    Ok(row.map(|r| (r.invitation_id, r.redeem_time)))
 }
 
 /// Deadlocks between redeems joining trees, and the invitee's unique key when
@@ -167,25 +191,25 @@ pub async fn insert_redemption(
     spent: &Invitation,
     invitee_id: &str,
 ) -> Result<time::OffsetDateTime, sqlx::Error> {
-    let redeem_time = sqlx::query_scalar(
+    let redeem_time = sqlx::query_scalar!(
         "INSERT INTO redemptions (invitation_id, inviter_id, invitee_id, batch_id) VALUES ($1, $2, $3, $4) \
          RETURNING redeem_time",
+        spent.id,
+        spent.inviter_id,
+        invitee_id,
+        spent.batch_id
     )
-    .bind(spent.id)
-    .bind(&spent.inviter_id)
-    .bind(invitee_id)
-    .bind(spent.batch_id)
     .fetch_one(&mut *conn)
     .await?;
     super::stats::count_use(&mut *conn, spent).await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE members SET inviter_id = $2, invitation_id = $3, join_time = coalesce(join_time, $4) \
          WHERE user_id = $1",
+        invitee_id,
+        spent.inviter_id,
+        spent.id,
+        redeem_time
     )
-    .bind(invitee_id)
-    .bind(&spent.inviter_id)
-    .bind(spent.id)
-    .bind(redeem_time)
     .execute(conn)
     .await?;
     Ok(redeem_time)

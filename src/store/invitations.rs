@@ -42,6 +42,34 @@ pub(crate) const COLUMN_NAMES: [&str; 21] = [
     "attributes",
 ];
 
+/// Calls `$callback!(..., columns)` with `COLUMNS` as the compile-checked
+/// statements spell them: the `query!` macros take only string literals, so
+/// the list is handed to them as a token, and `binding` names its Rust enum.
+/// A unit test keeps it equal to `COLUMNS`.
+macro_rules! with_columns {
+    ([$($callback:tt)*] ($($head:tt)*)) => {
+        $($callback)*!($($head)* r#"id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time,
+     last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by,
+     binding AS "binding: crate::domain::email::BindingKind", binding_digest, abuse_flags, attributes"#)
+    };
+}
+pub(crate) use with_columns;
+
+/// `query_as!` of a statement returning invitations: `$head`, then
+/// `COLUMNS`, then `$tail`, checked at compile time like any `query!`;
+/// the rows are `store::rows::InvitationRow` (`.map(Invitation::from)`).
+macro_rules! invitations_query {
+    (@emit $head:tt, $tail:tt, [$($arg:expr),*], $columns:tt) => {
+        sqlx::query_as!($crate::store::rows::InvitationRow, $head + $columns + $tail $(, $arg)*)
+    };
+    ($head:tt, $tail:tt $(, $arg:expr)* $(,)?) => {
+        $crate::store::invitations::with_columns!(
+            [$crate::store::invitations::invitations_query] (@emit $head, $tail, [$($arg),*],)
+        )
+    };
+}
+pub(crate) use invitations_query;
+
 /// A new invitation, before it is stored: its code only as the lookup hash
 /// and the sealed form (see `vault`), both under `BatchAttributes::key_id`.
 pub struct NewInvitation {
@@ -78,17 +106,17 @@ pub struct BatchAttributes<'a> {
 }
 
 pub async fn insert_batch(conn: &mut PgConnection, batch: &BatchAttributes<'_>, count: i32) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO batches (id, label, note, minted_by, invitation_count, expire_time, max_uses) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        batch.id,
+        batch.label,
+        batch.note,
+        batch.minted_by,
+        count,
+        batch.expire_time,
+        batch.max_uses
     )
-    .bind(batch.id)
-    .bind(batch.label)
-    .bind(batch.note)
-    .bind(batch.minted_by)
-    .bind(count)
-    .bind(batch.expire_time)
-    .bind(batch.max_uses)
     .execute(conn)
     .await?;
     Ok(())
@@ -122,7 +150,7 @@ pub async fn insert_invitations(
     }
     // Wave members are joined in from the temporary table, so their ids
     // never leave the database (the table exists only in a wave's
-    // transaction, hence the two forms).
+    // transaction, hence the two forms, and runtime SQL).
     let (inviter, wave_join) = if slots.iter().any(Option::is_some) {
         ("w.user_id", "JOIN wave_recipients w ON w.slot = t.slot")
     } else {
@@ -162,11 +190,12 @@ pub async fn set_binding_digests(
     ids: &[Uuid],
     digests: &[Vec<u8>],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE invitations i SET binding_digest = t.digest          FROM unnest($1::uuid[], $2::bytea[]) AS t(id, digest) WHERE i.id = t.id",
+    sqlx::query!(
+        "UPDATE invitations i SET binding_digest = t.digest \
+         FROM unnest($1::uuid[], $2::bytea[]) AS t(id, digest) WHERE i.id = t.id",
+        ids,
+        digests
     )
-    .bind(ids)
-    .bind(digests)
     .execute(conn)
     .await?;
     Ok(())
@@ -175,21 +204,21 @@ pub async fn set_binding_digests(
 /// The invitation whose code has one of these lookup hashes (one per
 /// configured secret): one probe of the unique `code_hash` index.
 pub async fn by_code_hash(conn: &mut PgConnection, hashes: &[Vec<u8>]) -> Result<Option<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE code_hash = ANY($1) LIMIT 1"))
-        .bind(hashes)
+    let row = invitations_query!("SELECT ", " FROM invitations WHERE code_hash = ANY($1) LIMIT 1", hashes)
         .fetch_optional(conn)
-        .await
+        .await?;
+    Ok(row.map(Invitation::from))
 }
 
 pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE id = $1")).bind(id).fetch_optional(conn).await
+    let row = invitations_query!("SELECT ", " FROM invitations WHERE id = $1", id).fetch_optional(conn).await?;
+    Ok(row.map(Invitation::from))
 }
 
 pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invitations WHERE id = ANY($1) ORDER BY id"))
-        .bind(ids)
-        .fetch_all(conn)
-        .await
+    let rows =
+        invitations_query!("SELECT ", " FROM invitations WHERE id = ANY($1) ORDER BY id", ids).fetch_all(conn).await?;
+    Ok(rows.into_iter().map(Invitation::from).collect())
 }
 
 /// An invitation's state by name, as `Invitation::state` decides it.
@@ -214,18 +243,20 @@ pub(crate) fn state_name(state: State) -> &'static str {
 /// gets a row back (docs/design.md, "Reservations").
 pub async fn take_use(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Result<Option<Invitation>, sqlx::Error> {
     super::reservations::lock_invitation(&mut *conn, id).await?;
-    sqlx::query_as(&format!(
+    let row = invitations_query!(
         "UPDATE invitations SET uses = uses + 1, last_redeem_time = now(), last_invitee_id = $2 \
          WHERE id = $1 AND revoke_time IS NULL \
            AND (expire_time IS NULL OR expire_time > clock_timestamp()) \
-           AND uses + {} < max_uses \
-         RETURNING {COLUMNS}",
-        super::reservations::LIVE_COUNT
-    ))
-    .bind(id)
-    .bind(invitee_id)
+           AND uses + (SELECT count(*) FROM reservations r WHERE r.invitation_id = invitations.id \
+                       AND r.status = 'held' AND r.expire_time > clock_timestamp()) < max_uses \
+         RETURNING ",
+        "",
+        id,
+        invitee_id
+    )
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(Invitation::from))
 }
 
 /// Revokes the named invitations that still have uses left and are not
@@ -237,16 +268,18 @@ pub async fn revoke_ids(
     reason: &str,
     revoked_by: &str,
 ) -> Result<Vec<Invitation>, sqlx::Error> {
-    let revoked: Vec<Invitation> = sqlx::query_as(&format!(
+    let revoked = invitations_query!(
         "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
          WHERE id = ANY($1) AND revoke_time IS NULL AND uses < max_uses \
-         RETURNING {COLUMNS}"
-    ))
-    .bind(ids)
-    .bind(reason)
-    .bind(revoked_by)
+         RETURNING ",
+        "",
+        ids,
+        reason,
+        revoked_by
+    )
     .fetch_all(&mut *conn)
     .await?;
+    let revoked: Vec<Invitation> = revoked.into_iter().map(Invitation::from).collect();
     super::stats::count_revoked(conn, &revoked).await?;
     Ok(revoked)
 }
@@ -256,17 +289,19 @@ pub async fn revoke_ids(
 /// only those that expired with uses left). Skips rows a call holds: they
 /// are found on the next sweep, so each invitation is swept exactly once.
 pub async fn sweep_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let rows = invitations_query!(
         "UPDATE invitations SET expire_swept_time = now() \
          WHERE id IN (SELECT id FROM invitations \
                       WHERE expire_time IS NOT NULL AND expire_swept_time IS NULL \
                         AND expire_time <= clock_timestamp() \
                       ORDER BY expire_time LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING {COLUMNS}"
-    ))
-    .bind(limit)
+         RETURNING ",
+        "",
+        limit
+    )
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(Invitation::from).collect())
 }
 
 /// Revokes every invitation of these owners that could still be redeemed;
@@ -277,17 +312,19 @@ pub async fn revoke_unspent_of_all(
     reason: &str,
     revoked_by: &str,
 ) -> Result<Vec<Invitation>, sqlx::Error> {
-    let revoked: Vec<Invitation> = sqlx::query_as(&format!(
+    let revoked = invitations_query!(
         "UPDATE invitations SET revoke_time = now(), revoke_reason = $2, revoked_by = $3 \
          WHERE inviter_id = ANY($1) AND revoke_time IS NULL AND uses < max_uses \
            AND (expire_time IS NULL OR expire_time > now()) \
-         RETURNING {COLUMNS}"
-    ))
-    .bind(owners)
-    .bind(reason)
-    .bind(revoked_by)
+         RETURNING ",
+        "",
+        owners,
+        reason,
+        revoked_by
+    )
     .fetch_all(&mut *conn)
     .await?;
+    let revoked: Vec<Invitation> = revoked.into_iter().map(Invitation::from).collect();
     super::stats::count_revoked(conn, &revoked).await?;
     Ok(revoked)
 }
@@ -299,5 +336,21 @@ mod tests {
     #[test]
     fn the_column_list_names_the_decoded_columns_in_order() {
         assert_eq!(COLUMNS, COLUMN_NAMES.join(", "));
+    }
+
+    macro_rules! the_literal {
+        ($columns:literal) => {
+            $columns
+        };
+    }
+
+    /// The compile-checked statements return the same columns as the
+    /// runtime ones, in the same order.
+    #[test]
+    fn the_checked_column_list_is_the_column_list() {
+        let checked: &str = with_columns!([the_literal]());
+        let names: Vec<&str> = checked.split(',').map(|c| c.split_whitespace().next().unwrap_or_default()).collect();
+        assert_eq!(names, COLUMN_NAMES);
+        assert!(checked.contains(r#"binding AS "binding: crate::domain::email::BindingKind""#));
     }
 }

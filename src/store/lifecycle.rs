@@ -27,7 +27,8 @@ pub struct Locked {
 
 /// Locks the invitation (`FOR UPDATE`: it conflicts with the `FOR NO KEY
 /// UPDATE` the spending paths take) and reads it with its live
-/// reservations, after every earlier lock holder committed.
+/// reservations, after every earlier lock holder committed. Runtime SQL:
+/// its columns after `COLUMNS` are read by position (`Invitation`'s row).
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS}, {live} AS held, clock_timestamp() AS now, \
@@ -61,20 +62,22 @@ pub struct Edit<'a> {
 /// Writes an edit of a locked invitation, and counts it in the stats when
 /// the new max_uses makes it fully spent.
 pub async fn apply(conn: &mut PgConnection, id: Uuid, edit: &Edit<'_>) -> Result<Invitation, sqlx::Error> {
-    let updated: Invitation = sqlx::query_as(&format!(
+    let updated: Invitation = super::invitations::invitations_query!(
         "UPDATE invitations SET expire_time = $2, max_uses = $3, label = $4, note = $5, attributes = $6, \
              expire_swept_time = CASE WHEN $7 THEN NULL ELSE expire_swept_time END \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(edit.expire_time)
-    .bind(edit.max_uses)
-    .bind(edit.label)
-    .bind(edit.note)
-    .bind(edit.attributes.to_stored())
-    .bind(edit.expiry_changed)
+         WHERE id = $1 RETURNING ",
+        "",
+        id,
+        edit.expire_time,
+        edit.max_uses,
+        edit.label,
+        edit.note,
+        &edit.attributes.to_stored(),
+        edit.expiry_changed
+    )
     .fetch_one(&mut *conn)
-    .await?;
+    .await?
+    .into();
     if updated.uses >= updated.max_uses {
         sqlx::query!(
             "INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, 0, 1, 0, 0)",
@@ -89,13 +92,15 @@ pub async fn apply(conn: &mut PgConnection, id: Uuid, edit: &Edit<'_>) -> Result
 /// Un-revokes a locked, revoked invitation, and takes it out of its
 /// batch's revoked count.
 pub async fn restore(conn: &mut PgConnection, id: Uuid) -> Result<Invitation, sqlx::Error> {
-    let restored: Invitation = sqlx::query_as(&format!(
+    let restored: Invitation = super::invitations::invitations_query!(
         "UPDATE invitations SET revoke_time = NULL, revoke_reason = NULL, revoked_by = NULL \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
+         WHERE id = $1 RETURNING ",
+        "",
+        id
+    )
     .fetch_one(&mut *conn)
-    .await?;
+    .await?
+    .into();
     sqlx::query!(
         "INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, 0, 0, -1, 0)",
         restored.batch_id

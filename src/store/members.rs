@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 /// New members get a fresh numeric id and a path of just that id: a new
 /// member is the root of its own tree until it redeems (docs/design.md,
 /// "Graph storage"). `nextval` sits in a subquery that is evaluated once per
-/// row, so `id` and `path` get the same value.
+/// row, so `id` and `path` get the same value. Runtime SQL: one insert for
+/// the three sources of new members, so no insert forgets a column.
 fn insert_new_members(source: &str, columns: &str, values: &str) -> String {
     format!(
         "INSERT INTO members (id, path, user_id{columns}) \
@@ -83,30 +84,31 @@ pub async fn update_known(
     created: &[String],
 ) -> Result<Vec<(String, bool)>, sqlx::Error> {
     let c = columns(registrations);
-    sqlx::query_as(
-        "WITH t AS ( \
-             SELECT user_id, join_time, hidden \
-             FROM unnest($1::text[], $2::timestamptz[], $3::bool[]) AS t(user_id, join_time, hidden) \
-             WHERE NOT (user_id = ANY($4::text[]))), \
-         target AS ( \
-             SELECT m.user_id, \
-                    CASE WHEN m.invitation_id IS NULL THEN coalesce(t.join_time, m.join_time) \
-                         ELSE m.join_time END AS join_time, \
-                    coalesce(t.hidden, m.hidden) AS hidden, \
-                    m.join_time IS NULL AS joining \
-             FROM members m JOIN t ON t.user_id = m.user_id) \
-         UPDATE members m SET join_time = target.join_time, hidden = target.hidden \
-         FROM target \
-         WHERE m.user_id = target.user_id \
-           AND (m.join_time IS DISTINCT FROM target.join_time OR m.hidden <> target.hidden) \
-         RETURNING m.user_id, target.joining AND m.join_time IS NOT NULL",
+    let rows = sqlx::query!(
+        r#"WITH t AS (
+             SELECT user_id, join_time, hidden
+             FROM unnest($1::text[], $2::timestamptz[], $3::bool[]) AS t(user_id, join_time, hidden)
+             WHERE NOT (user_id = ANY($4::text[]))),
+         target AS (
+             SELECT m.user_id,
+                    CASE WHEN m.invitation_id IS NULL THEN coalesce(t.join_time, m.join_time)
+                         ELSE m.join_time END AS join_time,
+                    coalesce(t.hidden, m.hidden) AS hidden,
+                    m.join_time IS NULL AS joining
+             FROM members m JOIN t ON t.user_id = m.user_id)
+         UPDATE members m SET join_time = target.join_time, hidden = target.hidden
+         FROM target
+         WHERE m.user_id = target.user_id
+           AND (m.join_time IS DISTINCT FROM target.join_time OR m.hidden <> target.hidden)
+         RETURNING m.user_id, target.joining AND m.join_time IS NOT NULL AS "joined!""#,
+        &c.user_ids,
+        &c.join_times as &[Option<OffsetDateTime>],
+        &c.hidden as &[Option<bool>],
+        created
     )
-    .bind(&c.user_ids)
-    .bind(&c.join_times)
-    .bind(&c.hidden)
-    .bind(created)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.user_id, r.joined)).collect())
 }
 
 /// The first of these users (by id) whose invite privileges are disabled.

@@ -45,16 +45,23 @@ pub fn connect_lazy(url: &str, max_connections: u32, acquire_timeout: Duration) 
     connect_lazy_as("invitations", url, max_connections, acquire_timeout)
 }
 
+/// How to connect to `url`, showing `application_name` in
+/// `pg_stat_activity` (`invitations-read` for the standbys): for the sqlx
+/// pools and the statement pools alike.
+pub fn connect_options(application_name: &str, url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    Ok(options.application_name(application_name))
+}
+
 /// A lazy pool whose connections show `application_name` in
-/// `pg_stat_activity` (`invitations-read` for the standbys' pools).
+/// `pg_stat_activity` (`connect_options`).
 pub fn connect_lazy_as(
     application_name: &str,
     url: &str,
     max_connections: u32,
     acquire_timeout: Duration,
 ) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = url.parse()?;
-    let options = options.application_name(application_name);
+    let options = connect_options(application_name, url)?;
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
@@ -98,6 +105,7 @@ pub struct Counters {
 /// upserts counters in key order, so concurrent folds (one per replica) do
 /// not deadlock.
 pub async fn fold(conn: &mut sqlx::PgConnection, c: &Counters, limit: i64) -> Result<i64, sqlx::Error> {
+    // Runtime SQL: one fold for every counter table, which `c` names.
     let Counters { counts, deltas, key, columns } = c;
     let cols = columns.join(", ");
     let sums = columns.iter().map(|col| format!("sum({col})")).collect::<Vec<_>>().join(", ");
@@ -168,5 +176,5 @@ where
 
 /// Cheap liveness query for health checks.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+    sqlx::query!("SELECT 1 AS one").fetch_one(pool).await.map(|_| ())
 }

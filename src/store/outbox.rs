@@ -37,17 +37,17 @@ pub async fn append(conn: &mut PgConnection, events: &[Event]) -> Result<(), sql
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
     // Rows are written in the order given (WITH ORDINALITY), so events of
     // one change keep their order too.
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO outbox (id, event_type, partition, create_time, payload) \
          SELECT id, event_type, partition, create_time, payload \
          FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::bytea[]) \
            WITH ORDINALITY AS e(id, event_type, partition, create_time, payload, n) ORDER BY n",
+        &ids,
+        &types as &[&str],
+        &partitions,
+        &times,
+        &payloads as &[&[u8]],
     )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&partitions)
-    .bind(&times)
-    .bind(&payloads)
     .execute(conn)
     .await?;
     Ok(())
@@ -63,18 +63,18 @@ pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// holds, in random order (so relays spread over them). Call in a transaction;
 /// the locks last until it ends.
 pub async fn claim_partitions(conn: &mut PgConnection, limit: i64) -> Result<Vec<i16>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT partition FROM outbox_partitions p \
          WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.partition = p.partition AND o.sent_time IS NULL) \
          ORDER BY random() LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit
     )
-    .bind(limit)
     .fetch_all(conn)
     .await
 }
 
 /// A pending event as the relay publishes it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PendingEvent {
     pub seq: i64,
     pub id: Uuid,
@@ -92,12 +92,13 @@ pub async fn pending_in(
     partitions: &[i16],
     limit: i64,
 ) -> Result<Vec<PendingEvent>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        PendingEvent,
         "SELECT seq, id, event_type, partition, create_time, payload FROM outbox \
          WHERE partition = ANY($1) AND sent_time IS NULL ORDER BY seq LIMIT $2",
+        partitions,
+        limit
     )
-    .bind(partitions)
-    .bind(limit)
     .fetch_all(conn)
     .await
 }
@@ -119,7 +120,7 @@ pub async fn mark_sent(conn: &mut PgConnection, seqs: &[i64]) -> Result<(), sqlx
 }
 
 /// Pending events: how many, and when the oldest was written.
-#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Backlog {
     pub pending: i64,
     /// Seconds since the oldest pending event was written (0 when none).
@@ -127,10 +128,11 @@ pub struct Backlog {
 }
 
 pub async fn backlog(conn: &mut PgConnection) -> Result<Backlog, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*) AS pending, \
-           coalesce(extract(epoch FROM clock_timestamp() - min(create_time)), 0)::float8 AS oldest_age_seconds \
-         FROM outbox WHERE sent_time IS NULL",
+    sqlx::query_as!(
+        Backlog,
+        r#"SELECT count(*) AS "pending!",
+           coalesce(extract(epoch FROM clock_timestamp() - min(create_time)), 0)::float8 AS "oldest_age_seconds!"
+         FROM outbox WHERE sent_time IS NULL"#,
     )
     .fetch_one(conn)
     .await
@@ -138,12 +140,14 @@ pub async fn backlog(conn: &mut PgConnection) -> Result<Backlog, sqlx::Error> {
 
 /// Counts by event type: (type, pending, sent and not yet pruned).
 pub async fn counts_by_type(conn: &mut PgConnection) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT event_type, count(*) FILTER (WHERE sent_time IS NULL), count(*) FILTER (WHERE sent_time IS NOT NULL) \
-         FROM outbox GROUP BY event_type ORDER BY event_type",
+    let rows = sqlx::query!(
+        r#"SELECT event_type, count(*) FILTER (WHERE sent_time IS NULL) AS "pending!",
+             count(*) FILTER (WHERE sent_time IS NOT NULL) AS "sent!"
+         FROM outbox GROUP BY event_type ORDER BY event_type"#,
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.event_type, r.pending, r.sent)).collect())
 }
 
 /// UTC days after today that always have an outbox partition.
@@ -152,10 +156,10 @@ pub const PARTITION_DAYS_AHEAD: i32 = 3;
 /// Creates the outbox partitions of today and the next
 /// [`PARTITION_DAYS_AHEAD`] UTC days that are missing; returns how many.
 pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT inv_outbox_ensure_partitions((now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date + $1)",
+    sqlx::query_scalar!(
+        r#"SELECT inv_outbox_ensure_partitions((now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date + $1::int) AS "created!""#,
+        PARTITION_DAYS_AHEAD
     )
-    .bind(PARTITION_DAYS_AHEAD)
     .fetch_one(conn)
     .await
 }
@@ -163,7 +167,7 @@ pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<i32, sqlx::Err
 /// A day's partition of the outbox that may be dropped: its whole day lies
 /// before the retention cutoff. `attached`: still a partition (else a
 /// detach finished and the drop did not: a replica stopped in between).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DayPartition {
     pub name: String,
     pub attached: bool,
@@ -180,20 +184,21 @@ pub async fn expired_partitions(
     conn: &mut PgConnection,
     cutoff: OffsetDateTime,
 ) -> Result<Vec<DayPartition>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.relname::text AS name, i.inhrelid IS NOT NULL AS attached, \
-                coalesce(i.inhdetachpending, false) AS detach_pending, \
-                (d.day::timestamp AT TIME ZONE 'UTC')::text AS from, \
-                ((d.day + 1)::timestamp AT TIME ZONE 'UTC')::text AS to \
-         FROM pg_class c \
-         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() \
-         LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'outbox'::regclass \
-         CROSS JOIN LATERAL (SELECT to_date(substr(c.relname, 9), 'YYYYMMDD') AS day) d \
-         WHERE c.relkind = 'r' AND c.relname ~ '^outbox_p[0-9]{8}$' \
-           AND (d.day + 1)::timestamp AT TIME ZONE 'UTC' <= $1 \
-         ORDER BY c.relname",
+    sqlx::query_as!(
+        DayPartition,
+        r#"SELECT c.relname::text AS "name!", i.inhrelid IS NOT NULL AS "attached!",
+                coalesce(i.inhdetachpending, false) AS "detach_pending!",
+                (d.day::timestamp AT TIME ZONE 'UTC')::text AS "from!",
+                ((d.day + 1)::timestamp AT TIME ZONE 'UTC')::text AS "to!"
+         FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+         LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'outbox'::regclass
+         CROSS JOIN LATERAL (SELECT to_date(substr(c.relname, 9), 'YYYYMMDD') AS day) d
+         WHERE c.relkind = 'r' AND c.relname ~ '^outbox_p[0-9]{8}$'
+           AND (d.day + 1)::timestamp AT TIME ZONE 'UTC' <= $1
+         ORDER BY c.relname"#,
+        cutoff
     )
-    .bind(cutoff)
     .fetch_all(conn)
     .await
 }
@@ -250,25 +255,31 @@ pub async fn requeue(
     event_type: Option<&str>,
     dry_run: bool,
 ) -> Result<u64, sqlx::Error> {
-    const RANGE: &str = "sent_time IS NOT NULL AND create_time >= $1 AND create_time < $2 \
-                         AND ($3::text IS NULL OR event_type = $3)";
     if dry_run {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM outbox WHERE {RANGE}"))
-            .bind(since)
-            .bind(until)
-            .bind(event_type)
-            .fetch_one(conn)
-            .await?;
+        let n = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM outbox
+               WHERE sent_time IS NOT NULL AND create_time >= $1 AND create_time < $2
+                 AND ($3::text IS NULL OR event_type = $3)"#,
+            since,
+            until,
+            event_type
+        )
+        .fetch_one(conn)
+        .await?;
         return Ok(n as u64);
     }
-    let n: i64 = sqlx::query_scalar(&format!(
-        "WITH requeued AS (UPDATE outbox SET sent_time = NULL WHERE {RANGE} RETURNING 1) \
-         SELECT count(*) FROM requeued, (SELECT pg_notify($4, '')) AS wake"
-    ))
-    .bind(since)
-    .bind(until)
-    .bind(event_type)
-    .bind(CHANNEL)
+    let n = sqlx::query_scalar!(
+        r#"WITH requeued AS (
+             UPDATE outbox SET sent_time = NULL
+             WHERE sent_time IS NOT NULL AND create_time >= $1 AND create_time < $2
+               AND ($3::text IS NULL OR event_type = $3)
+             RETURNING 1)
+           SELECT count(*) AS "n!" FROM requeued, (SELECT pg_notify($4, '')) AS wake"#,
+        since,
+        until,
+        event_type,
+        CHANNEL
+    )
     .fetch_one(conn)
     .await?;
     Ok(n as u64)

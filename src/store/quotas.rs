@@ -26,6 +26,9 @@ pub async fn lock_grants(conn: &mut PgConnection, member_id: i64) -> Result<(), 
 
 /// Unspent invitations the user owns right now (from the open-invitation
 /// index).
+/// Runtime SQL, as every statement here that splices `OPEN` (shared with the
+/// common path and the index) or `FIRST_TICK` (shared with `inv_redeem`'s
+/// schedule).
 pub async fn unspent_count(conn: &mut PgConnection, user_id: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(&format!("SELECT count(*) FROM invitations i WHERE i.inviter_id = $1 AND {OPEN}"))
         .bind(user_id)
@@ -85,11 +88,11 @@ pub struct Due {
 /// statements: the row locks first, so the count's snapshot comes after
 /// every grant that held the row (a Redeem's refill holds it `FOR SHARE`).
 pub async fn take_due(conn: &mut PgConnection, interval_secs: f64, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
-    let ids: Vec<i64> = sqlx::query_scalar(
+    let ids = sqlx::query_scalar!(
         "SELECT id FROM members WHERE earn_next_time <= now() \
          ORDER BY earn_next_time LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit
     )
-    .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
     if ids.is_empty() {

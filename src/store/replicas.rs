@@ -55,7 +55,7 @@ pub enum Source {
 struct Standby {
     pool: PgPool,
     /// For one-statement reads (no ping after each: `store::statements`).
-    statements: Option<super::statements::StatementPool>,
+    statements: super::statements::StatementPool,
     usable: AtomicBool,
     /// Microseconds behind (u64::MAX: never measured or unreachable).
     lag_micros: AtomicU64,
@@ -83,7 +83,7 @@ impl Replicas {
     /// pool.
     pub fn new(
         primary: PgPool,
-        standbys: Vec<(PgPool, Option<super::statements::StatementPool>)>,
+        standbys: Vec<(PgPool, super::statements::StatementPool)>,
         max_lag: Duration,
         meter: &Meter,
     ) -> Arc<Self> {
@@ -113,11 +113,12 @@ impl Replicas {
         &self.primary
     }
 
-    /// The statement pool of a standby `read_pool` chose, if it has one.
-    pub fn statements_of(&self, source: Source) -> Option<&super::statements::StatementPool> {
-        match source {
-            Source::Primary => None,
-            Source::Standby(index) => self.standbys.get(index).and_then(|s| s.statements.as_ref()),
+    /// The statement pool of the standby a one-statement read should use
+    /// (as `read_pool` chooses), or None for the primary.
+    pub fn read_statements(&self, want: ReadFrom) -> Option<(&super::statements::StatementPool, usize)> {
+        match self.read_pool(want) {
+            (_, Source::Primary) => None,
+            (_, Source::Standby(index)) => self.standbys.get(index).map(|s| (&s.statements, index)),
         }
     }
 

@@ -7,6 +7,9 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgRow, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, FromRow, Postgres, Row, Type};
 
+use time::OffsetDateTime;
+use uuid::Uuid;
+
 use crate::domain::attributes::Attributes;
 use crate::domain::email::BindingKind;
 use crate::domain::events::InvitationOwner;
@@ -55,30 +58,96 @@ impl<'r> FromRow<'r, PgRow> for Invitation {
     }
 }
 
-impl<'r> FromRow<'r, PgRow> for Member {
-    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            id: row.try_get("id")?,
-            user_id: row.try_get("user_id")?,
-            inviter_id: row.try_get("inviter_id")?,
-            join_time: row.try_get("join_time")?,
-            invitation_id: row.try_get("invitation_id")?,
-            path: row.try_get("path")?,
-            hidden: row.try_get("hidden")?,
-            parent_hidden: row.try_get("parent_hidden")?,
-            privileges: InvitePrivileges::from_row(row)?,
-        })
+/// An invitation as the compile-checked statements return it
+/// (`store::invitations::invitations_query!`).
+pub struct InvitationRow {
+    pub id: Uuid,
+    pub code_ciphertext: Option<Vec<u8>>,
+    pub code_key_id: Option<i32>,
+    pub inviter_id: Option<String>,
+    pub last_invitee_id: Option<String>,
+    pub uses: i32,
+    pub max_uses: i32,
+    pub create_time: OffsetDateTime,
+    pub expire_time: Option<OffsetDateTime>,
+    pub last_redeem_time: Option<OffsetDateTime>,
+    pub batch_id: Uuid,
+    pub label: String,
+    pub note: String,
+    pub minted_by: String,
+    pub revoke_time: Option<OffsetDateTime>,
+    pub revoke_reason: Option<String>,
+    pub revoked_by: Option<String>,
+    pub binding: Option<BindingKind>,
+    pub binding_digest: Option<Vec<u8>>,
+    pub abuse_flags: Vec<String>,
+    pub attributes: Vec<String>,
+}
+
+impl From<InvitationRow> for Invitation {
+    fn from(row: InvitationRow) -> Self {
+        Self {
+            id: row.id,
+            code: String::new(),
+            code_ciphertext: row.code_ciphertext,
+            code_key_id: row.code_key_id,
+            inviter_id: row.inviter_id,
+            last_invitee_id: row.last_invitee_id,
+            uses: row.uses,
+            max_uses: row.max_uses,
+            create_time: row.create_time,
+            expire_time: row.expire_time,
+            last_redeem_time: row.last_redeem_time,
+            batch_id: row.batch_id,
+            label: row.label,
+            note: row.note,
+            minted_by: row.minted_by,
+            revoke_time: row.revoke_time,
+            revoke_reason: row.revoke_reason,
+            revoked_by: row.revoked_by,
+            binding: row.binding,
+            binding_digest: row.binding_digest,
+            abuse_flags: row.abuse_flags,
+            attributes: Attributes::from_stored(row.attributes),
+        }
     }
 }
 
-impl<'r> FromRow<'r, PgRow> for InvitePrivileges {
-    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            enabled: row.try_get("invite_enabled")?,
-            reason: row.try_get("invite_reason")?,
-            update_time: row.try_get("invite_update_time")?,
-            updated_by: row.try_get("invite_updated_by")?,
-        })
+/// A member node as the graph's reads select it (`graph::member_node!`),
+/// checked at compile time by `query_as!`.
+pub struct MemberRow {
+    pub id: i64,
+    pub user_id: String,
+    pub inviter_id: Option<String>,
+    pub join_time: Option<OffsetDateTime>,
+    pub invitation_id: Option<Uuid>,
+    pub path: Vec<i64>,
+    pub hidden: bool,
+    pub parent_hidden: bool,
+    pub invite_enabled: bool,
+    pub invite_reason: String,
+    pub invite_update_time: Option<OffsetDateTime>,
+    pub invite_updated_by: String,
+}
+
+impl From<MemberRow> for Member {
+    fn from(row: MemberRow) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            inviter_id: row.inviter_id,
+            join_time: row.join_time,
+            invitation_id: row.invitation_id,
+            path: row.path,
+            hidden: row.hidden,
+            parent_hidden: row.parent_hidden,
+            privileges: InvitePrivileges {
+                enabled: row.invite_enabled,
+                reason: row.invite_reason,
+                update_time: row.invite_update_time,
+                updated_by: row.invite_updated_by,
+            },
+        }
     }
 }
 

@@ -15,9 +15,8 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleResult};
-use sqlx::pool::PoolConnection;
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, PgPool, Postgres};
 
 use super::PING_IF_IDLE_FOR;
 
@@ -65,15 +64,13 @@ impl managed::Manager for Manager {
 
 impl StatementPool {
     /// A lazy pool of at most `max_connections`: none is opened before a call
-    /// needs one. Connections show `application_name` as sqlx's do.
+    /// needs one (`options` from `store::connect_options`).
     pub fn new(
-        application_name: &str,
-        url: &str,
+        options: PgConnectOptions,
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Self, sqlx::Error> {
-        let options: PgConnectOptions = url.parse()?;
-        let manager = Manager { options: options.application_name(application_name) };
+        let manager = Manager { options };
         let size = usize::try_from(max_connections.max(1)).unwrap_or(1);
         managed::Pool::builder(manager)
             .max_size(size)
@@ -97,7 +94,7 @@ impl StatementPool {
             other => sqlx::Error::Configuration(other.to_string().into()),
         })?;
         object.settled = false;
-        Ok(Lease::Statement(object))
+        Ok(Lease(object))
     }
 
     /// Open connections and idle ones among them.
@@ -112,26 +109,15 @@ impl StatementPool {
     }
 }
 
-/// A connection for one statement: from the statement pool, or from a
-/// standby's sqlx pool (reads spread over standbys pay their ping there).
-pub enum Lease {
-    Statement(managed::Object<Manager>),
-    Pooled(PoolConnection<Postgres>),
-}
+/// A connection of a statement pool for one statement.
+pub struct Lease(managed::Object<Manager>);
 
 impl Lease {
-    /// A connection of a sqlx pool (a standby's).
-    pub async fn from_pool(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        Ok(Self::Pooled(pool.acquire().await?))
-    }
-
     /// Marks the statement finished unless it failed outside the database
     /// (I/O, protocol, a dropped connection): those leave the connection to
     /// be pinged, and replaced if the ping fails.
     pub fn settle<T>(&mut self, result: &Result<T, sqlx::Error>) {
-        if let Self::Statement(object) = self {
-            object.settled = matches!(result, Ok(_) | Err(sqlx::Error::Database(_)) | Err(sqlx::Error::RowNotFound));
-        }
+        self.0.settled = matches!(result, Ok(_) | Err(sqlx::Error::Database(_)) | Err(sqlx::Error::RowNotFound));
     }
 
     /// [`Self::settle`], handing the result back: `conn.settled(result)?`.
@@ -145,18 +131,12 @@ impl Deref for Lease {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        match self {
-            Self::Statement(object) => &object.raw,
-            Self::Pooled(conn) => conn,
-        }
+        &self.0.raw
     }
 }
 
 impl DerefMut for Lease {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        match self {
-            Self::Statement(object) => &mut object.raw,
-            Self::Pooled(conn) => conn,
-        }
+        &mut self.0.raw
     }
 }

@@ -158,6 +158,7 @@ pub async fn cohort_groups(
         "GROUPING SETS ((), (k.label), (k.period))",
         "d.g = r.g AND d.label IS NOT DISTINCT FROM r.label AND d.period IS NOT DISTINCT FROM r.period",
     ) + " ORDER BY r.g, r.label, r.period";
+    // Runtime SQL: one cohort statement (`cohort_sql`) grouped two ways.
     sqlx::query_as(&sql)
         .bind(f.start)
         .bind(f.end)
@@ -182,6 +183,7 @@ pub async fn cohort_batches(
         "k.id, k.label",
         "d.batch_id = r.batch_id",
     ) + " ORDER BY r.period DESC, r.batch_id";
+    // Runtime SQL: one cohort statement (`cohort_sql`) grouped two ways.
     sqlx::query_as(&sql)
         .bind(f.start)
         .bind(f.end)

@@ -40,13 +40,13 @@ pub async fn lock_trees(conn: &mut PgConnection, locks: &[(i64, LockMode)]) -> R
     let (ids, exclusive): (Vec<i64>, Vec<bool>) = keys.into_iter().unzip();
     // The sorted subquery (OFFSET 0 keeps it from being flattened) feeds the
     // calls one row at a time, so the locks are taken in key order.
-    sqlx::query(
+    sqlx::query!(
         "SELECT CASE WHEN t.exclusive THEN pg_advisory_xact_lock(t.key) ELSE pg_advisory_xact_lock_shared(t.key) END \
          FROM (SELECT key, exclusive FROM unnest($1::bigint[], $2::bool[]) AS u(key, exclusive) \
                ORDER BY key OFFSET 0) t",
+        &ids,
+        &exclusive
     )
-    .bind(&ids)
-    .bind(&exclusive)
     .execute(conn)
     .await?;
     Ok(())
@@ -87,7 +87,7 @@ pub fn after(path: &[i64], max_len: Option<usize>) -> Vec<i64> {
 pub async fn graft(conn: &mut PgConnection, subtree: &Member, parent: Option<&Member>) -> Result<i64, sqlx::Error> {
     let old_prefix = &subtree.path[..subtree.path.len().saturating_sub(1)];
     let new_prefix: &[i64] = parent.map_or(&[], |p| p.path.as_slice());
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "WITH moved AS ( \
              UPDATE members SET path = $3::bigint[] || path[$4:] \
              WHERE path >= $1 AND path < $2 RETURNING 1), \
@@ -102,13 +102,13 @@ pub async fn graft(conn: &mut PgConnection, subtree: &Member, parent: Option<&Me
              INSERT INTO member_count_deltas (member_id, descendants, invitees) \
              SELECT id, sum(descendants), sum(invitees) FROM changes GROUP BY id \
              HAVING sum(descendants) <> 0 OR sum(invitees) <> 0) \
-         SELECT n FROM size",
+         SELECT n AS \"moved!\" FROM size",
+        &subtree.path,
+        &subtree_end(&subtree.path),
+        new_prefix,
+        subtree.path.len() as i32,
+        old_prefix
     )
-    .bind(&subtree.path)
-    .bind(subtree_end(&subtree.path))
-    .bind(new_prefix)
-    .bind(subtree.path.len() as i32)
-    .bind(old_prefix)
     .fetch_one(conn)
     .await
 }

@@ -100,6 +100,8 @@ pub struct Joined {
 
 /// JoinWaitlist in one statement.
 pub async fn join(conn: &mut PgConnection, j: &Join<'_>, s: &Screening) -> Result<Joined, sqlx::Error> {
+    // Runtime SQL: the screening row's casts and the entry's columns are
+    // shared with Redeem and the other entry reads.
     let sql = format!(
         "WITH j AS (SELECT * FROM inv_waitlist_join($1, $2, $3, $4, $5, $6, $7, $8, $9, {}, $21, $22, $23)) \
          SELECT j.status, {} FROM j LEFT JOIN invitations i ON i.id = (j.entry).invitation_id",
@@ -143,6 +145,7 @@ pub async fn get(conn: &mut PgConnection, key: &EntryKey<'_>) -> Result<Option<E
         EntryKey::Id(_) => "e.id = $1::uuid",
         EntryKey::Applicant(_) => "e.applicant_id = $1",
     };
+    // Runtime SQL: the entry's columns are shared (`entry_columns`).
     let sql = format!(
         "SELECT {} FROM waitlist_entries e LEFT JOIN invitations i ON i.id = e.invitation_id WHERE {filter}",
         entry_columns("e", "inv_waitlist_position(e)")
@@ -157,6 +160,7 @@ pub async fn get(conn: &mut PgConnection, key: &EntryKey<'_>) -> Result<Option<E
 
 /// Entries by id, with positions, in no particular order.
 pub async fn get_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<EntryRow>, sqlx::Error> {
+    // Runtime SQL: the entry's columns are shared (`entry_columns`).
     let sql = format!(
         "SELECT {} FROM waitlist_entries e LEFT JOIN invitations i ON i.id = e.invitation_id WHERE e.id = ANY($1)",
         entry_columns("e", "inv_waitlist_position(e)")
@@ -230,6 +234,7 @@ pub async fn pick(
     };
     let lock = if lock { "FOR UPDATE OF e SKIP LOCKED" } else { "" };
     // Every eligible state is in the line, so the partial index serves it.
+    // Runtime SQL: the order and the lock are chosen per call.
     sqlx::query_as(&format!(
         "SELECT e.id, e.applicant_id, coalesce(e.referrer_member_id, r.applicant_id) AS referrer \
          FROM waitlist_entries e LEFT JOIN waitlist_entries r ON r.id = e.referrer_entry_id \

@@ -49,6 +49,7 @@ pub async fn sample(
     selector: Selector,
     limit: i64,
 ) -> Result<(i64, Vec<String>), sqlx::Error> {
+    // Runtime SQL: the criteria (`matching`) are the wave's own.
     let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
         "SELECT m.user_id, count(*) OVER () FROM members m WHERE {} ORDER BY random() LIMIT $2",
         matching(selector)
