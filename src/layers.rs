@@ -120,3 +120,24 @@ fn the_domain_has_no_sqlx_derives() {
     }
     assert!(found.is_empty(), "database mapping in the domain (move it to store::rows):\n{}", found.join("\n"));
 }
+
+/// Constraint names are the store's business: the store says what a
+/// violation means (`graph::is_redeem_race`, `waitlist::is_join_race`,
+/// `waves::is_erased_recipient`), and the layers above ask it.
+#[test]
+fn only_the_store_names_constraints() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| !f.starts_with(src.join("store"))) {
+        let text = std::fs::read_to_string(file).expect("readable source");
+        for (n, line) in text.lines().enumerate() {
+            let named = ["_key\"", "_fkey\"", "_pkey\"", "_check\"", "is_constraint_violation"];
+            if named.iter().any(|m| line.contains(m)) && !line.contains("let named = [") {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "constraint names outside the store (give the store a predicate):\n{}", found.join("\n"));
+}

@@ -139,13 +139,14 @@ impl InvitationService for InvitationApi {
         let deadline = timeout(&request);
         let request = request.into_inner();
         let who = attempt(&request.client_ip, Some(&request.invitee_id));
-        // The common path, in one round trip; anything else (and a request
-        // that does not parse, which the general path refuses after the
-        // attempt limit as before) takes the general path.
+        // Parsed once. The common path, in one round trip; anything else
+        // (and a request that does not parse, which the general path refuses
+        // after the attempt limit as before) takes the general path.
+        let parsed = self.view.redeem_command(&request);
         if request.request_id.is_empty()
-            && let Ok(command) = self.view.redeem_command(&request)
+            && let Ok(command) = &parsed
             && let Some(redemption) =
-                self.service.redeem_in_one_trip(&command, &who, deadline).await.map_err(to_status)?
+                self.service.redeem_in_one_trip(command, &who, deadline).await.map_err(to_status)?
         {
             return Ok(Response::new(self.view.redeem_response(&redemption)));
         }
@@ -153,7 +154,7 @@ impl InvitationService for InvitationApi {
         let encode = |r: &_| self.view.redeem_response(r).encode_to_vec();
         let answer = self
             .limited(who, |over_limit| async move {
-                let mut command = self.view.redeem_command(&request)?;
+                let mut command = parsed?;
                 command.over_attempt_limit = over_limit;
                 let request_id =
                     RequestId::parse_optional(&request.request_id).map_err(|d| Error::invalid("request_id", d))?;
@@ -235,12 +236,13 @@ impl InvitationService for InvitationApi {
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveResponse>, Status> {
         let deadline = timeout(&request);
         let request = request.into_inner();
-        // The common path in one round trip, as for Redeem.
+        // Parsed once; the common path in one round trip, as for Redeem.
+        let parsed = self.view.reserve_command(&request);
         if request.request_id.is_empty()
-            && let Ok(command) = self.view.reserve_command(&request)
+            && let Ok(command) = &parsed
             && let Some(reserved) = self
                 .service
-                .reserve_in_one_trip(&command, &attempt(&request.client_ip, None), deadline)
+                .reserve_in_one_trip(command, &attempt(&request.client_ip, None), deadline)
                 .await
                 .map_err(to_status)?
         {
@@ -250,7 +252,7 @@ impl InvitationService for InvitationApi {
         let encode = |r: &_| reservation::reserve_response(r).encode_to_vec();
         let answer = self
             .limited(attempt(&request.client_ip, None), |_| async {
-                let command = self.view.reserve_command(&request)?;
+                let command = parsed?;
                 let request_id =
                     RequestId::parse_optional(&request.request_id).map_err(|d| Error::invalid("request_id", d))?;
                 let idem = Idempotency { request_id, request_hash: hash, encode: &encode };

@@ -196,7 +196,7 @@ impl Invitations {
                 Ok(joined) => joined,
                 // The same applicant joining at the same moment: the retry
                 // finds its entry.
-                Err(e) if store::is_constraint_violation(&e, "waitlist_entries_applicant_id_key") => continue,
+                Err(e) if wl::is_join_race(&e) => continue,
                 Err(e) => return Err(e.into()),
             };
             let entry = joined.entry.map(|row| self.entry(row)).transpose()?;

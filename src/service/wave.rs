@@ -41,17 +41,13 @@ impl Invitations {
         // A member drawn and then erased before the insert (EraseMember
         // renames it under its row lock, which the insert's key check waits
         // for) fails the foreign key: draw again, the tombstone is a member.
-        let (tx, outcome, drawn) = store::with_retry(
-            &self.pool,
-            |e| store::is_constraint_violation(e, "invitations_inviter_id_fkey"),
-            |mut tx| {
-                let batch = &batch;
-                async move {
-                    let result = self.draw_and_mint(&mut tx, batch, wave.selector, count).await;
-                    (tx, result)
-                }
-            },
-        )
+        let (tx, outcome, drawn) = store::with_retry(&self.pool, store::waves::is_erased_recipient, |mut tx| {
+            let batch = &batch;
+            async move {
+                let result = self.draw_and_mint(&mut tx, batch, wave.selector, count).await;
+                (tx, result)
+            }
+        })
         .await
         .map(|((outcome, drawn), tx)| (tx, outcome, drawn))?;
         let matched = outcome.matched;

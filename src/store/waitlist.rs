@@ -98,6 +98,12 @@ pub struct Joined {
     pub entry: Option<EntryRow>,
 }
 
+/// The applicant's unique key, when two joins of one applicant raced (run
+/// again, the join finds the winner's entry).
+pub fn is_join_race(e: &sqlx::Error) -> bool {
+    super::is_constraint_violation(e, "waitlist_entries_applicant_id_key")
+}
+
 /// JoinWaitlist in one statement.
 pub async fn join(conn: &mut PgConnection, j: &Join<'_>, s: &Screening) -> Result<Joined, sqlx::Error> {
     // Runtime SQL: the screening row's casts and the entry's columns are

@@ -42,6 +42,13 @@ fn age_seconds(selector: Selector) -> f64 {
     }
 }
 
+/// A member drawn for a wave and erased before its invitation was inserted
+/// (EraseMember renames it under its row lock): the inviter's foreign key
+/// fails, and a new draw finds the tombstone instead.
+pub fn is_erased_recipient(e: &sqlx::Error) -> bool {
+    super::is_constraint_violation(e, "invitations_inviter_id_fkey")
+}
+
 /// A dry run: how many members match, and up to `limit` of them drawn at
 /// random.
 pub async fn sample(
