@@ -8,6 +8,8 @@
 //! general path, the statements of the other store modules.
 
 use sqlx::postgres::PgRow;
+use std::sync::LazyLock;
+
 use sqlx::{FromRow, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -204,14 +206,16 @@ pub async fn redeem(
     quotas: &QuotaGrants,
     time_left: Option<std::time::Duration>,
 ) -> Result<Status<Redeemed>, sqlx::Error> {
-    // Built once per call from constants: the screening and quota rows' casts.
-    let sql = format!(
-        "SELECT {SPENT}, r.status, r.redeem_time, r.flags, r.granted \
-         FROM inv_redeem($1, $2, $3, $4, $5, $6, {}, {}, $42) r",
-        screening_row(7),
-        QUOTAS_ROW,
-    );
-    let query = sqlx::query(&sql)
+    // Built once from constants: the screening and quota rows' casts.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {SPENT}, r.status, r.redeem_time, r.flags, r.granted \
+             FROM inv_redeem($1, $2, $3, $4, $5, $6, {}, {}, $42) r",
+            screening_row(7),
+            QUOTAS_ROW,
+        )
+    });
+    let query = sqlx::query(SQL.as_str())
         .bind(code_hashes)
         .bind(invitee)
         .bind(event.id)
@@ -250,16 +254,18 @@ pub async fn reserve(
     screening: &Screening,
     time_left: Option<std::time::Duration>,
 ) -> Result<Status<ReservedUse>, sqlx::Error> {
-    // Built once per call from constants: the screening row's casts.
-    let sql = format!(
-        "SELECT (r.reservation).id, (r.reservation).invitation_id, (r.reservation).status, \
-             (r.reservation).create_time, (r.reservation).expire_time, (r.reservation).end_time, \
-             (r.reservation).invitee_id, r.inviter_id, r.status AS outcome, \
-             (SELECT attributes FROM invitations i WHERE i.id = (r.reservation).invitation_id) AS attributes \
-         FROM inv_reserve($1, $2, $3, $4, $5, $6, $7, {}, $19) r",
-        screening_row(8)
-    );
-    let query = sqlx::query(&sql)
+    // Built once from constants: the screening row's casts.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT (r.reservation).id, (r.reservation).invitation_id, (r.reservation).status, \
+                 (r.reservation).create_time, (r.reservation).expire_time, (r.reservation).end_time, \
+                 (r.reservation).invitee_id, r.inviter_id, r.status AS outcome, \
+                 (SELECT attributes FROM invitations i WHERE i.id = (r.reservation).invitation_id) AS attributes \
+             FROM inv_reserve($1, $2, $3, $4, $5, $6, $7, {}, $19) r",
+            screening_row(8)
+        )
+    });
+    let query = sqlx::query(SQL.as_str())
         .bind(code_hashes)
         .bind(reservation_id)
         .bind(ttl_micros)
@@ -299,21 +305,23 @@ pub async fn check_code(
     attempt_keys: &[Vec<u8>],
     window_start: OffsetDateTime,
 ) -> Result<CodeState, sqlx::Error> {
-    // Runtime SQL: `COLUMNS` is decoded by position (`Invitation`'s row),
-    // then the counts after it.
-    let sql = format!(
-        "SELECT inv.*, \
-             (SELECT coalesce(max(failures), 0) FROM attempt_counters \
-              WHERE key_hash = ANY($2) AND window_start = $3) AS failures, \
-             CASE WHEN inv.id IS NULL THEN 0 ELSE \
-                 (SELECT count(*) FROM reservations r WHERE r.invitation_id = inv.id AND r.status = 'held' \
-                  AND r.expire_time > clock_timestamp()) END AS reserved_uses, \
-             coalesce((SELECT invite_enabled FROM members WHERE user_id = inv.inviter_id), true) AS enabled \
-         FROM (SELECT 1) one \
-         LEFT JOIN (SELECT {} FROM invitations WHERE code_hash = ANY($1) LIMIT 1) inv ON true",
-        super::invitations::COLUMNS
-    );
-    let row = sqlx::query(&sql).bind(code_hashes).bind(attempt_keys).bind(window_start).fetch_one(conn).await?;
+    // Runtime SQL, built once: `COLUMNS` is decoded by position
+    // (`Invitation`'s row), then the counts after it.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT inv.*, \
+                 (SELECT coalesce(max(failures), 0) FROM attempt_counters \
+                  WHERE key_hash = ANY($2) AND window_start = $3) AS failures, \
+                 CASE WHEN inv.id IS NULL THEN 0 ELSE \
+                     (SELECT count(*) FROM reservations r WHERE r.invitation_id = inv.id AND r.status = 'held' \
+                      AND r.expire_time > clock_timestamp()) END AS reserved_uses, \
+                 coalesce((SELECT invite_enabled FROM members WHERE user_id = inv.inviter_id), true) AS enabled \
+             FROM (SELECT 1) one \
+             LEFT JOIN (SELECT {} FROM invitations WHERE code_hash = ANY($1) LIMIT 1) inv ON true",
+            super::invitations::COLUMNS
+        )
+    });
+    let row = sqlx::query(SQL.as_str()).bind(code_hashes).bind(attempt_keys).bind(window_start).fetch_one(conn).await?;
     let n = super::invitations::COLUMN_COUNT;
     Ok(CodeState {
         invitation: invitation_if_any(&row)?,
@@ -357,31 +365,35 @@ pub async fn owner_page(
     with_conversions: bool,
 ) -> Result<OwnerPage, sqlx::Error> {
     // Separate owner tests so both cases can use the (inviter_id, id) index.
-    let owner_test = if owner.is_some() { "inviter_id = $1" } else { "inviter_id IS NULL AND $1::text IS NULL" };
-    // next_tick is quotas::FIRST_TICK with the interval in $5. Runtime SQL:
-    // the owner test, `OPEN`, `COLUMNS` and `STATE` are shared.
-    let sql = format!(
-        "SELECT p.*, k.inviter_id AS owner_inviter, k.known, k.next_tick, k.enabled, k.unspent, \
-             CASE WHEN $6 AND p.id IS NOT NULL THEN (SELECT array_agg(DISTINCT c.kind ORDER BY c.kind) FROM conversions c \
-                 WHERE c.invitation_id = p.id AND c.reward_state <> 'voided') END AS converted_kinds \
-         FROM (SELECT m.inviter_id, m.user_id IS NOT NULL AS known, m.invite_enabled AS enabled, \
-                   CASE WHEN $5::float8 IS NOT NULL THEN coalesce(m.earn_next_time, m.join_time \
-                       + make_interval(secs => $5) \
-                       * greatest(floor(extract(epoch FROM now() - m.join_time) / $5) + 1, 1)) END AS next_tick, \
-                   CASE WHEN $5::float8 IS NOT NULL AND m.user_id IS NOT NULL THEN \
-                       (SELECT count(*) FROM invitations i WHERE i.inviter_id = m.user_id AND {open}) END AS unspent \
-               FROM (SELECT 1) one LEFT JOIN members m ON m.user_id = $1) k \
-         LEFT JOIN LATERAL ( \
-             SELECT {columns} FROM invitations \
-             WHERE {owner_test} \
-               AND ($2::uuid IS NULL OR id < $2) \
-               AND ($3::text IS NULL OR $3 = {state}) \
-             ORDER BY id DESC LIMIT $4) p ON true",
-        open = super::waves::OPEN,
-        columns = super::invitations::COLUMNS,
-        state = super::invitations::STATE,
-    );
-    let rows = sqlx::query(&sql)
+    // next_tick is quotas::FIRST_TICK with the interval in $5. Runtime SQL,
+    // built once per owner test: it, `OPEN`, `COLUMNS` and `STATE` are shared.
+    fn page_sql(owner_test: &str) -> String {
+        format!(
+            "SELECT p.*, k.inviter_id AS owner_inviter, k.known, k.next_tick, k.enabled, k.unspent, \
+                 CASE WHEN $6 AND p.id IS NOT NULL THEN (SELECT array_agg(DISTINCT c.kind ORDER BY c.kind) FROM conversions c \
+                     WHERE c.invitation_id = p.id AND c.reward_state <> 'voided') END AS converted_kinds \
+             FROM (SELECT m.inviter_id, m.user_id IS NOT NULL AS known, m.invite_enabled AS enabled, \
+                       CASE WHEN $5::float8 IS NOT NULL THEN coalesce(m.earn_next_time, m.join_time \
+                           + make_interval(secs => $5) \
+                           * greatest(floor(extract(epoch FROM now() - m.join_time) / $5) + 1, 1)) END AS next_tick, \
+                       CASE WHEN $5::float8 IS NOT NULL AND m.user_id IS NOT NULL THEN \
+                           (SELECT count(*) FROM invitations i WHERE i.inviter_id = m.user_id AND {open}) END AS unspent \
+                   FROM (SELECT 1) one LEFT JOIN members m ON m.user_id = $1) k \
+             LEFT JOIN LATERAL ( \
+                 SELECT {columns} FROM invitations \
+                 WHERE {owner_test} \
+                   AND ($2::uuid IS NULL OR id < $2) \
+                   AND ($3::text IS NULL OR $3 = {state}) \
+                 ORDER BY id DESC LIMIT $4) p ON true",
+            open = super::waves::OPEN,
+            columns = super::invitations::COLUMNS,
+            state = super::invitations::STATE,
+        )
+    }
+    static OWNED: LazyLock<String> = LazyLock::new(|| page_sql("inviter_id = $1"));
+    static UNOWNED: LazyLock<String> = LazyLock::new(|| page_sql("inviter_id IS NULL AND $1::text IS NULL"));
+    let sql = if owner.is_some() { &OWNED } else { &UNOWNED };
+    let rows = sqlx::query(sql.as_str())
         .bind(owner)
         .bind(after)
         .bind(state.map(super::invitations::state_name))
