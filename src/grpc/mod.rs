@@ -138,11 +138,15 @@ impl InvitationService for InvitationApi {
     async fn redeem(&self, request: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
         let deadline = timeout(&request);
         let request = request.into_inner();
-        let who = attempt(&request.client_ip, Some(&request.invitee_id));
-        // Parsed once. The common path, in one round trip; anything else
+        // Parsed once (the attempt's ip and invitee too, unless the request
+        // does not parse). The common path, in one round trip; anything else
         // (and a request that does not parse, which the general path refuses
         // after the attempt limit as before) takes the general path.
         let parsed = self.view.redeem_command(&request);
+        let who = match &parsed {
+            Ok(command) => Attempt { ip: command.client_ip, invitee: Some(command.invitee.clone()) },
+            Err(_) => attempt(&request.client_ip, Some(&request.invitee_id)),
+        };
         if request.request_id.is_empty()
             && let Ok(command) = &parsed
             && let Some(redemption) =
