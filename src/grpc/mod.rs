@@ -175,12 +175,12 @@ impl InvitationService for InvitationApi {
     ) -> Result<Response<pb::CheckCodeResponse>, Status> {
         let read = read_from(&request)?;
         let request = request.into_inner();
-        crate::domain::parse_client_ip(&request.client_ip)
+        let ip = crate::domain::parse_client_ip(&request.client_ip)
             .map_err(|d| to_status(crate::Error::invalid("client_ip", d)))?;
         if request.code.is_empty() {
             return Err(to_status(crate::Error::invalid("code", "is required")));
         }
-        let who = attempt(&request.client_ip, None);
+        let who = Attempt { ip, invitee: None };
         // A malformed or mistyped code is an answer here, not an error: the
         // sign-up form wants to say "check for a typo" without a lookup
         // (but still under the attempt limit).
