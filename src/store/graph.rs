@@ -15,15 +15,19 @@ use crate::domain::{Invitation, Member};
 /// the public view) followed by `$tail`: the macros take only literals, so
 /// the shared select list is spliced here, at compile time.
 macro_rules! member_node {
-    ($tail:tt $(, $arg:expr)* $(,)?) => {
+    // `with $head`: a CTE before the select, which the tail joins.
+    (with $head:tt, $tail:tt $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             MemberRow,
-            r#"SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden,
+            $head + r#" SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden,
                  coalesce(p.hidden, false) AS "parent_hidden!",
                  m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by
                FROM members m LEFT JOIN members p ON p.id = m.path[cardinality(m.path) - 1] "# + $tail
             $(, $arg)*
         )
+    };
+    ($tail:tt $(, $arg:expr)* $(,)?) => {
+        member_node!(with "", $tail $(, $arg)*)
     };
 }
 
@@ -120,9 +124,8 @@ pub async fn page(
             .await?;
         return Ok(rows.into_iter().map(Member::from).collect());
     };
-    let rows = sqlx::query_as!(
-        MemberRow,
-        r#"WITH RECURSIVE walk (n, id, path) AS (
+    let rows = member_node!(
+        with r#"WITH RECURSIVE walk (n, id, path) AS (
              (SELECT 1, id, path FROM members WHERE path >= $1 AND path < $2 ORDER BY path LIMIT 1)
              UNION ALL
              SELECT w.n + 1, next.id, next.path FROM walk w CROSS JOIN LATERAL (
@@ -132,12 +135,8 @@ pub async fn page(
                                     ELSE w.path || 0::bigint END
                    AND path < $2
                  ORDER BY path LIMIT 1) next
-             WHERE w.n < $4::bigint)
-           SELECT m.id, m.user_id, m.inviter_id, m.join_time, m.invitation_id, m.path, m.hidden,
-             coalesce(p.hidden, false) AS "parent_hidden!",
-             m.invite_enabled, m.invite_reason, m.invite_update_time, m.invite_updated_by
-           FROM members m LEFT JOIN members p ON p.id = m.path[cardinality(m.path) - 1]
-           JOIN walk ON walk.id = m.id ORDER BY walk.n"#,
+             WHERE w.n < $4::bigint)"#,
+        "JOIN walk ON walk.id = m.id ORDER BY walk.n",
         from,
         to,
         max_len,

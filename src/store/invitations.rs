@@ -44,23 +44,26 @@ pub(crate) const COLUMN_NAMES: [&str; 21] = [
 
 /// Calls `$callback!(..., columns)` with `COLUMNS` as the compile-checked
 /// statements spell them: the `query!` macros take only string literals, so
-/// the list is handed to them as a token, and `binding` names its Rust enum.
-/// A unit test keeps it equal to `COLUMNS`.
+/// the list is handed to them as a token; `binding` and `attributes` name
+/// their Rust types, and an empty `code` completes `Invitation`. A unit test
+/// keeps it equal to `COLUMNS` (and the `code`).
 macro_rules! with_columns {
     ([$($callback:tt)*] ($($head:tt)*)) => {
         $($callback)*!($($head)* r#"id, code_ciphertext, code_key_id, inviter_id, last_invitee_id, uses, max_uses, create_time, expire_time,
      last_redeem_time, batch_id, label, note, minted_by, revoke_time, revoke_reason, revoked_by,
-     binding AS "binding: crate::domain::email::BindingKind", binding_digest, abuse_flags, attributes"#)
+     binding AS "binding: crate::domain::email::BindingKind", binding_digest, abuse_flags,
+     attributes AS "attributes: crate::domain::attributes::Attributes", '' AS "code!""#)
     };
 }
 pub(crate) use with_columns;
 
 /// `query_as!` of a statement returning invitations: `$head`, then
-/// `COLUMNS`, then `$tail`, checked at compile time like any `query!`;
-/// the rows are `store::rows::InvitationRow` (`.map(Invitation::from)`).
+/// `COLUMNS`, then `$tail`, checked at compile time like any `query!`,
+/// into `domain::Invitation` (its `code` is filled in later, so an empty
+/// one is selected).
 macro_rules! invitations_query {
     (@emit $head:tt, $tail:tt, [$($arg:expr),*], $columns:tt) => {
-        sqlx::query_as!($crate::store::rows::InvitationRow, $head + $columns + $tail $(, $arg)*)
+        sqlx::query_as!($crate::domain::Invitation, $head + $columns + $tail $(, $arg)*)
     };
     ($head:tt, $tail:tt $(, $arg:expr)* $(,)?) => {
         $crate::store::invitations::with_columns!(
@@ -204,21 +207,17 @@ pub async fn set_binding_digests(
 /// The invitation whose code has one of these lookup hashes (one per
 /// configured secret): one probe of the unique `code_hash` index.
 pub async fn by_code_hash(conn: &mut PgConnection, hashes: &[Vec<u8>]) -> Result<Option<Invitation>, sqlx::Error> {
-    let row = invitations_query!("SELECT ", " FROM invitations WHERE code_hash = ANY($1) LIMIT 1", hashes)
+    invitations_query!("SELECT ", " FROM invitations WHERE code_hash = ANY($1) LIMIT 1", hashes)
         .fetch_optional(conn)
-        .await?;
-    Ok(row.map(Invitation::from))
+        .await
 }
 
 pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<Invitation>, sqlx::Error> {
-    let row = invitations_query!("SELECT ", " FROM invitations WHERE id = $1", id).fetch_optional(conn).await?;
-    Ok(row.map(Invitation::from))
+    invitations_query!("SELECT ", " FROM invitations WHERE id = $1", id).fetch_optional(conn).await
 }
 
 pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Invitation>, sqlx::Error> {
-    let rows =
-        invitations_query!("SELECT ", " FROM invitations WHERE id = ANY($1) ORDER BY id", ids).fetch_all(conn).await?;
-    Ok(rows.into_iter().map(Invitation::from).collect())
+    invitations_query!("SELECT ", " FROM invitations WHERE id = ANY($1) ORDER BY id", ids).fetch_all(conn).await
 }
 
 /// An invitation's state by name, as `Invitation::state` decides it.
@@ -243,7 +242,7 @@ pub(crate) fn state_name(state: State) -> &'static str {
 /// gets a row back (docs/design.md, "Reservations").
 pub async fn take_use(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Result<Option<Invitation>, sqlx::Error> {
     super::reservations::lock_invitation(&mut *conn, id).await?;
-    let row = invitations_query!(
+    invitations_query!(
         "UPDATE invitations SET uses = uses + 1, last_redeem_time = now(), last_invitee_id = $2 \
          WHERE id = $1 AND revoke_time IS NULL \
            AND (expire_time IS NULL OR expire_time > clock_timestamp()) \
@@ -255,8 +254,7 @@ pub async fn take_use(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Re
         invitee_id
     )
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(Invitation::from))
+    .await
 }
 
 /// Revokes the named invitations that still have uses left and are not
@@ -279,7 +277,6 @@ pub async fn revoke_ids(
     )
     .fetch_all(&mut *conn)
     .await?;
-    let revoked: Vec<Invitation> = revoked.into_iter().map(Invitation::from).collect();
     super::stats::count_revoked(conn, &revoked).await?;
     Ok(revoked)
 }
@@ -289,7 +286,7 @@ pub async fn revoke_ids(
 /// only those that expired with uses left). Skips rows a call holds: they
 /// are found on the next sweep, so each invitation is swept exactly once.
 pub async fn sweep_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<Invitation>, sqlx::Error> {
-    let rows = invitations_query!(
+    invitations_query!(
         "UPDATE invitations SET expire_swept_time = now() \
          WHERE id IN (SELECT id FROM invitations \
                       WHERE expire_time IS NOT NULL AND expire_swept_time IS NULL \
@@ -300,8 +297,7 @@ pub async fn sweep_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<In
         limit
     )
     .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(Invitation::from).collect())
+    .await
 }
 
 /// Revokes every invitation of these owners that could still be redeemed;
@@ -324,7 +320,6 @@ pub async fn revoke_unspent_of_all(
     )
     .fetch_all(&mut *conn)
     .await?;
-    let revoked: Vec<Invitation> = revoked.into_iter().map(Invitation::from).collect();
     super::stats::count_revoked(conn, &revoked).await?;
     Ok(revoked)
 }
@@ -350,7 +345,8 @@ mod tests {
     fn the_checked_column_list_is_the_column_list() {
         let checked: &str = with_columns!([the_literal]());
         let names: Vec<&str> = checked.split(',').map(|c| c.split_whitespace().next().unwrap_or_default()).collect();
-        assert_eq!(names, COLUMN_NAMES);
+        assert_eq!(names[..COLUMN_COUNT], COLUMN_NAMES);
+        assert_eq!(names[COLUMN_COUNT..], ["''"]);
         assert!(checked.contains(r#"binding AS "binding: crate::domain::email::BindingKind""#));
     }
 }

@@ -76,8 +76,7 @@ pub async fn apply(conn: &mut PgConnection, id: Uuid, edit: &Edit<'_>) -> Result
         edit.expiry_changed
     )
     .fetch_one(&mut *conn)
-    .await?
-    .into();
+    .await?;
     if updated.uses >= updated.max_uses {
         sqlx::query!(
             "INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, 0, 1, 0, 0)",
@@ -99,8 +98,7 @@ pub async fn restore(conn: &mut PgConnection, id: Uuid) -> Result<Invitation, sq
         id
     )
     .fetch_one(&mut *conn)
-    .await?
-    .into();
+    .await?;
     sqlx::query!(
         "INSERT INTO batch_count_deltas (batch_id, used, spent, revoked, uses) VALUES ($1, 0, 0, -1, 0)",
         restored.batch_id

@@ -103,7 +103,7 @@ pub async fn take_reserved_use(
     invitation_id: Uuid,
     invitee_id: &str,
 ) -> Result<Option<Invitation>, sqlx::Error> {
-    let row = super::invitations::invitations_query!(
+    super::invitations::invitations_query!(
         "UPDATE invitations SET uses = uses + 1, last_redeem_time = now(), last_invitee_id = $2 \
          WHERE id = $1 AND uses < max_uses AND revoke_time IS NULL \
            AND (expire_time IS NULL OR expire_time > clock_timestamp()) \
@@ -113,8 +113,7 @@ pub async fn take_reserved_use(
         invitee_id
     )
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(Invitation::from))
+    .await
 }
 
 pub async fn mark_completed(conn: &mut PgConnection, id: Uuid, invitee_id: &str) -> Result<Reservation, sqlx::Error> {

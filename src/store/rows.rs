@@ -53,63 +53,26 @@ impl<'r> FromRow<'r, PgRow> for Invitation {
             binding: row.try_get(17)?,
             binding_digest: row.try_get(18)?,
             abuse_flags: row.try_get(19)?,
-            attributes: Attributes::from_stored(row.try_get(20)?),
+            attributes: row.try_get(20)?,
         })
     }
 }
 
-/// An invitation as the compile-checked statements return it
-/// (`store::invitations::invitations_query!`).
-pub struct InvitationRow {
-    pub id: Uuid,
-    pub code_ciphertext: Option<Vec<u8>>,
-    pub code_key_id: Option<i32>,
-    pub inviter_id: Option<String>,
-    pub last_invitee_id: Option<String>,
-    pub uses: i32,
-    pub max_uses: i32,
-    pub create_time: OffsetDateTime,
-    pub expire_time: Option<OffsetDateTime>,
-    pub last_redeem_time: Option<OffsetDateTime>,
-    pub batch_id: Uuid,
-    pub label: String,
-    pub note: String,
-    pub minted_by: String,
-    pub revoke_time: Option<OffsetDateTime>,
-    pub revoke_reason: Option<String>,
-    pub revoked_by: Option<String>,
-    pub binding: Option<BindingKind>,
-    pub binding_digest: Option<Vec<u8>>,
-    pub abuse_flags: Vec<String>,
-    pub attributes: Vec<String>,
+/// Attributes are stored flat (`text[]` of key, value, key, value, …) and
+/// decoded straight into the map, so `query_as!` fills `Invitation` itself.
+impl Type<Postgres> for Attributes {
+    fn type_info() -> PgTypeInfo {
+        <Vec<String> as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <Vec<String> as Type<Postgres>>::compatible(ty)
+    }
 }
 
-impl From<InvitationRow> for Invitation {
-    fn from(row: InvitationRow) -> Self {
-        Self {
-            id: row.id,
-            code: String::new(),
-            code_ciphertext: row.code_ciphertext,
-            code_key_id: row.code_key_id,
-            inviter_id: row.inviter_id,
-            last_invitee_id: row.last_invitee_id,
-            uses: row.uses,
-            max_uses: row.max_uses,
-            create_time: row.create_time,
-            expire_time: row.expire_time,
-            last_redeem_time: row.last_redeem_time,
-            batch_id: row.batch_id,
-            label: row.label,
-            note: row.note,
-            minted_by: row.minted_by,
-            revoke_time: row.revoke_time,
-            revoke_reason: row.revoke_reason,
-            revoked_by: row.revoked_by,
-            binding: row.binding,
-            binding_digest: row.binding_digest,
-            abuse_flags: row.abuse_flags,
-            attributes: Attributes::from_stored(row.attributes),
-        }
+impl<'r> Decode<'r, Postgres> for Attributes {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Attributes::from_stored(<Vec<String> as Decode<Postgres>>::decode(value)?))
     }
 }
 
