@@ -2,20 +2,20 @@
 //! the service's command, and conversions into messages. The handler in
 //! `grpc/mod.rs` calls the functions here.
 
-use prost::Message;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use super::auth::recorded_actor;
 use super::convert::timestamp;
+use super::idempotent::Key;
 use super::members::parse_timestamp;
-use super::{caller, request_hash, request_id, respond, status::to_status};
+use super::{caller, status::to_status};
 use crate::domain::conversion::ConversionKind;
 use crate::domain::error::{Error, Violations};
 use crate::domain::{self, UserId};
 use crate::pb;
 use crate::pb::conversion_reward::State as RewardState;
-use crate::service::{ConversionCommand, ConversionOutcome, Idempotency, Invitations, VoidCommand, VoidOutcome};
+use crate::service::{ConversionCommand, ConversionOutcome, Invitations, VoidCommand, VoidOutcome};
 use crate::service::{MAX_REVIEW_REWARDS, ReviewRewardsCommand};
 use crate::store::conversions::ConversionRow;
 
@@ -97,13 +97,9 @@ pub async fn record(
     request: Request<pb::RecordConversionRequest>,
 ) -> Result<Response<pb::RecordConversionResponse>, Status> {
     let request = request.into_inner();
-    let hash = request_hash(&request);
-    let request_id = request_id(&request.request_id)?;
+    let key = Key::of(&request).map_err(to_status)?;
     let command = ConversionCommand::try_from(&request).map_err(to_status)?;
-    let encode = |o: &_| record_response(o).encode_to_vec();
-    let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-    let answer = service.record_conversion(command, idem).await.map_err(to_status)?;
-    respond(answer, record_response)
+    key.call(record_response, async |idem| service.record_conversion(command, idem).await).await.map_err(to_status)
 }
 
 impl TryFrom<&pb::VoidConversionRequest> for VoidCommand {
@@ -141,14 +137,10 @@ pub async fn void(
 ) -> Result<Response<pb::VoidConversionResponse>, Status> {
     let caller = caller(&request);
     let request = request.into_inner();
-    let hash = request_hash(&request);
-    let request_id = request_id(&request.request_id)?;
+    let key = Key::of(&request).map_err(to_status)?;
     let mut command = VoidCommand::try_from(&request).map_err(to_status)?;
     command.voided_by = recorded_actor(caller.as_ref(), &command.voided_by);
-    let encode = |o: &_| void_response(o).encode_to_vec();
-    let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-    let answer = service.void_conversion(command, idem).await.map_err(to_status)?;
-    respond(answer, void_response)
+    key.call(void_response, async |idem| service.void_conversion(command, idem).await).await.map_err(to_status)
 }
 
 fn review_command(r: pb::ReviewRewardsRequest) -> Result<ReviewRewardsCommand, Error> {

@@ -12,8 +12,8 @@ use crate::domain::error::{Error, Violations};
 use crate::domain::{self, Invitation, State, UserId};
 use crate::pb;
 use crate::service::{
-    ListPage, ListQuery, MintCommand, MintOutcome, RedeemCommand, RedeemTarget, Redemption, RevokeCommand,
-    RevokeOutcome, RevokeTarget, Selector, Wave,
+    CheckCommand, CodeCheck, ListPage, ListQuery, MintCommand, MintOutcome, RedeemCommand, RedeemTarget, Redemption,
+    RevokeCommand, RevokeOutcome, RevokeTarget, Selector, Wave,
 };
 
 /// How codes are shown and parsed, and how links are built.
@@ -371,6 +371,36 @@ impl TryFrom<pb::ListForUserRequest> for ListQuery {
 }
 
 impl View {
+    pub fn check_command(&self, r: &pb::CheckCodeRequest) -> Result<CheckCommand, Error> {
+        let client_ip = domain::parse_client_ip(&r.client_ip).map_err(|d| Error::invalid("client_ip", d))?;
+        if r.code.is_empty() {
+            return Err(Error::invalid("code", "is required"));
+        }
+        Ok(CheckCommand { code: self.parse_code("code", &r.code), client_ip })
+    }
+
+    /// The answer for a code that parsed and was looked up.
+    pub fn check_response(&self, code: &InvitationCode, check: CodeCheck) -> pb::CheckCodeResponse {
+        let CodeCheck { invitation, refusal, reserved_uses, bound_to_applicant } = check;
+        let mut response = pb::CheckCodeResponse {
+            redeemable: refusal.is_none(),
+            reserved: matches!(refusal, Some(Error::Reserved)),
+            reserved_uses,
+            bound_to_applicant,
+            reason: refusal.map(|e| e.reason().to_owned()).unwrap_or_default(),
+            normalized_code: code.display(&self.code_prefix),
+            ..Default::default()
+        };
+        if let Some(inv) = invitation {
+            response.inviter_id = inv.inviter_id.clone().unwrap_or_default();
+            response.expire_time = inv.expire_time.map(timestamp);
+            response.remaining_uses = (inv.max_uses - inv.uses).max(0) as u32;
+            response.binding = binding_pb(inv.binding) as i32;
+            response.attributes = inv.attributes.to_map();
+        }
+        response
+    }
+
     pub fn redeem_command(&self, r: &pb::RedeemRequest) -> Result<RedeemCommand, Error> {
         let mut v = Violations::default();
         let invitee = v.check("invitee_id", UserId::parse(&r.invitee_id));

@@ -2,19 +2,19 @@
 //! (AIP-134) and validation, and the handlers' bodies (the trait methods in
 //! `grpc/mod.rs` call these).
 
-use prost::Message;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use super::auth::recorded_actor;
 use super::convert::{View, parse_attributes, parse_ttl};
+use super::idempotent::Key;
 use super::members::parse_timestamp;
-use super::{caller, request_hash, request_id, respond, status::to_status};
+use super::{caller, status::to_status};
 use crate::domain::UserId;
 use crate::domain::error::{Error, Violations};
 use crate::domain::{self, Invitation};
 use crate::pb;
-use crate::service::{Idempotency, Invitations, MemberMintCommand, RestoreCommand, UpdateCommand};
+use crate::service::{Invitations, MemberMintCommand, RestoreCommand, UpdateCommand};
 
 /// The paths UpdateInvitation takes ("*" is all of them).
 pub const UPDATABLE: [&str; 5] = ["expire_time", "max_uses", "label", "note", "attributes"];
@@ -128,14 +128,12 @@ pub async fn update(
 ) -> Result<Response<pb::UpdateInvitationResponse>, Status> {
     let caller = caller(&request);
     let request = request.into_inner();
-    let hash = request_hash(&request);
-    let request_id = request_id(&request.request_id)?;
+    let key = Key::of(&request).map_err(to_status)?;
     let mut command = update_command(&request).map_err(to_status)?;
     command.updated_by = recorded_actor(caller.as_ref(), &command.updated_by);
-    let encode = |inv: &_| update_pb(view, inv).encode_to_vec();
-    let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-    let answer = service.update_invitation(command, idem).await.map_err(to_status)?;
-    respond(answer, |inv| update_pb(view, inv))
+    key.call(|inv| update_pb(view, inv), async |idem| service.update_invitation(command, idem).await)
+        .await
+        .map_err(to_status)
 }
 
 pub async fn restore(
@@ -145,14 +143,12 @@ pub async fn restore(
 ) -> Result<Response<pb::RestoreInvitationResponse>, Status> {
     let caller = caller(&request);
     let request = request.into_inner();
-    let hash = request_hash(&request);
-    let request_id = request_id(&request.request_id)?;
+    let key = Key::of(&request).map_err(to_status)?;
     let mut command = restore_command(&request).map_err(to_status)?;
     command.restored_by = recorded_actor(caller.as_ref(), &command.restored_by);
-    let encode = |inv: &_| restore_pb(view, inv).encode_to_vec();
-    let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-    let answer = service.restore_invitation(command, idem).await.map_err(to_status)?;
-    respond(answer, |inv| restore_pb(view, inv))
+    key.call(|inv| restore_pb(view, inv), async |idem| service.restore_invitation(command, idem).await)
+        .await
+        .map_err(to_status)
 }
 
 pub async fn create_for_member(
@@ -161,13 +157,11 @@ pub async fn create_for_member(
     request: Request<pb::CreateMemberInvitationRequest>,
 ) -> Result<Response<pb::CreateMemberInvitationResponse>, Status> {
     let request = request.into_inner();
-    let hash = request_hash(&request);
-    let request_id = request_id(&request.request_id)?;
+    let key = Key::of(&request).map_err(to_status)?;
     let command = member_command(&request).map_err(to_status)?;
-    let encode = |inv: &_| created_pb(view, inv).encode_to_vec();
-    let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-    let answer = service.create_member_invitation(command, idem).await.map_err(to_status)?;
-    respond(answer, |inv| created_pb(view, inv))
+    key.call(|inv| created_pb(view, inv), async |idem| service.create_member_invitation(command, idem).await)
+        .await
+        .map_err(to_status)
 }
 
 #[cfg(test)]

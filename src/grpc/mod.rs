@@ -8,6 +8,7 @@ pub mod conversions;
 pub mod convert;
 pub mod deadline;
 mod graph;
+mod idempotent;
 mod lifecycle;
 mod members;
 pub mod overload;
@@ -21,22 +22,21 @@ mod waitlist;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use prost::Message;
-use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::domain::UserId;
 use crate::domain::error::Error;
-use crate::domain::{RequestId, UserId};
 use crate::grpc::auth::{Caller, recorded_actor};
 use crate::pb;
 use crate::pb::invitation_service_server::InvitationService;
+use crate::service::Invitations;
 use crate::service::abuse::is_guess_failure;
-use crate::service::{Answer, CodeCheck, Idempotency, Invitations};
 use crate::service::{Attempt, MintCommand, PrivilegesCommand, ReparentCommand, RevokeCommand};
 use crate::store::replicas::ReadFrom;
 use convert::View;
+use idempotent::Key;
 use status::to_status;
 
 pub struct InvitationApi {
@@ -48,14 +48,6 @@ impl InvitationApi {
     pub fn new(service: Arc<Invitations>, view: View) -> Self {
         Self { service, view }
     }
-}
-
-fn request_hash<M: Message>(message: &M) -> [u8; 32] {
-    Sha256::digest(message.encode_to_vec()).into()
-}
-
-fn request_id(value: &str) -> Result<Option<RequestId>, Status> {
-    RequestId::parse_optional(value).map_err(|d| to_status(crate::Error::invalid("request_id", d)))
 }
 
 /// The authenticated caller, if authentication is on.
@@ -96,33 +88,21 @@ fn timeout<T>(request: &Request<T>) -> Option<std::time::Duration> {
     request.extensions().get::<deadline::CallTimeout>().map(|t| t.0)
 }
 
-/// A fresh answer converted, or a stored one decoded.
-fn respond<T, M: Message + Default>(answer: Answer<T>, convert: impl FnOnce(&T) -> M) -> Result<Response<M>, Status> {
-    match answer {
-        Answer::Fresh(value) => Ok(Response::new(convert(&value))),
-        Answer::Replayed(bytes) => M::decode(bytes.as_slice())
-            .map(Response::new)
-            .map_err(|e| to_status(crate::Error::Internal(anyhow::anyhow!("stored answer does not decode: {e}")))),
-    }
-}
-
 #[tonic::async_trait]
 impl InvitationService for InvitationApi {
     async fn mint(&self, request: Request<pb::MintRequest>) -> Result<Response<pb::MintResponse>, Status> {
         let caller = caller(&request);
         let request = request.into_inner();
-        let hash = request_hash(&request);
-        let request_id = request_id(&request.request_id)?;
+        let key = Key::of(&request).map_err(to_status)?;
         if !request.custom_code.is_empty() && !self.view.vanity_codes {
             let off = "vanity codes are off on this server (--vanity-codes true turns them on)";
             return Err(to_status(crate::Error::invalid("custom_code", off)));
         }
         let mut command: MintCommand = request.try_into().map_err(to_status)?;
         command.minted_by = recorded_actor(caller.as_ref(), &command.minted_by);
-        let encode = |o: &_| self.view.mint_response(o).encode_to_vec();
-        let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-        let answer = self.service.mint(command, idem).await.map_err(to_status)?;
-        respond(answer, |o| self.view.mint_response(o))
+        key.call(|o| self.view.mint_response(o), async |idem| self.service.mint(command, idem).await)
+            .await
+            .map_err(to_status)
     }
 
     async fn list_for_user(
@@ -154,19 +134,13 @@ impl InvitationService for InvitationApi {
         {
             return Ok(Response::new(self.view.redeem_response(&redemption)));
         }
-        let hash = request_hash(&request);
-        let encode = |r: &_| self.view.redeem_response(r).encode_to_vec();
-        let answer = self
-            .limited(who, |over_limit| async move {
-                let mut command = parsed?;
-                command.over_attempt_limit = over_limit;
-                let request_id =
-                    RequestId::parse_optional(&request.request_id).map_err(|d| Error::invalid("request_id", d))?;
-                let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-                self.service.redeem(command, idem).await
-            })
-            .await?;
-        respond(answer, |r| self.view.redeem_response(r))
+        self.limited(who, |over_limit| async move {
+            let mut command = parsed?;
+            command.over_attempt_limit = over_limit;
+            let key = Key::of(&request)?;
+            key.call(|r| self.view.redeem_response(r), async |idem| self.service.redeem(command, idem).await).await
+        })
+        .await
     }
 
     async fn check_code(
@@ -174,17 +148,11 @@ impl InvitationService for InvitationApi {
         request: Request<pb::CheckCodeRequest>,
     ) -> Result<Response<pb::CheckCodeResponse>, Status> {
         let read = read_from(&request)?;
-        let request = request.into_inner();
-        let ip = crate::domain::parse_client_ip(&request.client_ip)
-            .map_err(|d| to_status(crate::Error::invalid("client_ip", d)))?;
-        if request.code.is_empty() {
-            return Err(to_status(crate::Error::invalid("code", "is required")));
-        }
-        let who = Attempt { ip, invitee: None };
-        // A malformed or mistyped code is an answer here, not an error: the
-        // sign-up form wants to say "check for a typo" without a lookup
-        // (but still under the attempt limit).
-        let code = match self.view.parse_code("code", &request.code) {
+        let command = self.view.check_command(request.get_ref()).map_err(to_status)?;
+        let who = Attempt { ip: command.client_ip, invitee: None };
+        // A malformed or mistyped code is an answer here, not an error (but
+        // still under the attempt limit).
+        let code = match command.code {
             Ok(code) => code,
             Err(e) => {
                 self.service.admit_attempt(&who).await.map_err(to_status)?;
@@ -193,38 +161,19 @@ impl InvitationService for InvitationApi {
         };
         // One statement: the limit, the lookup, and (an unknown code is an
         // answer too, but counts against the limit) the count.
-        let CodeCheck { invitation, refusal, reserved_uses, bound_to_applicant } =
-            self.service.check(&code, &who, read).await.map_err(to_status)?;
-        let mut response = pb::CheckCodeResponse {
-            redeemable: refusal.is_none(),
-            reserved: matches!(refusal, Some(crate::Error::Reserved)),
-            reserved_uses,
-            bound_to_applicant,
-            reason: refusal.map(|e| e.reason().to_owned()).unwrap_or_default(),
-            normalized_code: code.display(&self.view.code_prefix),
-            ..Default::default()
-        };
-        if let Some(inv) = invitation {
-            response.inviter_id = inv.inviter_id.clone().unwrap_or_default();
-            response.expire_time = inv.expire_time.map(convert::timestamp);
-            response.remaining_uses = (inv.max_uses - inv.uses).max(0) as u32;
-            response.binding = convert::binding_pb(inv.binding) as i32;
-            response.attributes = inv.attributes.to_map();
-        }
-        Ok(Response::new(response))
+        let check = self.service.check(&code, &who, read).await.map_err(to_status)?;
+        Ok(Response::new(self.view.check_response(&code, check)))
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
         let caller = caller(&request);
         let request = request.into_inner();
-        let hash = request_hash(&request);
-        let request_id = request_id(&request.request_id)?;
+        let key = Key::of(&request).map_err(to_status)?;
         let mut command: RevokeCommand = request.try_into().map_err(to_status)?;
         command.revoked_by = recorded_actor(caller.as_ref(), &command.revoked_by);
-        let encode = |o: &_| self.view.revoke_response(o).encode_to_vec();
-        let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-        let answer = self.service.revoke(command, idem).await.map_err(to_status)?;
-        respond(answer, |o| self.view.revoke_response(o))
+        key.call(|o| self.view.revoke_response(o), async |idem| self.service.revoke(command, idem).await)
+            .await
+            .map_err(to_status)
     }
 
     async fn get_invite_graph(
@@ -252,18 +201,12 @@ impl InvitationService for InvitationApi {
         {
             return Ok(Response::new(reservation::reserve_response(&reserved)));
         }
-        let hash = request_hash(&request);
-        let encode = |r: &_| reservation::reserve_response(r).encode_to_vec();
-        let answer = self
-            .limited(attempt(&request.client_ip, None), |_| async {
-                let command = parsed?;
-                let request_id =
-                    RequestId::parse_optional(&request.request_id).map_err(|d| Error::invalid("request_id", d))?;
-                let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-                self.service.reserve(command, idem).await
-            })
-            .await?;
-        respond(answer, reservation::reserve_response)
+        self.limited(attempt(&request.client_ip, None), |_| async {
+            let command = parsed?;
+            let key = Key::of(&request)?;
+            key.call(reservation::reserve_response, async |idem| self.service.reserve(command, idem).await).await
+        })
+        .await
     }
 
     async fn release(&self, request: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {

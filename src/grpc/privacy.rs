@@ -2,18 +2,18 @@
 //! validation into the service's command or query. The handlers in
 //! `grpc/mod.rs` call [`erase`] and [`list_history`].
 
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::auth::recorded_actor;
 use super::convert::timestamp;
+use super::idempotent::Key;
 use super::members::parse_timestamp;
-use super::{caller, request_hash, request_id, respond, status::to_status};
+use super::{caller, status::to_status};
 use crate::domain::error::{Error, Violations};
 use crate::domain::history::{Filter, Operation};
 use crate::domain::{self, UserId};
 use crate::pb;
-use crate::service::{Change, EraseCommand, EraseOutcome, HistoryQuery, Idempotency, Invitations};
+use crate::service::{Change, EraseCommand, EraseOutcome, HistoryQuery, Invitations};
 
 impl TryFrom<&pb::EraseMemberRequest> for EraseCommand {
     type Error = Error;
@@ -43,14 +43,10 @@ pub async fn erase(
 ) -> Result<Response<pb::EraseMemberResponse>, Status> {
     let caller = caller(&request);
     let request = request.into_inner();
-    let hash = request_hash(&request);
-    let request_id = request_id(&request.request_id)?;
+    let key = Key::of(&request).map_err(to_status)?;
     let mut command = EraseCommand::try_from(&request).map_err(to_status)?;
     command.erased_by = recorded_actor(caller.as_ref(), "");
-    let encode = |o: &_| erase_response(o).encode_to_vec();
-    let idem = Idempotency { request_id, request_hash: hash, encode: &encode };
-    let answer = service.erase_member(command, idem).await.map_err(to_status)?;
-    respond(answer, erase_response)
+    key.call(erase_response, async |idem| service.erase_member(command, idem).await).await.map_err(to_status)
 }
 
 impl TryFrom<&pb::ListHistoryRequest> for HistoryQuery {

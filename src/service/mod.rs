@@ -166,6 +166,14 @@ pub struct Redemption {
 
 /// CheckCode's answer: the invitation when the code exists, and why it
 /// cannot be redeemed, if it cannot.
+/// CheckCode: a code and who checks it. A code that does not parse is kept
+/// as its refusal: the answer says "check for a typo" without a lookup (but
+/// still under the attempt limit), so it is not an error of the call.
+pub struct CheckCommand {
+    pub code: Result<InvitationCode, Error>,
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
 pub struct CodeCheck {
     pub invitation: Option<Invitation>,
     pub refusal: Option<Error>,
