@@ -171,10 +171,13 @@ impl Invitations {
 }
 
 /// Invitations a fresh conversion's reward minted.
+/// Invitations this recording minted: only a reward granted now (a pending
+/// one is counted by the granter when it grants it, one held for review
+/// when approved, a denied one never).
 fn granted(outcome: &ConversionOutcome) -> u64 {
-    if !outcome.created {
+    let c = &outcome.conversion;
+    if !outcome.created || c.reward_state != "granted" {
         return 0;
     }
-    let c = &outcome.conversion;
     (c.inviter_reward.max(0) + c.member_reward.max(0)) as u64
 }

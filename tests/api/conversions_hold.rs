@@ -11,6 +11,7 @@ use tonic::Code;
 
 use crate::conversions::{LOOP, converted, unspent};
 use crate::helpers::{Options, TestApp, assert_error, wait_until};
+use crate::metrics::Scrape;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -71,9 +72,12 @@ async fn a_held_reward_is_pending_until_the_granter_grants_it() {
     assert!((7 * 86_400 - 5..=7 * 86_400 + 5).contains(&hold), "7 days: {hold}");
     assert_eq!(unspent(&app, "alice", "reward:activated").await, 0, "nothing minted yet");
     assert_eq!(app.count("outbox WHERE event_type = 'reward.granted'").await, 0);
+    let minted = || async { Scrape::fetch(app.admin_addr).await.value("invitations_minted_total", &[]) };
+    assert_eq!(minted().await, 1.0, "alice's one invitation; the pending reward is not minted yet");
 
     end_hold(&app, &[&c.id]).await;
     wait_until(WAIT, "the granter to grant it", || async { state_of(&app, &c.id).await == "granted" }).await;
+    assert_eq!(minted().await, 3.0, "the reward's two invitations, counted once, when granted");
     assert_eq!(
         (unspent(&app, "alice", "reward:activated").await, unspent(&app, "m00", "reward:activated").await),
         (1, 1)
