@@ -159,6 +159,27 @@ bench_layout() {
   owners=$(( side < 10000 ? side : 10000 ))
 }
 
+# Postgres's own CPU per call, beside the throughput: what a call costs the
+# part that does not scale out, whoever else shares the cores. Counted from
+# /proc of the server's postmaster (its reaped backends' time included) and
+# its live backends; only where the server runs on this machine and its
+# data directory is readable, "-" otherwise.
+pg_cpu_init() { # sets hz and pg_master for pg_cpu_ticks, from $DATABASE_URL
+  hz=$(getconf CLK_TCK)
+  pg_master=$(head -1 "$(psql -X -Atc 'SHOW data_directory' "$DATABASE_URL" 2>/dev/null)/postmaster.pid" 2>/dev/null || true)
+}
+pg_cpu_ticks() {
+  [[ -n "$pg_master" && -r "/proc/$pg_master/stat" ]] || { echo -1; return; }
+  local sum pid
+  sum=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pg_master/stat")
+  for pid in $(pgrep -P "$pg_master"); do
+    sum=$(( sum + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$sum"
+}
+pg_cpu_per() { # ticks before, ticks after, calls: µs of Postgres CPU per call
+  awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN { if (a < 0 || n <= 0) print "-"; else printf "%.0f", (b - a) / hz / n * 1e6 }'
+}
 # pgbench's stand-in for what it cannot compute (a code's HMAC): the lookup
 # hashes of every seeded invitation, by plan index k + 1 (UUIDv7 ids are in
 # seeding order), in table bench_codes of $DATABASE_URL (made once).
