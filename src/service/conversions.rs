@@ -6,8 +6,15 @@
 //! knows about gRPC.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::*;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Answer, Idempotency, Invitations};
+use crate::domain::UserId;
+use crate::domain::error::Error;
+
 use crate::domain::conversion::{ConversionKind, RewardRule};
 use crate::domain::events::{self, EventHead};
 use crate::store::conversions::{self as conv, ConversionRow, Recorded, RuleRow};

@@ -6,11 +6,36 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::domain::error::Error;
-use crate::domain::{MAX_GRAPH_DEPTH, Member};
+use crate::domain::{MAX_GRAPH_DEPTH, Member, UserId};
 use crate::store::replicas::ReadFrom;
 use crate::store::{graph, tree};
 
-use super::{GraphQuery, GraphView, Invitations, bad_page_token, public_view};
+use super::{Invitations, bad_page_token, public_view};
+
+pub struct GraphQuery {
+    pub user: UserId,
+    pub page_size: u32,
+    pub page_token: String,
+    /// Levels of the subtree to include, at least 1 (clamped to
+    /// `MAX_GRAPH_DEPTH`, which means all of them).
+    pub max_depth: u32,
+    /// Hidden members as anonymous placeholders.
+    pub public_view: bool,
+}
+
+pub struct GraphView {
+    pub member: Member,
+    /// Root first.
+    pub ancestors: Vec<Member>,
+    /// One page of the subtree, depth-first.
+    pub descendants: Vec<Member>,
+    pub next_page_token: String,
+    /// Members below `member`, all depths.
+    pub descendant_count: i64,
+    /// Direct invitees of `member`.
+    pub invitee_count: i64,
+    pub public_view: bool,
+}
 
 /// Members per query while walking the forest.
 const WALK_CHUNK: i64 = 1000;

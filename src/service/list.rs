@@ -6,12 +6,49 @@ use uuid::Uuid;
 use crate::domain::abuse::CheckMode;
 use crate::domain::code::InvitationCode;
 use crate::domain::error::Error;
-use crate::domain::{State, UserId};
+use crate::domain::{Invitation, State, UserId};
 use crate::service::abuse::Attempt;
 use crate::store::common_path;
 use crate::store::replicas::{ReadFrom, Source};
 
-use super::{CodeCheck, Invitations, ListPage, ListQuery, bad_page_token};
+use super::{Invitations, bad_page_token};
+
+pub struct ListQuery {
+    /// None lists the unowned invitations.
+    pub owner: Option<UserId>,
+    pub state: Option<State>,
+    pub page_size: u32,
+    pub page_token: String,
+}
+
+pub struct ListPage {
+    pub invitations: Vec<Invitation>,
+    pub next_page_token: String,
+    pub inviter_id: Option<String>,
+    /// When the owner earns its next invitation (earn policy).
+    pub next_grant_time: Option<OffsetDateTime>,
+    /// Per invitation (same order): the kinds its invitees converted with.
+    pub converted: Vec<Vec<String>>,
+}
+
+/// CheckCode: a code and who checks it. A code that does not parse is kept
+/// as its refusal: the answer says "check for a typo" without a lookup (but
+/// still under the attempt limit), so it is not an error of the call.
+pub struct CheckCommand {
+    pub code: Result<InvitationCode, Error>,
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// CheckCode's answer: the invitation when the code exists, and why it
+/// cannot be redeemed, if it cannot.
+pub struct CodeCheck {
+    pub invitation: Option<Invitation>,
+    pub refusal: Option<Error>,
+    /// Uses held by live reservations.
+    pub reserved_uses: u32,
+    /// Admitted from the waitlist: only its applicant may redeem it.
+    pub bound_to_applicant: bool,
+}
 
 impl Invitations {
     #[tracing::instrument(name = "db.list", skip_all, fields(db.system = "postgresql"))]

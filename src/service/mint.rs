@@ -10,15 +10,54 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::crypto::vault::Purpose;
+use crate::domain::attributes::Attributes;
 use crate::domain::code::InvitationCode;
+use crate::domain::email::Binding;
 use crate::domain::error::Error;
 use crate::domain::history::{Entry, Operation};
-use crate::domain::{Invitation, events};
+use crate::domain::selector::Wave;
+use crate::domain::{Invitation, UserId, events};
 use crate::store::history;
 use crate::store::invitations::{self, BatchAttributes, NewInvitation, Owner};
 use crate::store::{members, outbox};
 
-use super::{Answer, Idempotency, Invitations, MAX_CODE_DRAWS, MintCommand, MintOutcome, internal};
+use super::{Answer, Idempotency, Invitations, MAX_CODE_DRAWS, internal};
+
+pub struct MintCommand {
+    pub owners: Vec<UserId>,
+    pub per_user: u32,
+    pub unowned: u32,
+    pub ttl: Option<time::Duration>,
+    pub max_uses: u32,
+    pub label: String,
+    pub note: String,
+    pub minted_by: String,
+    pub dry_run: bool,
+    /// Bind every minted invitation to one address or domain.
+    pub binding: Option<Binding>,
+    /// Mint for members a selector chooses instead (then `owners` is empty
+    /// and `unowned` 0).
+    pub wave: Option<Wave>,
+    /// Carried by every minted invitation.
+    pub attributes: Attributes,
+    /// A vanity code for the one invitation (`InvitationCode::parse_vanity`).
+    pub custom_code: Option<InvitationCode>,
+}
+
+#[derive(Default)]
+pub struct MintOutcome {
+    /// All minted invitations, or for a wave the first `MAX_WAVE_LISTED`.
+    pub invitations: Vec<Invitation>,
+    pub batch_id: Option<Uuid>,
+    pub count: u32,
+    pub dry_run: bool,
+    /// Waves: members the selector matched.
+    pub matched: u32,
+    /// Waves: who gets one (at most `MAX_WAVE_LISTED`).
+    pub recipients: Vec<String>,
+    /// Waves: `invitations` lists only part of them.
+    pub truncated: bool,
+}
 
 /// Invitations per insert statement (and per round of minted events): a
 /// wave of a million members is a hundred statements of bounded size.

@@ -35,16 +35,20 @@ pub use abuse::{Attempt, sweep_abuse_records};
 pub use conversions::{ConversionCommand, ConversionOutcome, ConversionSettings, Flagged};
 pub use expiry::sweep_expired_invitations;
 pub use history::{Change, DEFAULT_HISTORY_PAGE, HistoryPage, HistoryQuery, MAX_HISTORY_PAGE, maintain_history};
-pub use invite_graph::WalkQuery;
+pub use invite_graph::{GraphQuery, GraphView, WalkQuery};
 pub use lifecycle::{RestoreCommand, UpdateCommand};
+pub use list::{CheckCommand, CodeCheck, ListPage, ListQuery};
 pub use member_mint::{MemberLimits, MemberMintCommand};
+pub use mint::{MintCommand, MintOutcome};
 pub use privacy::{ERASED_REASON, EraseCommand, EraseOutcome};
 pub use privileges::{PrivilegesCommand, PrivilegesOutcome};
 pub use public_view::Placeholders;
 pub use quotas::{Earn, MAX_GRANT, Quotas, grant_earned_invitations};
+pub use redeem::{RedeemCommand, RedeemTarget, Redemption};
 pub use registration::{RegisterCommand, RegisterOutcome};
 pub use reparent::{ReparentCommand, ReparentOutcome};
 pub use reservation::{ReservationSettings, ReserveCommand, Reserved, sweep_lapsed_reservations};
+pub use revoke::{RevokeCommand, RevokeOutcome, RevokeTarget};
 pub use rewards::grant_held_rewards;
 pub use rewards::{MAX_REVIEW_REWARDS, ReviewRewardsCommand, ReviewRewardsOutcome, VoidCommand, VoidOutcome};
 pub use stats::{ConversionStats, Period, Stats, StatsQuery, WaitlistStats, fold_counts};
@@ -54,18 +58,14 @@ pub use waitlist::{ReviewCommand, ReviewOutcome, WaitlistSettings};
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::crypto::page_token::PageTokens;
 use crate::crypto::vault::{Purpose, Vault};
-use crate::domain::attributes::Attributes;
 use crate::domain::code::{CodeGenerator, InvitationCode};
-use crate::domain::email::{Binding, Email};
 use crate::domain::error::Error;
 use crate::domain::events::CodeDisclosure;
 pub use crate::domain::selector::{Selector, Wave};
-use crate::domain::{Invitation, Member, RequestId, State, UserId};
+use crate::domain::{Invitation, RequestId};
 use crate::outbox::Waker;
 use crate::store::{self, idempotency};
 use crate::telemetry::DomainMetrics;
@@ -85,143 +85,6 @@ pub struct Idempotency<'a, T> {
 pub enum Answer<T> {
     Fresh(T),
     Replayed(Vec<u8>),
-}
-
-pub struct MintCommand {
-    pub owners: Vec<UserId>,
-    pub per_user: u32,
-    pub unowned: u32,
-    pub ttl: Option<time::Duration>,
-    pub max_uses: u32,
-    pub label: String,
-    pub note: String,
-    pub minted_by: String,
-    pub dry_run: bool,
-    /// Bind every minted invitation to one address or domain.
-    pub binding: Option<Binding>,
-    /// Mint for members a selector chooses instead (then `owners` is empty
-    /// and `unowned` 0).
-    pub wave: Option<Wave>,
-    /// Carried by every minted invitation.
-    pub attributes: Attributes,
-    /// A vanity code for the one invitation (`InvitationCode::parse_vanity`).
-    pub custom_code: Option<InvitationCode>,
-}
-
-#[derive(Default)]
-pub struct MintOutcome {
-    /// All minted invitations, or for a wave the first `MAX_WAVE_LISTED`.
-    pub invitations: Vec<Invitation>,
-    pub batch_id: Option<Uuid>,
-    pub count: u32,
-    pub dry_run: bool,
-    /// Waves: members the selector matched.
-    pub matched: u32,
-    /// Waves: who gets one (at most `MAX_WAVE_LISTED`).
-    pub recipients: Vec<String>,
-    /// Waves: `invitations` lists only part of them.
-    pub truncated: bool,
-}
-
-pub struct ListQuery {
-    /// None lists the unowned invitations.
-    pub owner: Option<UserId>,
-    pub state: Option<State>,
-    pub page_size: u32,
-    pub page_token: String,
-}
-
-pub struct ListPage {
-    pub invitations: Vec<Invitation>,
-    pub next_page_token: String,
-    pub inviter_id: Option<String>,
-    /// When the owner earns its next invitation (earn policy).
-    pub next_grant_time: Option<OffsetDateTime>,
-    /// Per invitation (same order): the kinds its invitees converted with.
-    pub converted: Vec<Vec<String>>,
-}
-
-/// What a Redeem names: a code, or a reservation to complete.
-pub enum RedeemTarget {
-    Code(InvitationCode),
-    Reservation(Uuid),
-}
-
-pub struct RedeemCommand {
-    pub target: RedeemTarget,
-    pub invitee: UserId,
-    pub email: Option<Email>,
-    pub client_ip: Option<std::net::IpAddr>,
-    /// The attempt limit was passed in `flag` mode: record it.
-    pub over_attempt_limit: bool,
-}
-
-pub struct Redemption {
-    pub invitation: Invitation,
-    pub invitee_id: String,
-    pub redeem_time: OffsetDateTime,
-    /// Abuse signals recorded on this redemption.
-    pub flags: Vec<String>,
-}
-
-/// CheckCode's answer: the invitation when the code exists, and why it
-/// cannot be redeemed, if it cannot.
-/// CheckCode: a code and who checks it. A code that does not parse is kept
-/// as its refusal: the answer says "check for a typo" without a lookup (but
-/// still under the attempt limit), so it is not an error of the call.
-pub struct CheckCommand {
-    pub code: Result<InvitationCode, Error>,
-    pub client_ip: Option<std::net::IpAddr>,
-}
-
-pub struct CodeCheck {
-    pub invitation: Option<Invitation>,
-    pub refusal: Option<Error>,
-    /// Uses held by live reservations.
-    pub reserved_uses: u32,
-    /// Admitted from the waitlist: only its applicant may redeem it.
-    pub bound_to_applicant: bool,
-}
-
-pub enum RevokeTarget {
-    Ids(Vec<Uuid>),
-    UnspentOf(UserId),
-}
-
-pub struct RevokeCommand {
-    pub target: RevokeTarget,
-    pub reason: String,
-    pub revoked_by: String,
-}
-
-pub struct RevokeOutcome {
-    pub invitations: Vec<Invitation>,
-    pub revoked_count: u32,
-}
-
-pub struct GraphQuery {
-    pub user: UserId,
-    pub page_size: u32,
-    pub page_token: String,
-    /// Levels of the subtree to include, at least 1 (clamped to
-    /// `MAX_GRAPH_DEPTH`, which means all of them).
-    pub max_depth: u32,
-    /// Hidden members as anonymous placeholders.
-    pub public_view: bool,
-}
-
-pub struct GraphView {
-    pub member: Member,
-    /// Root first.
-    pub ancestors: Vec<Member>,
-    /// One page of the subtree, depth-first.
-    pub descendants: Vec<Member>,
-    pub next_page_token: String,
-    /// Members below `member`, all depths.
-    pub descendant_count: i64,
-    /// Direct invitees of `member`.
-    pub invitee_count: i64,
-    pub public_view: bool,
 }
 
 pub struct Invitations {

@@ -4,7 +4,12 @@
 //! counts and stats and no stored row names the member afterwards (except
 //! the one pending `erased` event, which carries the old id on purpose).
 
-use super::*;
+use uuid::Uuid;
+
+use super::{Answer, Idempotency, Invitations, answer_aad, locking};
+use crate::crypto::vault::Purpose;
+use crate::domain::UserId;
+use crate::domain::error::Error;
 use crate::domain::events::{self, Event};
 use crate::domain::history::{Entry, Operation};
 use crate::store::history;

@@ -1,15 +1,41 @@
 //! Redeem: spend one use and record the edge, race-free (docs/design.md).
 
 use time::OffsetDateTime;
+use uuid::Uuid;
 
-use crate::domain::Invitation;
+use crate::domain::code::InvitationCode;
+use crate::domain::email::Email;
 use crate::domain::error::Error;
 use crate::domain::events::{Event, EventHead};
+use crate::domain::{Invitation, UserId};
 use crate::service::abuse::Attempt;
 use crate::store::common_path::{self, Status};
 use crate::store::{self, graph, members, outbox, tree};
 
-use super::{Answer, Idempotency, Invitations, RedeemCommand, RedeemTarget, Redemption, abuse, reservation};
+use super::{Answer, Idempotency, Invitations, abuse, reservation};
+
+/// What a Redeem names: a code, or a reservation to complete.
+pub enum RedeemTarget {
+    Code(InvitationCode),
+    Reservation(Uuid),
+}
+
+pub struct RedeemCommand {
+    pub target: RedeemTarget,
+    pub invitee: UserId,
+    pub email: Option<Email>,
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The attempt limit was passed in `flag` mode: record it.
+    pub over_attempt_limit: bool,
+}
+
+pub struct Redemption {
+    pub invitation: Invitation,
+    pub invitee_id: String,
+    pub redeem_time: OffsetDateTime,
+    /// Abuse signals recorded on this redemption.
+    pub flags: Vec<String>,
+}
 
 impl Invitations {
     #[tracing::instrument(name = "db.redeem", skip_all, fields(db.system = "postgresql"))]

@@ -1,12 +1,30 @@
 //! Revoke: by ids, or every unspent invitation of a user.
 
+use uuid::Uuid;
+
 use crate::domain::error::Error;
-use crate::domain::events;
 use crate::domain::history::{Entry, Operation};
+use crate::domain::{Invitation, UserId, events};
 use crate::store::history;
 use crate::store::{invitations, outbox};
 
-use super::{Answer, Idempotency, Invitations, RevokeCommand, RevokeOutcome, RevokeTarget};
+use super::{Answer, Idempotency, Invitations};
+
+pub enum RevokeTarget {
+    Ids(Vec<Uuid>),
+    UnspentOf(UserId),
+}
+
+pub struct RevokeCommand {
+    pub target: RevokeTarget,
+    pub reason: String,
+    pub revoked_by: String,
+}
+
+pub struct RevokeOutcome {
+    pub invitations: Vec<Invitation>,
+    pub revoked_count: u32,
+}
 
 impl Invitations {
     #[tracing::instrument(name = "db.revoke", skip_all, fields(db.system = "postgresql"))]

@@ -8,10 +8,14 @@
 
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use super::mint::Recipients;
-use super::*;
+use super::{Answer, Idempotency, Invitations};
+use crate::domain::error::Error;
 use crate::domain::events::{self, Event, RewardFacts};
 use crate::domain::history::{Entry, Operation};
+use crate::store;
 use crate::store::conversions::{self as conv, ConversionRow};
 use crate::store::history;
 use crate::store::invitations::BatchAttributes;
