@@ -26,7 +26,7 @@ use crate::outbox::{self, relay};
 use crate::pb;
 use crate::service::{
     Invitations, Placeholders, fold_counts, grant_earned_invitations, grant_held_rewards, maintain_history, rekey,
-    sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations,
+    sweep_abuse_records, sweep_expired_invitations, sweep_lapsed_reservations, sweep_request_ids,
 };
 use crate::store;
 use crate::store::replicas::Replicas;
@@ -38,6 +38,8 @@ pub use settings::{Access, Background, Database, Lifecycle, Limits, Settings};
 
 /// How often expired IP hashes and attempt counters are deleted.
 const ABUSE_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+/// How often stored idempotent answers past the retention are deleted.
+const REQUEST_ID_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The sockets the server answers on, bound by the caller.
 pub struct Listeners {
@@ -268,6 +270,9 @@ impl Application {
             background.spawn(fold_counts(pool.clone(), every.graph_fold));
         }
         background.spawn(maintain_history(pool.clone(), every.history_retention, every.history_upkeep));
+        if let Some(retention) = every.request_id_retention {
+            background.spawn(sweep_request_ids(pool.clone(), retention, REQUEST_ID_SWEEP_INTERVAL));
+        }
         background
     }
 

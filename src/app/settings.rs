@@ -79,6 +79,8 @@ pub struct Background {
     pub history_upkeep: Duration,
     /// None keeps the history forever.
     pub history_retention: Option<Duration>,
+    /// Stored idempotent answers; None keeps them forever.
+    pub request_id_retention: Option<Duration>,
 }
 
 /// What one call, one connection and the whole server may take.

@@ -283,6 +283,12 @@ pub struct ServeArgs {
     #[arg(long, env = "INVITATIONS_HISTORY_UPKEEP_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub history_upkeep_interval: Duration,
 
+    /// How long a `request_id` is honoured: a retry within it replays the
+    /// first answer; past it the stored answer is deleted and the same id
+    /// is a new call. `0s` keeps them forever.
+    #[arg(long, env = "INVITATIONS_REQUEST_ID_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub request_id_retention: Duration,
+
     #[command(flatten)]
     pub events: EventArgs,
 }

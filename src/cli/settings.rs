@@ -235,6 +235,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<app::Settings> {
             graph_fold: args.graph_fold_interval,
             history_upkeep: args.history_upkeep_interval.max(Duration::from_millis(10)),
             history_retention: args.history_retention,
+            request_id_retention: Some(args.request_id_retention).filter(|d| !d.is_zero()),
         },
         limits: app::Limits {
             max_concurrent_calls: args.limits.max_concurrent_calls,

@@ -44,3 +44,23 @@ pub async fn insert(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Deletes up to `batch` stored answers older than `before`, oldest first
+/// (by `idempotency_keys_create_time_idx`); rows another sweeper holds are
+/// skipped. Returns how many were deleted.
+pub async fn delete_older_than(
+    conn: &mut PgConnection,
+    before: time::OffsetDateTime,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY( \
+           SELECT ctid FROM idempotency_keys WHERE create_time < $1 \
+           ORDER BY create_time LIMIT $2 FOR UPDATE SKIP LOCKED))",
+        before,
+        batch,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -62,7 +62,7 @@ pub struct StoredAnswer {
 }
 
 /// Every stored answer (sealed: only the service can tell which name the
-/// member). Bounded by the idempotency retention.
+/// member). Bounded by `--request-id-retention` (`sweep_request_ids`).
 pub async fn stored_answers(conn: &mut PgConnection) -> Result<Vec<StoredAnswer>, sqlx::Error> {
     sqlx::query_as!(StoredAnswer, "SELECT method, request_id, response, response_key_id FROM idempotency_keys")
         .fetch_all(conn)

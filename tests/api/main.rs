@@ -46,6 +46,7 @@ mod redeem;
 mod relays;
 mod reparent;
 mod replicas;
+mod request_ids;
 mod reservations;
 mod revoke;
 mod round_trips;
