@@ -5,6 +5,7 @@
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::domain::error::Error;
 use crate::store::replicas::ReadFrom;
@@ -89,8 +90,14 @@ impl Invitations {
                 .await?,
         };
         let within = q.converted_within.map(|d| d.as_seconds_f64());
+        let mut conversion_groups = store::conversion_stats::groups(&mut tx, &f, within).await?;
+        // Per batch, the same batches as by_batch (the newest 100).
+        if batches_truncated {
+            let shown: std::collections::HashSet<Uuid> = by_batch.iter().filter_map(|b| b.batch_id).collect();
+            conversion_groups.retain(|g| g.batch_id.is_none_or(|id| shown.contains(&id)));
+        }
         let conversions = ConversionStats {
-            groups: store::conversion_stats::groups(&mut tx, &f, within).await?,
+            groups: conversion_groups,
             top_converters: store::conversion_stats::top_converters(
                 &mut tx,
                 &f,

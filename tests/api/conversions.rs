@@ -264,4 +264,42 @@ async fn conversions_and_rewards_are_announced_through_nats() {
     let mut expected = vec![(reward.inviter_batch_id, "alice".to_owned()), (reward.member_batch_id, "bob".to_owned())];
     expected.sort();
     assert_eq!(reward_batches, expected);
+
+    // A refund voids it: what it granted, still unspent, is revoked, and
+    // reward.voided says which invitations.
+    let request =
+        pb::VoidConversionRequest { conversion_id: c.id.clone(), reason: "refund".into(), ..Default::default() };
+    let voided = app.client.clone().void_conversion(request).await.expect("void").into_inner();
+    assert_eq!((voided.changed, voided.revoked_count, voided.kept_count), (true, 2, 0));
+    let voided_by = voided.conversion.and_then(|c| c.reward).expect("reward").voided_by;
+    let (rows, _) = outbox_rows(&app).await;
+    let events = consumer.wait_for(rows as u64, WAIT).await;
+    assert_unique(&events);
+    let of = |kind: &str| events.iter().filter(|e| e.kind() == kind).collect::<Vec<_>>();
+    let voided_events = of("reward.voided");
+    assert_eq!(voided_events.len(), 1);
+    let Payload::RewardVoided(v) = voided_events[0].payload() else { panic!("a reward.voided event") };
+    let reward_ids: std::collections::HashSet<String> = of("minted")
+        .into_iter()
+        .filter_map(|e| match e.payload() {
+            Payload::Minted(m) if m.label == "reward:activated" => Some(m.grants[0].invitation_ids.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(reward_ids.len(), 2);
+    let revoked: std::collections::HashSet<String> = v.revoked_invitation_ids.iter().cloned().collect();
+    assert_eq!(revoked, reward_ids, "both reward invitations, unspent, revoked");
+    let want = pb::RewardVoided {
+        conversion_id: c.id.clone(),
+        kind: "activated".into(),
+        user_id: "bob".into(),
+        inviter_id: "alice".into(),
+        was_pending: false,
+        revoked_invitation_ids: v.revoked_invitation_ids.clone(),
+        kept_count: 0,
+        reason: "refund".into(),
+        voided_by,
+    };
+    assert_eq!((v, voided_events[0].subject.as_str()), (&want, "invitations.v1.reward.voided"));
 }

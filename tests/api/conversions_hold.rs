@@ -265,4 +265,24 @@ async fn the_cli_records_voids_and_reviews_conversions() {
     assert!(out.contains("changed: true") && out.contains("reward voided"), "{out}");
     let out = stdout(&admin(&app, None, &["conversions", "review", "--conversion", &id, "--approve"]).await);
     assert!(out.contains("changed_count: 0"), "voided, not in review: {out}");
+
+    // admin stats shows the conversions section; --kind ranks by one kind.
+    let carol = app.mint_one("carol").await.code;
+    app.redeem(&carol, "dave").await.expect("redeem");
+    let args = ["conversions", "record", "--user", "dave", "--kind", "activated", "--value", "5"];
+    admin(&app, None, &args).await;
+    let out = stdout(&admin(&app, None, &["stats", "--kind", "activated", "--converted-within", "1d"]).await);
+    assert!(out.contains("Conversions by label:\n  \"\"\n      activated: 1 of 2 redeemed (50.0%)"), "{out}");
+    assert!(out.contains("Top converters (conversions in the window):\n    1. carol  1\n"), "{out}");
+    assert!(out.contains("Rewards: recorded 2  unattributed 0  pending 1  review 0  granted 0  voided 1"), "{out}");
+    let args = ["stats", "--kind", "paid", "--output", "json"];
+    let v: serde_json::Value = serde_json::from_str(&stdout(&admin(&app, None, &args).await)).expect("json");
+    let c = &v["conversions"];
+    assert_eq!(c["top_converters"], serde_json::json!([]), "nobody converted with paid");
+    assert_eq!((c["rewards"]["recorded"].as_i64(), c["rewards"]["voided"].as_i64()), (Some(2), Some(1)));
+    let label = &c["by_label"][0];
+    assert_eq!(
+        (label["kind"].as_str(), label["converted"].as_i64(), label["value"].as_i64()),
+        (Some("activated"), Some(1), Some(5))
+    );
 }

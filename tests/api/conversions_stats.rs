@@ -93,6 +93,74 @@ async fn stats_count_conversions_per_group_with_rate_median_value_and_leaderboar
 }
 
 #[tokio::test]
+async fn the_leaderboard_counts_the_conversions_of_the_window_only() {
+    let app = TestApp::spawn_with(&["--conversion-kinds", "activated"]).await;
+    for (inviter, invitees) in [("alice", ["a0", "a1"]), ("bob", ["b0", "b1"])] {
+        for (inv, invitee) in app.mint_for(inviter, 2).await.iter().zip(invitees) {
+            app.redeem(&inv.code, invitee).await.expect("redeem");
+            converted(&app, invitee, "activated").await;
+        }
+    }
+    // Alice's two converted ten days ago, bob's one of his yesterday.
+    let pool = app.pool().await;
+    for (user, days) in [("a0", 10), ("a1", 10), ("b0", 1)] {
+        sqlx::query("UPDATE conversions SET occur_time = now() - make_interval(days => $2) WHERE user_id = $1")
+            .bind(user)
+            .bind(days)
+            .execute(&pool)
+            .await
+            .expect("history");
+    }
+    pool.close().await;
+    let ago = |days: i64| prost_types::Timestamp {
+        seconds: time::OffsetDateTime::now_utc().unix_timestamp() - days * 86_400,
+        nanos: 0,
+    };
+    let top = |s: pb::ConversionStats| {
+        s.top_converters.iter().map(|t| (t.inviter_id.clone(), t.conversions)).collect::<Vec<_>>()
+    };
+    // Seed 1's "in the last 7 days": only bob's two.
+    let week = pb::GetStatsRequest { start_time: Some(ago(7)), ..Default::default() };
+    assert_eq!(top(stats(&app, week).await), vec![("bob".to_owned(), 2)]);
+    // The last 30 days (the default): alice's too.
+    assert_eq!(
+        top(stats(&app, pb::GetStatsRequest::default()).await),
+        vec![("alice".to_owned(), 2), ("bob".to_owned(), 2)]
+    );
+    // A window that ends before bob's: alice's only.
+    let before = pb::GetStatsRequest { start_time: Some(ago(20)), end_time: Some(ago(5)), ..Default::default() };
+    assert_eq!(top(stats(&app, before).await), vec![("alice".to_owned(), 2)]);
+    let one = pb::GetStatsRequest { leaderboard_size: 1, ..Default::default() };
+    assert_eq!(top(stats(&app, one).await), vec![("alice".to_owned(), 2)], "ties by id, as long as asked");
+}
+
+#[tokio::test]
+async fn conversions_per_batch_cover_the_same_newest_100_batches_as_by_batch() {
+    let app = TestApp::spawn_with(&["--conversion-kinds", "activated"]).await;
+    let oldest = app.mint_for("alice", 1).await.remove(0);
+    app.redeem(&oldest.code, "a0").await.expect("redeem");
+    converted(&app, "a0", "activated").await;
+    for _ in 0..100 {
+        app.mint_for("bob", 1).await;
+    }
+    let newest = app.mint_for("carol", 1).await.remove(0);
+    app.redeem(&newest.code, "c0").await.expect("redeem");
+    converted(&app, "c0", "activated").await;
+
+    let response = app.client.clone().get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner();
+    assert!(response.batches_truncated);
+    let shown: std::collections::HashSet<&str> = response.by_batch.iter().map(|b| b.batch_id.as_str()).collect();
+    assert_eq!(shown.len(), 100);
+    let s = response.conversions.expect("conversions");
+    assert!(s.by_batch.iter().all(|g| shown.contains(g.batch_id.as_str())), "only the batches by_batch shows");
+    assert_eq!(group(&s.by_batch, &newest.batch_id, "activated").converted, 1);
+    assert!(!s.by_batch.iter().any(|g| g.batch_id == oldest.batch_id), "the 101st newest is left out");
+    // The totals still count every batch of the window.
+    let day: i64 = s.by_day.iter().map(|g| g.converted).sum();
+    assert_eq!(day, 2);
+}
+
+#[tokio::test]
 async fn plan_wave_plans_for_conversions_from_the_measured_conversion_yield() {
     use crate::admin_cli::{admin, stdout};
     let app = TestApp::spawn_with(&["--conversion-kinds", "activated"]).await;

@@ -161,6 +161,12 @@ pub struct StatsArgs {
     /// Also count redemptions within this long of minting.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub redeemed_within: Option<Duration>,
+    /// Conversions: count only those within this long of the redeem.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub converted_within: Option<Duration>,
+    /// Conversions: the kind the top converters are ranked by (default any).
+    #[arg(long)]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -155,6 +155,40 @@ pub fn stats(s: &pb::GetStatsResponse) -> Value {
         },
         "abuse_flags": s.abuse_flags.iter().map(|f| json!({ "flag": f.flag, "count": f.count })).collect::<Vec<_>>(),
         "waitlist": s.waitlist.as_ref().map(waitlist_stats),
+        "conversions": s.conversions.as_ref().map(conversion_stats),
+    })
+}
+
+fn conversion_stats(c: &pb::ConversionStats) -> Value {
+    let group = |g: &pb::ConversionGroup| {
+        json!({
+            "label": g.label,
+            "batch_id": text_or_null(&g.batch_id),
+            "day": timestamp(g.day.as_ref()),
+            "kind": text_or_null(&g.kind),
+            "redeemed": g.redeemed,
+            "converted": g.converted,
+            "conversion_rate": g.conversion_rate,
+            "median_time_to_convert_seconds": seconds(g.median_time_to_convert.as_ref()),
+            "value": g.value,
+        })
+    };
+    let r = c.rewards.unwrap_or_default();
+    json!({
+        "by_label": c.by_label.iter().map(group).collect::<Vec<_>>(),
+        "by_batch": c.by_batch.iter().map(group).collect::<Vec<_>>(),
+        "by_day": c.by_day.iter().map(group).collect::<Vec<_>>(),
+        "top_converters": c.top_converters.iter().map(|t| json!({ "inviter_id": t.inviter_id, "conversions": t.conversions })).collect::<Vec<_>>(),
+        "rewards": {
+            "recorded": r.recorded,
+            "unattributed": r.unattributed,
+            "pending": r.pending,
+            "review": r.review,
+            "granted": r.granted,
+            "voided": r.voided,
+            "denied": r.denied,
+            "invitations_granted": r.invitations_granted,
+        },
     })
 }
 

@@ -198,6 +198,7 @@ fn stats_request(s: &StatsArgs) -> pb::GetStatsRequest {
         period: if s.week { pb::StatsPeriod::Week } else { pb::StatsPeriod::Day } as i32,
         leaderboard_size: s.top as i32,
         redeemed_within: s.redeemed_within.map(duration_pb),
-        ..Default::default()
+        converted_within: s.converted_within.map(duration_pb),
+        conversion_kind: s.kind.clone().unwrap_or_default(),
     }
 }

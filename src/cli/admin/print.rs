@@ -164,7 +164,81 @@ pub fn stats(out: &mut impl Write, s: &pb::GetStatsResponse) -> anyhow::Result<(
     )?;
     let flags: Vec<String> = s.abuse_flags.iter().map(|f| format!("{} {}", f.flag, f.count)).collect();
     writeln!(out, "Abuse flags: {}", if flags.is_empty() { "none".into() } else { flags.join(", ") })?;
+    if let Some(w) = &s.waitlist {
+        waitlist_stats(out, w)?;
+    }
+    if let Some(c) = &s.conversions {
+        conversion_stats(out, c)?;
+    }
     Ok(())
+}
+
+fn waitlist_stats(out: &mut impl Write, w: &pb::WaitlistStats) -> io::Result<()> {
+    let wait = w.median_wait.as_ref().map_or_else(|| "-".into(), duration_pb);
+    writeln!(
+        out,
+        "Waitlist: waiting {}  joined {}  admitted {}  reviewed {} (approved {})  median wait {wait}",
+        w.waiting,
+        w.joined,
+        w.admitted,
+        w.reviewed,
+        percent(w.approval_rate)
+    )?;
+    writeln!(out, "  admitted who redeemed {} ({})", w.admitted_redeemed, percent(w.admitted_redeemed_rate))?;
+    for (rank, r) in w.top_referrers.iter().enumerate() {
+        writeln!(out, "  {:>3}. {}  {}", rank + 1, r.referrer, r.referrals)?;
+    }
+    Ok(())
+}
+
+fn conversion_stats(out: &mut impl Write, c: &pb::ConversionStats) -> io::Result<()> {
+    let line = |out: &mut dyn Write, g: &pb::ConversionGroup| -> io::Result<()> {
+        if g.kind.is_empty() {
+            return writeln!(out, "      none of {} redeemed converted", g.redeemed);
+        }
+        let median = g.median_time_to_convert.as_ref().map_or_else(|| "-".into(), duration_pb);
+        writeln!(
+            out,
+            "      {}: {} of {} redeemed ({})  median time to convert {median}  value {}",
+            g.kind,
+            g.converted,
+            g.redeemed,
+            percent(g.conversion_rate),
+            g.value
+        )
+    };
+    if !c.by_label.is_empty() {
+        writeln!(out, "Conversions by label:")?;
+        let mut current = None;
+        for g in &c.by_label {
+            if current != Some(&g.label) {
+                writeln!(out, "  {:?}", g.label)?;
+                current = Some(&g.label);
+            }
+            line(out, g)?;
+        }
+    }
+    if !c.by_batch.is_empty() {
+        writeln!(out, "Conversions by batch:")?;
+        let mut current = None;
+        for g in &c.by_batch {
+            if current != Some(&g.batch_id) {
+                writeln!(out, "  {}", g.batch_id)?;
+                current = Some(&g.batch_id);
+            }
+            line(out, g)?;
+        }
+    }
+    writeln!(out, "Top converters (conversions in the window):")?;
+    for (rank, t) in c.top_converters.iter().enumerate() {
+        writeln!(out, "  {:>3}. {}  {}", rank + 1, t.inviter_id, t.conversions)?;
+    }
+    let r = c.rewards.unwrap_or_default();
+    writeln!(
+        out,
+        "Rewards: recorded {}  unattributed {}  pending {}  review {}  granted {}  voided {}  denied {}  invitations granted {}",
+        r.recorded, r.unattributed, r.pending, r.review, r.granted, r.voided, r.denied, r.invitations_granted
+    )
 }
 
 #[cfg(test)]
