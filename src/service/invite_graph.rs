@@ -10,7 +10,7 @@ use crate::domain::{MAX_GRAPH_DEPTH, Member, UserId};
 use crate::store::replicas::ReadFrom;
 use crate::store::{graph, tree};
 
-use super::{Invitations, bad_page_token, public_view};
+use super::{Invitations, bad_page_token, public_view, read_pooled};
 
 pub struct GraphQuery {
     pub user: UserId,
@@ -67,7 +67,19 @@ impl Invitations {
             let bytes: [u8; 8] = cursor.try_into().map_err(|_| bad_page_token())?;
             Some(i64::from_be_bytes(bytes))
         };
-        let mut conn = self.replicas.read_pool(read).0.acquire().await?;
+        // From a standby, a member it has not replayed yet is asked of the
+        // primary (`read_pooled`): a sign-up a moment ago is never NOT_FOUND.
+        read_pooled!(self, read, pool => self.graph_from(pool, &query, &scope, cursor))
+    }
+
+    async fn graph_from(
+        &self,
+        pool: &PgPool,
+        query: &GraphQuery,
+        scope: &[u8],
+        cursor: Option<i64>,
+    ) -> Result<GraphView, Error> {
+        let mut conn = pool.acquire().await?;
         let mut ancestors = graph::lineage(&mut conn, query.user.as_str()).await?;
         let member = match ancestors.pop() {
             // The public view does not even confirm that a hidden member exists.
@@ -97,7 +109,7 @@ impl Invitations {
         };
         let next_page_token = if descendants.len() > query.page_size as usize {
             descendants.truncate(query.page_size as usize);
-            descendants.last().map(|m| self.page_tokens.encode(&scope, &m.id.to_be_bytes())).unwrap_or_default()
+            descendants.last().map(|m| self.page_tokens.encode(scope, &m.id.to_be_bytes())).unwrap_or_default()
         } else {
             String::new()
         };

@@ -11,7 +11,7 @@ use crate::service::abuse::Attempt;
 use crate::store::common_path;
 use crate::store::replicas::{ReadFrom, Source};
 
-use super::{Invitations, bad_page_token};
+use super::{Invitations, bad_page_token, read_statement};
 
 pub struct ListQuery {
     /// None lists the unowned invitations.
@@ -60,16 +60,14 @@ impl Invitations {
             let cursor = self.page_tokens.decode(&query.page_token, &scope).ok_or_else(bad_page_token)?;
             Some(Uuid::from_slice(&cursor).map_err(|_| bad_page_token())?)
         };
-        let (mut conn, _) = self.read_conn(read).await?;
         let owner = query.owner.as_ref().map(UserId::as_str);
         let earn = self.quotas.earn.filter(|_| owner.is_some());
         let limit = i64::from(query.page_size) + 1;
         let earn_secs = earn.map(|e| e.interval.as_secs_f64());
         let conversions_on = !self.conversions.kinds.is_empty();
-        let page =
-            common_path::owner_page(&mut conn, owner, query.state, after, limit, earn_secs, conversions_on).await;
-        let page = conn.settled(page)?;
-        drop(conn);
+        let (page, _) = read_statement!(self, read, conn => common_path::owner_page(
+            &mut conn, owner, query.state, after, limit, earn_secs, conversions_on
+        ));
         let (mut rows, mut converted) = (page.invitations, page.converted);
         let next_page_token = if rows.len() > query.page_size as usize {
             rows.truncate(query.page_size as usize);
@@ -99,10 +97,8 @@ impl Invitations {
         let keys = if self.abuse.attempts == CheckMode::Off { Vec::new() } else { self.attempt_keys(attempt) };
         let (window_start, _) = self.abuse.attempt_window_at(OffsetDateTime::now_utc());
         let hashes = self.code_hashes(code);
-        let (mut conn, source) = self.read_conn(read).await?;
-        let state = common_path::check_code(&mut conn, &hashes, &keys, window_start).await;
-        let mut state = conn.settled(state)?;
-        drop(conn);
+        let (mut state, source) =
+            read_statement!(self, read, conn => common_path::check_code(&mut conn, &hashes, &keys, window_start));
         if state.invitation.is_none() && source != Source::Primary {
             let mut conn = self.statement_conn().await?;
             let again = common_path::check_code(&mut conn, &hashes, &keys, window_start).await;

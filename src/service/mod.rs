@@ -72,6 +72,73 @@ use crate::outbox::Waker;
 use crate::store::{self, idempotency};
 use crate::telemetry::DomainMetrics;
 
+/// `read_statement!(self, read, conn => statement)`: one read statement
+/// where `read` says (a standby's statement pool, or the primary's), as
+/// `(answer, Source)`. A standby that fails it (a query cancelled by a
+/// recovery conflict, a connection lost before the monitor noticed) is not
+/// the caller's problem: it runs again on the primary. (A macro: an async
+/// closure borrowing the call's locals is not `Send` for every lifetime.)
+macro_rules! read_statement {
+    ($svc:expr, $read:expr, $conn:ident => $statement:expr) => {{
+        use $crate::store::replicas::Source;
+        let svc = &$svc;
+        let first = match svc.replicas.read_statements($read) {
+            Some((standby, index)) => Some(match standby.get().await {
+                Ok(mut $conn) => {
+                    let result = $statement.await;
+                    $conn.settled(result).map(|t| (t, Source::Standby(index)))
+                }
+                Err(e) => Err(e),
+            }),
+            None => None,
+        };
+        match first {
+            Some(Ok(answer)) => answer,
+            Some(Err(e)) if !$crate::service::standby_failed(&e) => return Err(e.into()),
+            failed => {
+                if let Some(Err(e)) = failed {
+                    svc.replicas.count_fallback("standby_error");
+                    tracing::info!(error = %e, "a standby failed a read; asked the primary");
+                }
+                let mut $conn = svc.statement_conn().await?;
+                let result = $statement.await;
+                ($conn.settled(result)?, Source::Primary)
+            }
+        }
+    }};
+}
+pub(crate) use read_statement;
+
+/// `read_pooled!(self, read, pool => read)`: a read of several statements
+/// on a sqlx pool where `read` says. From a standby, NOT_FOUND (a row it
+/// has not replayed yet) and a failure (as `read_statement!`) are asked
+/// again of the primary.
+macro_rules! read_pooled {
+    ($svc:expr, $read:expr, $pool:ident => $run:expr) => {{
+        use $crate::store::replicas::Source;
+        let svc = &$svc;
+        let ($pool, source) = svc.replicas.read_pool($read);
+        let first = $run.await;
+        match first {
+            Err($crate::domain::error::Error::NotFound { .. }) if source != Source::Primary => {
+                svc.replicas.count_fallback("not_found");
+                let $pool = svc.replicas.primary();
+                $run.await
+            }
+            Err($crate::domain::error::Error::Database(ref e))
+                if source != Source::Primary && $crate::service::standby_failed(e) =>
+            {
+                svc.replicas.count_fallback("standby_error");
+                tracing::info!(error = %e, "a standby failed a read; asked the primary");
+                let $pool = svc.replicas.primary();
+                $run.await
+            }
+            other => other,
+        }
+    }};
+}
+pub(crate) use read_pooled;
+
 /// Draws of a new code after one collided (Mint, inside its transaction).
 pub(crate) const MAX_CODE_DRAWS: usize = 5;
 
@@ -151,19 +218,6 @@ impl Invitations {
     /// A primary connection for one common-path statement.
     pub(crate) async fn statement_conn(&self) -> Result<crate::store::statements::Lease, sqlx::Error> {
         self.statements.get().await
-    }
-
-    /// A connection for one read statement where `read` says: the primary's
-    /// statement pool, or a standby's pool.
-    pub(crate) async fn read_conn(
-        &self,
-        read: crate::store::replicas::ReadFrom,
-    ) -> Result<(crate::store::statements::Lease, crate::store::replicas::Source), sqlx::Error> {
-        use crate::store::replicas::Source;
-        match self.replicas.read_statements(read) {
-            Some((standby, index)) => Ok((standby.get().await?, Source::Standby(index))),
-            None => Ok((self.statements.get().await?, Source::Primary)),
-        }
     }
 
     pub fn with_replicas(self, replicas: Arc<crate::store::replicas::Replicas>) -> Self {
@@ -289,6 +343,14 @@ impl Invitations {
 }
 
 /// Associated data of a stored answer: it opens only for its own key.
+/// A standby's failure worth asking the primary about: replay cancelled
+/// the query (40001, 40P01: `max_standby_streaming_delay`) or the standby
+/// is away; anything else (a fault in the statement) would fail there too.
+pub(crate) fn standby_failed(e: &sqlx::Error) -> bool {
+    use crate::domain::error::{DbClass, classify};
+    classify(e) != DbClass::Internal
+}
+
 fn answer_aad(method: &str, request_id: &str) -> Vec<u8> {
     [method.as_bytes(), b"\0", request_id.as_bytes()].concat()
 }

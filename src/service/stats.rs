@@ -12,7 +12,7 @@ use crate::store::replicas::ReadFrom;
 use crate::store::stats::{self, CohortRow, Filter};
 use crate::store::{self, Counters, reservations::ReservationCounts};
 
-use super::Invitations;
+use super::{Invitations, read_pooled};
 
 /// Grouping of the cohort by time of minting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,9 +71,13 @@ pub struct WaitlistStats {
 impl Invitations {
     #[tracing::instrument(name = "db.stats", skip_all, fields(db.system = "postgresql"))]
     pub async fn stats(&self, q: StatsQuery, read: ReadFrom) -> Result<Stats, Error> {
+        read_pooled!(self, read, pool => self.stats_from(pool, &q))
+    }
+
+    async fn stats_from(&self, pool: &PgPool, q: &StatsQuery) -> Result<Stats, Error> {
         let f = Filter { start: q.start, end: q.end, label: q.label.clone() };
         let week = q.period == Period::Week;
-        let mut tx = self.replicas.read_pool(read).0.begin().await?;
+        let mut tx = pool.begin().await?;
         stats::snapshot(&mut tx).await?;
         let groups = stats::cohort_groups(&mut tx, &f, week, q.redeemed_within).await?;
         let mut by_batch = stats::cohort_batches(&mut tx, &f, q.redeemed_within, MAX_STATS_BATCHES + 1).await?;

@@ -24,7 +24,7 @@ use crate::store::replicas::ReadFrom;
 use crate::store::waitlist::{self as wl, EntryKey, EntryRow};
 use crate::store::{self, outbox};
 
-use super::{Invitations, internal};
+use super::{Invitations, internal, read_pooled};
 
 pub use crate::store::waitlist::Order;
 
@@ -228,19 +228,13 @@ impl Invitations {
             EntryKey::Id(_) => "entry_id",
             EntryKey::Applicant(_) => "applicant_id",
         };
-        let (pool, source) = self.replicas.read_pool(read);
-        let mut conn = pool.acquire().await?;
-        let mut row = wl::get(&mut conn, &key).await?;
-        drop(conn);
         // As CheckCode: never "not found" from a standby (an entry that
-        // joined a moment ago).
-        if row.is_none() && source != crate::store::replicas::Source::Primary {
-            row = wl::get(&mut *self.pool.acquire().await?, &key).await?;
-        }
-        match row {
-            Some(row) => self.entry(row),
-            None => Err(Error::NotFound { what: "waitlist entry", field }),
-        }
+        // joined a moment ago): `read_pooled` asks the primary.
+        let row = read_pooled!(self, read, pool => async {
+            let row = wl::get(&mut *pool.acquire().await?, &key).await?;
+            row.ok_or(Error::NotFound { what: "waitlist entry", field })
+        })?;
+        self.entry(row)
     }
 
     /// ReviewWaitlistEntries: all named entries or none.

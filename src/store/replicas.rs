@@ -25,7 +25,11 @@
 //! its own write sends the request header `x-invitations-read: primary`.
 //! CheckCode never answers "no such code" from a standby: a miss is looked up
 //! again on the primary (which also counts it as a guess), so a code minted a
-//! moment ago is always found. Redeem always decides on the primary.
+//! moment ago is always found; GetInviteGraph and GetWaitlistEntry likewise
+//! never answer NOT_FOUND from a standby. A read a standby fails (a query
+//! cancelled by a recovery conflict, a connection lost before the monitor
+//! noticed) runs again on the primary (`reason="standby_error"`). Redeem
+//! always decides on the primary.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -142,6 +146,13 @@ impl Replicas {
         };
         self.fallbacks.add(1, &[KeyValue::new("reason", reason)]);
         (&self.primary, Source::Primary)
+    }
+
+    /// Counts a read a standby failed (a query replay cancelled, a lost
+    /// connection) or could not answer (a row it has not replayed yet),
+    /// asked again of the primary.
+    pub fn count_fallback(&self, reason: &'static str) {
+        self.fallbacks.add(1, &[KeyValue::new("reason", reason)]);
     }
 
     /// Whether some standby may serve reads now.

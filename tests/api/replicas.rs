@@ -123,6 +123,14 @@ impl Cluster {
         sqlx::query(sql).execute(&mut conn).await.expect(sql);
         conn.close().await.expect("close");
     }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let options: PgConnectOptions = self.url().parse().expect("url");
+        let mut conn = options.connect().await.expect("connect to the private cluster");
+        let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect(sql);
+        conn.close().await.expect("close");
+        n
+    }
 }
 
 impl Drop for Cluster {
@@ -138,13 +146,18 @@ impl Drop for Cluster {
 }
 
 async fn app_over(primary: &Cluster, standby: &Cluster, max_lag: &str) -> TestApp {
+    app_checking(primary, standby, max_lag, "50ms").await
+}
+
+/// A replica whose lag monitor runs every `check`.
+async fn app_checking(primary: &Cluster, standby: &Cluster, max_lag: &str, check: &str) -> TestApp {
     let extra_args = [
         "--database-read-url",
         &standby.url(),
         "--max-replica-lag",
         max_lag,
         "--replica-check-interval",
-        "50ms",
+        check,
         "--health-interval",
         "100ms",
         "--db-acquire-timeout",
@@ -188,8 +201,15 @@ async fn reads_come_from_the_standby_and_fall_back_when_it_lags_or_stops() {
     // Two replicas of the service: one tolerates an hour of lag, one a second.
     let patient = app_over(&primary, &standby, "1h").await;
     let strict = app_over(&primary, &standby, "1s").await;
+    // A third checks the standby only hourly: it will not notice it stop.
+    let unaware = app_checking(&primary, &standby, "1h", "1h").await;
     wait_standby_serving(&patient, 1.0).await;
     wait_standby_serving(&strict, 1.0).await;
+    wait_standby_serving(&unaware, 1.0).await;
+    // Reads use the standby's pools, named for pg_stat_activity.
+    listed(&patient, tonic::Request::new(list_of("ann"))).await;
+    let named = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'invitations-read'";
+    assert!(standby.count(named).await >= 1, "the read pools connect as invitations-read");
 
     // Replay paused: a write on the primary does not reach the standby.
     standby.execute("SELECT pg_wal_replay_pause()").await;
@@ -201,6 +221,14 @@ async fn reads_come_from_the_standby_and_fall_back_when_it_lags_or_stops() {
     // CheckCode never says "no such code" from a standby: the miss is asked
     // of the primary.
     assert!(patient.check(&inv.code).await.redeemable, "a code minted a moment ago is found");
+    // GetInviteGraph never says NOT_FOUND from a standby either: bo, who
+    // signed up a moment ago, is looked up on the primary.
+    patient.redeem(&inv.code, "bo").await.expect("redeem on the primary");
+    let graph = patient.graph(pb::GetInviteGraphRequest { user_id: "bo".into(), ..Default::default() }).await;
+    let bo = graph.expect("bo from the primary").member.expect("member");
+    assert_eq!((bo.user_id.as_str(), bo.inviter_id.as_str()), ("bo", "ann"));
+    let scrape = Scrape::fetch(patient.admin_addr).await;
+    assert!(scrape.value("invitations_db_read_fallbacks_total", &[("reason", "not_found")]) >= 1.0);
     let bad = {
         let mut r = tonic::Request::new(list_of("ann"));
         r.metadata_mut().insert("x-invitations-read", "nearest".parse().expect("ascii"));
@@ -227,6 +255,18 @@ async fn reads_come_from_the_standby_and_fall_back_when_it_lags_or_stops() {
     assert_eq!(listed(&patient, tonic::Request::new(list_of("ann"))).await, 1);
     assert_eq!(patient.health_status(invitations::app::SERVICE_NAME).await.expect("health"), ServingStatus::Serving);
     assert_eq!(patient.health_status(invitations::app::WRITES_NAME).await.expect("health"), ServingStatus::Serving);
+
+    // The replica that has not noticed still sends reads to the stopped
+    // standby: each fails there and is answered by the primary.
+    assert_eq!(standby_serving(&unaware).await, 1.0, "not noticed yet");
+    assert_eq!(listed(&unaware, tonic::Request::new(list_of("ann"))).await, 1);
+    let check = unaware.check(&inv.code).await;
+    assert_eq!((check.reason.as_str(), check.inviter_id.as_str()), ("ALREADY_REDEEMED", "ann"));
+    let graph = unaware.graph(pb::GetInviteGraphRequest { user_id: "ann".into(), ..Default::default() }).await;
+    assert_eq!(graph.expect("graph").member.expect("ann").direct_invitee_count, 1);
+    unaware.client.clone().get_stats(pb::GetStatsRequest::default()).await.expect("stats");
+    let scrape = Scrape::fetch(unaware.admin_addr).await;
+    assert!(scrape.value("invitations_db_read_fallbacks_total", &[("reason", "standby_error")]) >= 4.0);
 }
 
 #[tokio::test]
