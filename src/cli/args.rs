@@ -368,7 +368,7 @@ pub struct EventArgs {
 pub struct AuthArgs {
     /// Callers allowed in with a bearer token: `name:scopes:sha256hex`
     /// entries separated by commas or whitespace; scopes are `admin`, `signup`,
-    /// `read`, joined with `+`. Only the SHA-256 of each token is configured
+    /// `read` and `member`, joined with `+`. Only the SHA-256 of each token is configured
     /// (`invitations hash-token`).
     #[arg(long, env = "INVITATIONS_CALLER_TOKENS", hide_env_values = true, default_value = "")]
     pub caller_tokens: String,

@@ -59,6 +59,14 @@ impl Invitations {
         {
             return Err(Error::invalid("invitation.expire_time", "must be in the future"));
         }
+        if cmd.expire_time == Some(None) && self.is_vanity(&inv) {
+            // Mint requires a vanity code's expiry (docs/design.md, "Vanity
+            // codes"): a guessable code must not live forever.
+            return Err(Error::invalid(
+                "invitation.expire_time",
+                "a vanity code must expire: it can be moved, not cleared",
+            ));
+        }
         let floor = i64::from(inv.uses) + held;
         if let Some(max_uses) = cmd.max_uses
             && i64::from(max_uses) < floor

@@ -222,7 +222,9 @@ pub struct Candidate {
     pub referrer: Option<String>,
 }
 
-/// Up to `n` eligible entries (in `states`) in `order`. With `lock`, each
+/// Up to `n` eligible entries (in `states`) in `order`, passing over
+/// applicants who became members meanwhile (through another invitation:
+/// an invitation bound to them would be wasted). With `lock`, each
 /// is locked and entries another admitter holds are skipped, so two
 /// admitters never pick the same entry (a locked entry that the other
 /// admits is not in the line when its lock is released).
@@ -245,6 +247,7 @@ pub async fn pick(
         "SELECT e.id, e.applicant_id, coalesce(e.referrer_member_id, r.applicant_id) AS referrer \
          FROM waitlist_entries e LEFT JOIN waitlist_entries r ON r.id = e.referrer_entry_id \
          WHERE e.state = ANY($1) AND e.state IN ('waiting', 'approved') \
+           AND NOT EXISTS (SELECT 1 FROM members m WHERE m.user_id = e.applicant_id) \
          ORDER BY {order_by} LIMIT $2 {lock}"
     ))
     .bind(states)

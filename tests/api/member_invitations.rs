@@ -219,3 +219,33 @@ async fn the_member_scope_creates_and_nothing_else() {
     let status = client.mint(bearer(mint, "m-token-0123456789")).await.expect_err("member cannot Mint");
     assert_error(&status, Code::PermissionDenied, "PERMISSION_DENIED", None);
 }
+
+#[tokio::test]
+async fn the_cli_creates_a_member_invitation_and_names_the_limit_it_hits() {
+    use crate::admin_cli::{ADMIN, admin, secured, stderr_of_failure, stdout};
+    let app = secured(&["--member-invitations", "true", "--member-rate", "1", "--member-attribute-keys", "role"]).await;
+    app.client
+        .clone()
+        .register_members(bearer(pb::RegisterMembersRequest { members: vec![member("ana", None, None)] }, ADMIN))
+        .await
+        .expect("register");
+    let args = ["member-invite", "--user", "ana", "--ttl", "7d", "--attribute", "role=friend"];
+    let text = stdout(&admin(&app, Some(ADMIN), &args).await);
+    assert!(text.starts_with("Created invitation ") && text.contains("attribute role=friend\n"), "{text}");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM invitations WHERE inviter_id = 'ana' AND minted_by = 'member'")
+            .fetch_one(&app.pool().await)
+            .await
+            .expect("count");
+    assert_eq!(stored, 1);
+    // The second within the period: the limit, its flag and when to retry.
+    let err = stderr_of_failure(&admin(&app, Some(ADMIN), &["member-invite", "--user", "ana"]).await);
+    assert!(
+        err.contains("[MEMBER_LIMIT]") && err.contains("RATE (--member-rate)") && err.contains("retry in "),
+        "{err}"
+    );
+    let err = stderr_of_failure(
+        &admin(&app, Some(ADMIN), &["member-invite", "--user", "ana", "--attribute", "team=x"]).await,
+    );
+    assert!(err.contains("[INVALID_ARGUMENT]") && err.contains("team"), "{err}");
+}

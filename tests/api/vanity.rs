@@ -109,3 +109,46 @@ async fn off_by_default_and_input_stays_a_format_error() {
     assert_eq!(app.check("LAUNCH-2026").await.reason, "INVALID_CODE_FORMAT", "no lookup while off");
     assert_eq!(app.count("invitations").await, 0);
 }
+
+#[tokio::test]
+async fn a_vanity_code_keeps_an_expiry_through_updates() {
+    let app = TestApp::spawn_with(&["--vanity-codes", "true"]).await;
+    let minted = app.mint(vanity("LAUNCH-2026")).await.expect("mint");
+    let id = minted.invitations[0].id.clone();
+    let cleared = crate::lifecycle::update(&app, &id, &["expire_time"], pb::InvitationUpdate::default()).await;
+    assert_error(
+        &cleared.expect_err("never expiring"),
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+        Some("invitation.expire_time"),
+    );
+    // Moved is fine, and a generated code may still be made to never expire.
+    let later = prost_types::Timestamp {
+        seconds: minted.invitations[0].expire_time.as_ref().expect("expiry").seconds + 86_400,
+        nanos: 0,
+    };
+    let update = pb::InvitationUpdate { expire_time: Some(later), ..Default::default() };
+    let moved = crate::lifecycle::update(&app, &id, &["expire_time"], update).await.expect("moved");
+    assert_eq!(moved.expire_time, Some(later));
+    let generated = app.mint_one("ana").await;
+    let forever = crate::lifecycle::update(&app, &generated.id, &["expire_time"], pb::InvitationUpdate::default());
+    assert_eq!(forever.await.expect("generated code").expire_time, None);
+}
+
+#[tokio::test]
+async fn guessing_vanity_codes_counts_against_the_attempt_limit() {
+    let app =
+        TestApp::spawn_with(&["--vanity-codes", "true", "--abuse-attempts", "block", "--attempt-limit", "5"]).await;
+    app.mint(vanity("LAUNCH-2026")).await.expect("mint");
+    let ip = "192.0.2.10";
+    for guess in ["LAUNCH-2020", "LAUNCH-2021", "LAUNCH-2022", "LAUNCH-2023", "LAUNCH-2024"] {
+        let check = pb::CheckCodeRequest { code: guess.into(), client_ip: ip.into() };
+        assert_eq!(app.client.clone().check_code(check).await.expect("answer").into_inner().reason, "CODE_NOT_FOUND");
+    }
+    // The sixth guess, even the right code, is refused from that IP.
+    let check = pb::CheckCodeRequest { code: "LAUNCH-2026".into(), client_ip: ip.into() };
+    let status = app.client.clone().check_code(check).await.expect_err("limited");
+    assert_error(&status, Code::ResourceExhausted, "TOO_MANY_ATTEMPTS", None);
+    let other = pb::CheckCodeRequest { code: "LAUNCH-2026".into(), client_ip: "192.0.2.11".into() };
+    assert!(app.client.clone().check_code(other).await.expect("another IP").into_inner().redeemable);
+}

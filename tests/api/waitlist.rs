@@ -370,3 +370,63 @@ async fn the_backfill_binds_earlier_admissions_as_the_service_checks_them() {
     let after = entry(&app, "ref").await.expect("get");
     assert_eq!(after.redeemed_referrals, before.redeemed_referrals + 1, "the referrer entry is credited");
 }
+
+#[tokio::test]
+async fn admission_orders_pass_over_new_members_and_carry_ttl_label_and_batch() {
+    let app = TestApp::spawn_with(&["--waitlist-referral-bump", "10"]).await;
+    for applicant in ["a", "b", "c"] {
+        joined(&app, applicant, "").await;
+    }
+    let late = joined(&app, "late", "").await;
+    joined(&app, "friend", &late.referral_handle).await; // "late" moves to the top
+    let dry = |order: pb::AdmissionOrder| pb::AdmitFromWaitlistRequest {
+        order: order as i32,
+        dry_run: true,
+        ..admit_request(1)
+    };
+    let first_of = |r: pb::AdmitFromWaitlistResponse| r.entries[0].applicant_id.clone();
+    assert_eq!(first_of(admit(&app, dry(pb::AdmissionOrder::Position)).await), "late");
+    assert_eq!(first_of(admit(&app, dry(pb::AdmissionOrder::Oldest)).await), "a");
+    let all =
+        pb::AdmitFromWaitlistRequest { order: pb::AdmissionOrder::Random as i32, dry_run: true, ..admit_request(10) };
+    let mut random: Vec<String> = admit(&app, all).await.entries.into_iter().map(|e| e.applicant_id).collect();
+    random.sort();
+    assert_eq!(random, ["a", "b", "c", "friend", "late"], "random among every eligible entry");
+
+    // "a" got in through someone else's invitation: admission passes over it
+    // rather than minting an invitation nobody can use.
+    app.redeem(&app.mint_one("zoe").await.code, "a").await.expect("a joins as a member");
+    let request = pb::AdmitFromWaitlistRequest {
+        order: pb::AdmissionOrder::Oldest as i32,
+        ttl: Some(prost_types::Duration { seconds: 3 * 86_400, nanos: 0 }),
+        label: "wave-oldest".into(),
+        admitted_by: "ops".into(),
+        ..admit_request(2)
+    };
+    let wave = admit(&app, request).await;
+    let admitted: Vec<&str> = wave.entries.iter().map(|e| e.applicant_id.as_str()).collect();
+    assert_eq!(admitted, ["b", "c"], "earliest joined first, the new member skipped");
+    assert!(!wave.batch_id.is_empty());
+    let pool = app.pool().await;
+    for e in &wave.entries {
+        let inv = e.invitation.as_ref().expect("an invitation");
+        let id: uuid::Uuid = inv.id.parse().expect("uuid");
+        let (label, batch, by, lifetime): (String, uuid::Uuid, String, f64) = sqlx::query_as(
+            "SELECT label, batch_id, minted_by, extract(epoch FROM expire_time - create_time)::float8 \
+             FROM invitations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .expect("the invitation row");
+        assert_eq!((label.as_str(), batch.to_string(), by.as_str()), ("wave-oldest", wave.batch_id.clone(), "ops"));
+        assert!((lifetime - 3.0 * 86_400.0).abs() < 5.0, "{lifetime}");
+        // GetWaitlistEntry hands the product the code and link to deliver.
+        let got = entry(&app, &e.applicant_id).await.expect("get");
+        assert_eq!(got.state, State::Admitted as i32);
+        let delivered = got.invitation.expect("the admitted invitation");
+        assert_eq!((delivered.code.as_str(), delivered.link.as_str()), (inv.code.as_str(), inv.link.as_str()));
+        assert!(!delivered.code.is_empty() && delivered.link.contains(&delivered.code));
+    }
+    assert_eq!(entry(&app, "a").await.expect("get").state, State::Waiting as i32, "left in the line, never admitted");
+}

@@ -48,6 +48,10 @@ pub enum AdminCommand {
     Update(super::lifecycle::UpdateArgs),
     /// Un-revoke an invitation revoked by mistake.
     Restore(super::lifecycle::RestoreArgs),
+    /// Create an invitation on behalf of a member, within the operator's
+    /// member limits (CreateMemberInvitation; the token needs the member or
+    /// admin scope).
+    MemberInvite(super::lifecycle::MemberInviteArgs),
     /// Conversions: record one, void one, review held rewards.
     Conversions(super::conversions::ConversionsArgs),
     /// Erase a member (a GDPR request): its user id is replaced everywhere

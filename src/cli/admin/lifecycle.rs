@@ -1,6 +1,7 @@
-//! `invitations admin update` and `invitations admin restore`: edit an
-//! invitation (only the fields given become the update mask) and un-revoke
-//! one. The server checks everything.
+//! `invitations admin update`, `restore` and `member-invite`: edit an
+//! invitation (only the fields given become the update mask), un-revoke
+//! one, and create one on behalf of a member within the operator's member
+//! limits (CreateMemberInvitation). The server checks everything.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -46,6 +47,27 @@ pub struct RestoreArgs {
     pub id: String,
     #[arg(long, default_value = "")]
     pub reason: String,
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MemberInviteArgs {
+    /// The member the invitation is for (its inviter).
+    #[arg(long = "user", value_name = "ID")]
+    pub user: String,
+    /// Uses (default 1; at most --member-max-uses).
+    #[arg(long)]
+    pub max_uses: Option<u32>,
+    /// Lifetime, e.g. 7d (required when the server sets --member-max-ttl).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    #[arg(long)]
+    pub label: Option<String>,
+    /// An attribute, `key=value`, of the keys --member-attribute-keys allows
+    /// (repeat for several).
+    #[arg(long = "attribute", value_name = "KEY=VALUE")]
+    pub attributes: Vec<String>,
     #[arg(long)]
     pub request_id: Option<String>,
 }
@@ -115,6 +137,24 @@ pub async fn restore(client: &mut Client, r: &RestoreArgs, output: Output, out: 
     };
     let response = client.restore_invitation(request).await.map_err(explain)?.into_inner();
     show(out, "Restored", &response.invitation.unwrap_or_default(), output)
+}
+
+pub async fn member_invite(
+    client: &mut Client,
+    m: &MemberInviteArgs,
+    output: Output,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let request = pb::CreateMemberInvitationRequest {
+        user_id: m.user.clone(),
+        max_uses: m.max_uses.unwrap_or_default(),
+        ttl: m.ttl.map(super::duration_pb),
+        label: m.label.clone().unwrap_or_default(),
+        attributes: attribute_map(&m.attributes)?,
+        request_id: m.request_id.clone().unwrap_or_default(),
+    };
+    let response = client.create_member_invitation(request).await.map_err(explain)?.into_inner();
+    show(out, "Created", &response.invitation.unwrap_or_default(), output)
 }
 
 fn show(out: &mut impl Write, verb: &str, inv: &pb::Invitation, output: Output) -> anyhow::Result<()> {

@@ -101,6 +101,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Waitlist(w) => waitlist::run(&mut client, w, output, out).await?,
         AdminCommand::Update(u) => lifecycle::update(&mut client, &u, output, out).await?,
         AdminCommand::Restore(r) => lifecycle::restore(&mut client, &r, output, out).await?,
+        AdminCommand::MemberInvite(m) => lifecycle::member_invite(&mut client, &m, output, out).await?,
         AdminCommand::Conversions(c) => conversions::run(&mut client, c, output, out).await?,
         AdminCommand::Erase(e) => privacy::erase(&mut client, &e, output, out).await?,
         AdminCommand::History(h) => privacy::history(&mut client, &h, output, out).await?,
@@ -145,6 +146,14 @@ pub(crate) fn explain(status: tonic::Status) -> anyhow::Error {
         for v in bad.field_violations {
             text.push_str(&format!("\n  {}: {}", v.field, v.description));
         }
+    }
+    if let Some(failure) = status.get_details_precondition_failure() {
+        for v in failure.violations {
+            text.push_str(&format!("\n  {} ({}): {}", v.r#type, v.subject, v.description));
+        }
+    }
+    if let Some(delay) = status.get_details_retry_info().and_then(|r| r.retry_delay) {
+        text.push_str(&format!("\n  retry in {}", print::duration(delay)));
     }
     anyhow::anyhow!(text)
 }
