@@ -45,7 +45,8 @@ pub enum Command {
     /// `--caller-tokens`; with `--generate`, make a new random token and print both.
     HashToken(HashTokenArgs),
     /// Operator commands against a running service over gRPC: mint, revoke,
-    /// stats, privileges, plan-wave. The bearer token comes from
+    /// update, restore, member-invite, stats, privileges, plan-wave,
+    /// waitlist, conversions, erase, history. The bearer token comes from
     /// INVITATIONS_TOKEN.
     Admin(crate::cli::admin::AdminArgs),
 }

@@ -430,3 +430,107 @@ async fn admission_orders_pass_over_new_members_and_carry_ttl_label_and_batch() 
     }
     assert_eq!(entry(&app, "a").await.expect("get").state, State::Waiting as i32, "left in the line, never admitted");
 }
+
+/// Positions in a line of several buckets (1,024 scores each) match a plain
+/// ranking, for entries moved up across bucket boundaries too.
+#[tokio::test]
+async fn positions_across_bucket_boundaries_match_a_full_ranking() {
+    let app = TestApp::spawn().await;
+    let pool = app.pool().await;
+    // 3,000 entries (the trigger keeps the bucket counters), then moves:
+    // some up by more than a bucket, some out of the line.
+    sqlx::query(
+        "INSERT INTO waitlist_entries (id, applicant_id, referral_handle, bump_cap) \
+         SELECT gen_random_uuid(), 'bulk-' || g, 'h-' || g, 5000 FROM generate_series(1, 3000) g",
+    )
+    .execute(&pool)
+    .await
+    .expect("entries");
+    sqlx::query("UPDATE waitlist_entries SET bump = (seq * 7919) % 1500 WHERE seq % 5 = 0")
+        .execute(&pool)
+        .await
+        .expect("bumps");
+    sqlx::query("UPDATE waitlist_entries SET state = 'rejected' WHERE seq % 11 = 0")
+        .execute(&pool)
+        .await
+        .expect("out of the line");
+    let ranked: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT applicant_id, row_number() OVER (ORDER BY score, seq) FROM waitlist_entries \
+         WHERE state IN ('waiting', 'approved')",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("ranking");
+    assert!(ranked.len() > 2048, "more than two buckets");
+    for (applicant, want) in ranked.iter().step_by(97).chain(ranked.last()) {
+        let got = entry(&app, applicant).await.expect("get");
+        assert_eq!(got.position, *want as u64, "{applicant}");
+    }
+    // A new applicant joins at the back, past every bucket.
+    let new = joined(&app, "newcomer", "").await;
+    assert_eq!(new.position, ranked.len() as u64 + 1);
+}
+
+#[tokio::test]
+async fn stats_give_the_approval_rate_and_the_median_wait_of_a_constructed_history() {
+    let app = TestApp::spawn_with(&["--waitlist-review", "required"]).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(joined(&app, &format!("s-{i}"), "").await.id);
+    }
+    review(&app, &[&ids[0], &ids[1]], pb::ReviewDecision::Approve).await.expect("approve");
+    review(&app, &[&ids[2], &ids[3]], pb::ReviewDecision::Reject).await.expect("reject");
+    assert_eq!(admit(&app, admit_request(10)).await.admitted_count, 2, "only the approved");
+    // Their waits: one hour and three hours (median two).
+    let pool = app.pool().await;
+    sqlx::query(
+        "UPDATE waitlist_entries SET join_time = admit_time - make_interval(hours => CASE applicant_id \
+         WHEN 's-0' THEN 1 ELSE 3 END) WHERE applicant_id IN ('s-0', 's-1')",
+    )
+    .execute(&pool)
+    .await
+    .expect("waits");
+    let stats = app.client.clone().get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner();
+    let w = stats.waitlist.expect("a waitlist section");
+    assert_eq!((w.joined, w.waiting, w.admitted, w.reviewed), (6, 2, 2, 4));
+    assert_eq!(w.approval_rate, 0.5, "two approved of four reviewed (admitted ones count as approved)");
+    let median = w.median_wait.expect("a median");
+    assert!((median.seconds - 7_200).abs() <= 1, "{median:?}");
+    assert_eq!((w.admitted_redeemed, w.admitted_redeemed_rate), (0, 0.0));
+}
+
+/// Admission is one transaction: a failure at its last step (the admitted
+/// events) leaves no invitation, no batch and no entry admitted, and the
+/// next admission admits them.
+#[tokio::test]
+async fn an_admission_failing_midway_leaves_nothing_behind() {
+    let app = TestApp::spawn().await;
+    for i in 0..3 {
+        joined(&app, &format!("c-{i}"), "").await;
+    }
+    let pool = app.pool().await;
+    sqlx::query(
+        "CREATE FUNCTION fail_admitted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.event_type = 'waitlist.admitted' THEN RAISE EXCEPTION 'the disk is full'; END IF; RETURN NEW; END $$",
+    )
+    .execute(&pool)
+    .await
+    .expect("function");
+    sqlx::query("CREATE TRIGGER fail_admitted BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION fail_admitted()")
+        .execute(&pool)
+        .await
+        .expect("trigger");
+    let admitted_events = "outbox WHERE event_type = 'waitlist.admitted'";
+    let before = (app.count("invitations").await, app.count("batches").await, app.count(admitted_events).await);
+    let err = app.client.clone().admit_from_waitlist(admit_request(3)).await.expect_err("fails midway");
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert_eq!((app.count("invitations").await, app.count("batches").await, app.count(admitted_events).await), before);
+    for i in 0..3 {
+        let e = entry(&app, &format!("c-{i}")).await.expect("get");
+        assert_eq!((e.state, e.invitation.is_none()), (State::Waiting as i32, true), "c-{i}");
+    }
+    sqlx::query("DROP TRIGGER fail_admitted ON outbox").execute(&pool).await.expect("drop");
+    let wave = admit(&app, admit_request(3)).await;
+    assert_eq!(wave.admitted_count, 3);
+    assert_eq!(app.count("invitations").await, before.0 + 3);
+}

@@ -151,3 +151,23 @@ async fn admitted_events_carry_the_code_only_when_turned_on() {
     let inv = wave.entries[0].invitation.as_ref().expect("invitation");
     assert_eq!((admitted.code.as_str(), admitted.link.as_str()), (inv.code.as_str(), inv.link.as_str()));
 }
+
+#[tokio::test]
+async fn joining_through_a_referral_from_the_referrers_network_is_refused_or_flagged() {
+    let referred = |applicant: &str, handle: &str, ip: &str| pb::JoinWaitlistRequest {
+        referrer: handle.into(),
+        ..request(applicant, ip, "")
+    };
+    let blocking = app(&["--abuse-same-ip", "block"]).await;
+    let first = join_req(&blocking, request("a", "198.51.100.7", "")).await.expect("join");
+    let err = join_req(&blocking, referred("alt", &first.referral_handle, "198.51.100.7")).await.expect_err("same IP");
+    assert_error(&err, tonic::Code::FailedPrecondition, "SAME_IP_AS_INVITER", None);
+    assert_eq!(crate::waitlist::entry(&blocking, "a").await.expect("get").referrals, 0, "no bump for a refusal");
+    join_req(&blocking, referred("friend", &first.referral_handle, "203.0.113.9")).await.expect("another network");
+    join_req(&blocking, request("solo", "198.51.100.7", "")).await.expect("no referrer: nothing to compare");
+
+    let flagging = app(&["--abuse-same-ip", "flag"]).await;
+    let first = join_req(&flagging, request("a", "198.51.100.7", "")).await.expect("join");
+    let alt = join_req(&flagging, referred("alt", &first.referral_handle, "198.51.100.7")).await.expect("flagged");
+    assert_eq!(alt.abuse_flags, ["SAME_IP_AS_INVITER"]);
+}

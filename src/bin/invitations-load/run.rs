@@ -36,6 +36,9 @@ pub enum Rpc {
     GraphRoot,
     /// 35% CheckCode, 35% ListForUser, 25% Redeem, 5% Mint.
     Mix,
+    /// RecordConversion of --conversion-kind for members "<--invitee-prefix>-<n>",
+    /// n counting up from --redeem-from, each once (up to --members).
+    Convert,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +82,9 @@ pub struct RunArgs {
     /// Invitations per Mint call.
     #[arg(long, default_value_t = 10)]
     pub mint_size: u32,
+    /// The kind Convert records (one of the service's --conversion-kinds).
+    #[arg(long, default_value = "activated")]
+    pub conversion_kind: String,
 }
 
 /// What one call was, for the report.
@@ -90,6 +96,7 @@ enum Call {
     ListForUser,
     Mint,
     GetInviteGraph,
+    RecordConversion,
 }
 
 impl Call {
@@ -101,6 +108,7 @@ impl Call {
             Call::ListForUser => "ListForUser",
             Call::Mint => "Mint",
             Call::GetInviteGraph => "GetInviteGraph",
+            Call::RecordConversion => "RecordConversion",
         }
     }
 }
@@ -207,6 +215,7 @@ enum Planned {
     Mint { owner: i64 },
     MintBulk,
     Graph { member: i64 },
+    Convert { n: i64 },
 }
 
 fn pick(shared: &Shared) -> Option<Planned> {
@@ -230,6 +239,13 @@ fn pick(shared: &Shared) -> Option<Planned> {
         Rpc::MintBulk => Planned::MintBulk,
         Rpc::GraphMember => Planned::Graph { member: rng.random_range(1..=layout.members) },
         Rpc::GraphRoot => Planned::Graph { member: 1 },
+        Rpc::Convert => {
+            let n = shared.next_redeem.fetch_add(1, Ordering::Relaxed);
+            if n > layout.members {
+                return None;
+            }
+            Planned::Convert { n }
+        }
         Rpc::Mix => match rng.random_range(0..100) {
             0..35 => Planned::Check { k: rng.random_range(0..layout.invitations) },
             35..70 => Planned::List { owner: owner(&mut rng) },
@@ -248,6 +264,7 @@ impl Planned {
             Planned::List { .. } => Call::ListForUser,
             Planned::Mint { .. } | Planned::MintBulk => Call::Mint,
             Planned::Graph { .. } => Call::GetInviteGraph,
+            Planned::Convert { .. } => Call::RecordConversion,
         }
     }
 
@@ -293,6 +310,14 @@ impl Planned {
             Planned::Graph { member } => {
                 let request = pb::GetInviteGraphRequest { user_id: user_id(member), ..Default::default() };
                 unread(client, "/invitations.v1.InvitationService/GetInviteGraph", authorized(request, token)).await
+            }
+            Planned::Convert { n } => {
+                let request = pb::RecordConversionRequest {
+                    user_id: format!("{}-{n}", args.invitee_prefix),
+                    kind: args.conversion_kind.clone(),
+                    ..Default::default()
+                };
+                unread(client, "/invitations.v1.InvitationService/RecordConversion", authorized(request, token)).await
             }
         }
     }
@@ -372,7 +397,7 @@ fn report(args: &RunArgs, tally: &mut Tally, seconds: f64, next_redeem: i64) {
         println!("all: {total} calls, {:.1} calls/s", total as f64 / seconds);
         println!("result rpc={rpc} call=all calls={total} per_second={:.1}", total as f64 / seconds);
     }
-    if matches!(args.rpc, Rpc::Redeem | Rpc::Reserve | Rpc::Mix) {
+    if matches!(args.rpc, Rpc::Redeem | Rpc::Reserve | Rpc::Mix | Rpc::Convert) {
         // Where a later run on this database starts so it spends fresh codes
         // (warm-up calls included, so not just redeem_from + calls).
         println!("result rpc={rpc} call=next redeem_from={}", next_redeem);
