@@ -128,7 +128,15 @@ async fn over_limit_attributes_are_invalid_naming_the_key_and_mint_nothing() {
 
 #[tokio::test]
 async fn waves_and_quota_grants_carry_their_attributes() {
-    let app = TestApp::spawn_with(&["--welcome-grant", "1", "--grant-attributes", "source=welcome,group=beta"]).await;
+    let app = TestApp::spawn_with(&[
+        "--welcome-grant",
+        "1",
+        "--refill-to",
+        "1",
+        "--grant-attributes",
+        "source=welcome,group=beta",
+    ])
+    .await;
     let welcome = map(&[("group", "beta"), ("source", "welcome")]);
     // A welcome grant on RegisterMembers (the general path) ...
     app.register(vec![member("ana", Some(1_700_000_000), None)]).await.expect("register");
@@ -140,8 +148,34 @@ async fn waves_and_quota_grants_carry_their_attributes() {
     let page = app.list(pb::ListForUserRequest { user_id: "ben".into(), ..Default::default() }).await.expect("list");
     assert_eq!(page.invitations.len(), 1);
     assert_eq!(page.invitations[0].attributes, welcome, "welcome grant on redeeming");
+    // ana's spent invitation was refilled, with the same attributes, on the
+    // one-statement path and on the general one (a request_id takes it).
+    let refilled = |app: &TestApp, who: &'static str| {
+        let request = pb::ListForUserRequest {
+            user_id: who.into(),
+            state: pb::invitation::State::Unspent as i32,
+            ..Default::default()
+        };
+        let mut client = app.client.clone();
+        async move { client.list_for_user(request).await.expect("list").into_inner().invitations }
+    };
+    let ana = refilled(&app, "ana").await;
+    assert_eq!(ana.len(), 1, "refilled to one");
+    assert_eq!(ana[0].attributes, welcome, "refill grant (one-statement Redeem)");
+    let general = pb::RedeemRequest {
+        code: ana[0].code.clone(),
+        invitee_id: "cy".into(),
+        request_id: "r-cy".into(),
+        ..Default::default()
+    };
+    app.redeem_req(general).await.expect("redeem on the general path");
+    let ana = refilled(&app, "ana").await;
+    assert_eq!(ana.len(), 1, "refilled again");
+    assert_eq!(ana[0].attributes, welcome, "refill grant (general Redeem)");
 
-    // A wave: every member with no unspent invitation (ana spent hers).
+    // A wave: every member with no unspent invitation (ana, once her refill
+    // is revoked).
+    app.revoke(pb::RevokeRequest { user_id: "ana".into(), ..Default::default() }).await.expect("revoke");
     let attrs = map(&[("campaign", "spring")]);
     let wave = app
         .mint(pb::MintRequest {
@@ -169,8 +203,26 @@ async fn redeemed_events_carry_attributes_through_nats() {
     let plain = app.mint_one("alice").await;
     app.redeem(&minted.invitations[0].code, "bob").await.expect("redeem");
     app.redeem(&plain.code, "carol").await.expect("redeem");
-    // Two minted events, two redeemed.
-    let received = consumer.wait_for(4, WAIT).await;
+    // The general path: a reservation completed by Redeem.
+    let reserved = app.mint(mint_with("alice", &map(&[("team", "ops")]))).await.expect("mint");
+    let reservation = app
+        .client
+        .clone()
+        .reserve(pb::ReserveRequest { code: reserved.invitations[0].code.clone(), ..Default::default() })
+        .await
+        .expect("reserve")
+        .into_inner()
+        .reservation
+        .expect("a reservation");
+    app.redeem_req(pb::RedeemRequest {
+        reservation_id: reservation.id,
+        invitee_id: "dan".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("complete the reservation");
+    // Three minted events, three redeemed (and the reservation's own two).
+    let received = consumer.wait_for(8, WAIT).await;
     let redeemed: Vec<pb::Redeemed> = received
         .iter()
         .filter_map(|r| match r.payload() {
@@ -178,8 +230,9 @@ async fn redeemed_events_carry_attributes_through_nats() {
             _ => None,
         })
         .collect();
-    assert_eq!(redeemed.len(), 2);
+    assert_eq!(redeemed.len(), 3);
     let by_invitee = |who: &str| redeemed.iter().find(|e| e.invitee_id == who).expect("event").attributes.clone();
     assert_eq!(by_invitee("bob"), attrs);
     assert!(by_invitee("carol").is_empty());
+    assert_eq!(by_invitee("dan"), map(&[("team", "ops")]), "the general path's redeemed event");
 }

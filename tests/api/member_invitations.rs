@@ -149,6 +149,37 @@ async fn each_limit_at_its_edge() {
     assert_error(&status, Code::NotFound, "NOT_FOUND", Some("user_id"));
 }
 
+/// 20 concurrent creates for one member over two replicas with `args`:
+/// every refusal names `limit`; how many were created (and are stored).
+async fn race_creates(args: &[&str], limit: &str) -> i64 {
+    let first = TestApp::spawn_with(args).await;
+    let extra_args = args.iter().map(|s| s.to_string()).collect();
+    let second = TestApp::spawn_opts(Options { extra_args, database_url: Some(first.db.url.clone()) }).await;
+    first.register(vec![member("ana", Some(now() - days(10)), None)]).await.expect("register");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let mut client = if i % 2 == 0 { first.client.clone() } else { second.client.clone() };
+        tasks.spawn(async move {
+            client.create_member_invitation(request("ana", 1, None)).await.map(|_| ()).map_err(|s| {
+                s.get_details_precondition_failure().map(|f| f.violations[0].r#type.clone()).unwrap_or_default()
+            })
+        });
+    }
+    let mut created = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.expect("task") {
+            Ok(()) => created += 1,
+            Err(refused) => assert_eq!(refused, limit),
+        }
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations WHERE inviter_id = 'ana'")
+        .fetch_one(&first.pool().await)
+        .await
+        .expect("count");
+    assert_eq!(stored, created, "what was answered is what is stored");
+    created
+}
+
 #[tokio::test]
 async fn the_rate_holds_across_two_replicas() {
     let args = [
@@ -161,33 +192,13 @@ async fn the_rate_holds_across_two_replicas() {
         "--member-max-unspent",
         "5",
     ];
-    let first = TestApp::spawn_with(&args).await;
-    let extra_args = args.iter().map(|s| s.to_string()).collect();
-    let second = TestApp::spawn_opts(Options { extra_args, database_url: Some(first.db.url.clone()) }).await;
-    first.register(vec![member("ana", Some(now() - days(10)), None)]).await.expect("register");
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let client = if i % 2 == 0 { first.client.clone() } else { second.client.clone() };
-        tasks.spawn(async move {
-            let mut client = client;
-            client.create_member_invitation(request("ana", 1, None)).await.map(|_| ()).map_err(|s| {
-                s.get_details_precondition_failure().map(|f| f.violations[0].r#type.clone()).unwrap_or_default()
-            })
-        });
-    }
-    let mut created = 0;
-    while let Some(result) = tasks.join_next().await {
-        match result.expect("task") {
-            Ok(()) => created += 1,
-            Err(limit) => assert_eq!(limit, "RATE"),
-        }
-    }
-    assert_eq!(created, 3, "exactly the rate, whichever replica answered");
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations WHERE inviter_id = 'ana'")
-        .fetch_one(&first.pool().await)
-        .await
-        .expect("count");
-    assert_eq!(stored, 3);
+    assert_eq!(race_creates(&args, "RATE").await, 3, "exactly the rate, whichever replica answered");
+}
+
+#[tokio::test]
+async fn the_unspent_limit_holds_across_two_replicas() {
+    let args = ["--member-invitations", "true", "--member-rate", "100", "--member-max-unspent", "4"];
+    assert_eq!(race_creates(&args, "MAX_UNSPENT").await, 4, "exactly the unspent limit, whichever replica answered");
 }
 
 #[tokio::test]
@@ -248,4 +259,29 @@ async fn the_cli_creates_a_member_invitation_and_names_the_limit_it_hits() {
         &admin(&app, Some(ADMIN), &["member-invite", "--user", "ana", "--attribute", "team=x"]).await,
     );
     assert!(err.contains("[INVALID_ARGUMENT]") && err.contains("team"), "{err}");
+}
+
+/// Quota grants and member invitations are separate paths, both on: the
+/// welcome grant is the service's, the member's own invitation comes on
+/// top, and the unspent limit counts unspent invitations of any origin
+/// (the two granted ones included).
+#[tokio::test]
+async fn member_invitations_and_the_welcome_grant_work_together() {
+    let app =
+        TestApp::spawn_with(&["--welcome-grant", "2", "--member-invitations", "true", "--member-max-unspent", "3"])
+            .await;
+    app.register(vec![member("ana", Some(now() - days(10)), None)]).await.expect("register");
+    let own = create(&app, request("ana", 1, None)).await.expect("the member's own, beside two granted");
+    assert_eq!(own.minted_by, "member");
+    let err = create(&app, request("ana", 1, None)).await.expect_err("unspent limit");
+    assert_eq!(limit_of(&err), "MAX_UNSPENT");
+    let page = app.list(pb::ListForUserRequest { user_id: "ana".into(), ..Default::default() }).await.expect("list");
+    let mut by: Vec<&str> = page.invitations.iter().map(|i| i.minted_by.as_str()).collect();
+    by.sort();
+    assert_eq!(by.len(), 3, "{by:?}");
+    assert_eq!(by.iter().filter(|b| **b == "member").count(), 1);
+    // The invitee who redeems the member's invitation gets its own welcome grant.
+    app.redeem(&own.code, "ben").await.expect("redeem");
+    let ben = app.list(pb::ListForUserRequest { user_id: "ben".into(), ..Default::default() }).await.expect("list");
+    assert_eq!(ben.invitations.len(), 2);
 }

@@ -39,6 +39,12 @@ pub enum Rpc {
     /// RecordConversion of --conversion-kind for members "<--invitee-prefix>-<n>",
     /// n counting up from --redeem-from, each once (up to --members).
     Convert,
+    /// JoinWaitlist of new applicants "<--invitee-prefix>-<n>", n counting up
+    /// from --redeem-from.
+    Join,
+    /// GetWaitlistEntry (with its position) of a random applicant
+    /// "<--applicant-prefix>-<1..=--entries>".
+    WaitlistGet,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +91,12 @@ pub struct RunArgs {
     /// The kind Convert records (one of the service's --conversion-kinds).
     #[arg(long, default_value = "activated")]
     pub conversion_kind: String,
+    /// Entries in the line WaitlistGet reads from (applicants
+    /// "<--applicant-prefix>-1" … "-<N>").
+    #[arg(long, default_value_t = 1_000_000)]
+    pub entries: i64,
+    #[arg(long, default_value = "seed")]
+    pub applicant_prefix: String,
 }
 
 /// What one call was, for the report.
@@ -97,6 +109,8 @@ enum Call {
     Mint,
     GetInviteGraph,
     RecordConversion,
+    JoinWaitlist,
+    GetWaitlistEntry,
 }
 
 impl Call {
@@ -109,6 +123,8 @@ impl Call {
             Call::Mint => "Mint",
             Call::GetInviteGraph => "GetInviteGraph",
             Call::RecordConversion => "RecordConversion",
+            Call::JoinWaitlist => "JoinWaitlist",
+            Call::GetWaitlistEntry => "GetWaitlistEntry",
         }
     }
 }
@@ -216,6 +232,8 @@ enum Planned {
     MintBulk,
     Graph { member: i64 },
     Convert { n: i64 },
+    Join { n: i64 },
+    WaitlistGet { n: i64 },
 }
 
 fn pick(shared: &Shared) -> Option<Planned> {
@@ -246,6 +264,8 @@ fn pick(shared: &Shared) -> Option<Planned> {
             }
             Planned::Convert { n }
         }
+        Rpc::Join => Planned::Join { n: shared.next_redeem.fetch_add(1, Ordering::Relaxed) },
+        Rpc::WaitlistGet => Planned::WaitlistGet { n: rng.random_range(1..=args.entries.max(1)) },
         Rpc::Mix => match rng.random_range(0..100) {
             0..35 => Planned::Check { k: rng.random_range(0..layout.invitations) },
             35..70 => Planned::List { owner: owner(&mut rng) },
@@ -265,6 +285,8 @@ impl Planned {
             Planned::Mint { .. } | Planned::MintBulk => Call::Mint,
             Planned::Graph { .. } => Call::GetInviteGraph,
             Planned::Convert { .. } => Call::RecordConversion,
+            Planned::Join { .. } => Call::JoinWaitlist,
+            Planned::WaitlistGet { .. } => Call::GetWaitlistEntry,
         }
     }
 
@@ -318,6 +340,20 @@ impl Planned {
                     ..Default::default()
                 };
                 unread(client, "/invitations.v1.InvitationService/RecordConversion", authorized(request, token)).await
+            }
+            Planned::Join { n } => {
+                let request = pb::JoinWaitlistRequest {
+                    applicant_id: format!("{}-{n}", args.invitee_prefix),
+                    ..Default::default()
+                };
+                unread(client, "/invitations.v1.InvitationService/JoinWaitlist", authorized(request, token)).await
+            }
+            Planned::WaitlistGet { n } => {
+                let request = pb::GetWaitlistEntryRequest {
+                    applicant_id: format!("{}-{n}", args.applicant_prefix),
+                    ..Default::default()
+                };
+                unread(client, "/invitations.v1.InvitationService/GetWaitlistEntry", authorized(request, token)).await
             }
         }
     }
@@ -397,7 +433,7 @@ fn report(args: &RunArgs, tally: &mut Tally, seconds: f64, next_redeem: i64) {
         println!("all: {total} calls, {:.1} calls/s", total as f64 / seconds);
         println!("result rpc={rpc} call=all calls={total} per_second={:.1}", total as f64 / seconds);
     }
-    if matches!(args.rpc, Rpc::Redeem | Rpc::Reserve | Rpc::Mix | Rpc::Convert) {
+    if matches!(args.rpc, Rpc::Redeem | Rpc::Reserve | Rpc::Mix | Rpc::Convert | Rpc::Join) {
         // Where a later run on this database starts so it spends fresh codes
         // (warm-up calls included, so not just redeem_from + calls).
         println!("result rpc={rpc} call=next redeem_from={}", next_redeem);
