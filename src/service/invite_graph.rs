@@ -132,13 +132,18 @@ impl Invitations {
     /// Every member, tree by tree (roots by id), each tree depth-first:
     /// streamed in chunks, each chunk its own snapshot (no transaction is
     /// held open while a slow client reads). A subtree moved by Reparent
-    /// during the walk can appear twice or not at all.
+    /// during the walk can appear twice or not at all. A chunk a standby
+    /// fails (a recovery conflict, the standby gone) is read again from the
+    /// primary, which serves the rest of the walk: the stream goes on from
+    /// the last member sent.
     pub fn walk_forest(&self, query: WalkQuery, read: ReadFrom) -> mpsc::Receiver<Result<Member, Error>> {
         let (tx, rx) = mpsc::channel(WALK_CHUNK as usize);
-        let pool = self.replicas.read_pool(read).0.clone();
+        let (pool, source) = self.replicas.read_pool(read);
+        let source = Source { pool: pool.clone(), standby: source != crate::store::replicas::Source::Primary };
+        let replicas = self.replicas.clone();
         let placeholders = self.placeholders.clone();
         tokio::spawn(async move {
-            if let Err(e) = walk(pool, placeholders, query, &tx).await {
+            if let Err(e) = walk(source, &replicas, placeholders, query, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -146,8 +151,39 @@ impl Invitations {
     }
 }
 
-async fn walk(
+/// Where the walk reads its chunks.
+struct Source {
     pool: PgPool,
+    standby: bool,
+}
+
+/// One chunk of the walk from `source`; a standby's failure moves the walk
+/// to the primary and reads the chunk there.
+async fn chunk(
+    source: &mut Source,
+    replicas: &crate::store::replicas::Replicas,
+    from: &[i64],
+    to: &[i64],
+    len: Option<i32>,
+) -> Result<Vec<Member>, Error> {
+    let read = |pool: PgPool| async move {
+        let mut conn = pool.acquire().await?;
+        graph::page(&mut conn, from, to, len, WALK_CHUNK).await
+    };
+    match read(source.pool.clone()).await {
+        Err(e) if source.standby && super::standby_failed(&e) => {
+            replicas.count_fallback("standby_error");
+            tracing::info!(error = %e, "a standby failed a chunk of the forest walk; the primary goes on");
+            *source = Source { pool: replicas.primary().clone(), standby: false };
+            Ok(read(source.pool.clone()).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+async fn walk(
+    mut source: Source,
+    replicas: &crate::store::replicas::Replicas,
     placeholders: public_view::Placeholders,
     query: WalkQuery,
     out: &mpsc::Sender<Result<Member, Error>>,
@@ -163,10 +199,8 @@ async fn walk(
     let mut from = Vec::new();
     let mut pending_root: Option<Member> = None;
     loop {
-        let mut conn = pool.acquire().await?;
         let len_sql = read_len.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
-        let rows = graph::page(&mut conn, &from, &to, len_sql, WALK_CHUNK).await?;
-        drop(conn);
+        let rows = chunk(&mut source, replicas, &from, &to, len_sql).await?;
         let done = (rows.len() as i64) < WALK_CHUNK;
         if let Some(last) = rows.last() {
             from = tree::after(&last.path, read_len);

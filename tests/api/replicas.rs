@@ -299,3 +299,45 @@ async fn with_the_primary_down_reads_keep_serving_from_the_standby_and_writes_fa
     let err = app.redeem(&inv.code, "dan").await.expect_err("the primary is down");
     assert_eq!(err.code(), tonic::Code::Unavailable);
 }
+
+/// A forest walk served by a standby that stops midway goes on from the
+/// primary: every member arrives once, and the stream does not fail.
+#[tokio::test]
+async fn a_forest_walk_goes_on_from_the_primary_when_its_standby_stops() {
+    let primary = Cluster::primary();
+    let standby = Cluster::standby_of(&primary);
+    let app = app_checking(&primary, &standby, "1h", "1h").await;
+    const MEMBERS: usize = 20_000;
+    for part in 0..2 {
+        let members =
+            (0..MEMBERS / 2).map(|i| crate::helpers::member(&format!("w-{part}-{i:05}"), None, None)).collect();
+        app.register(members).await.expect("register");
+    }
+    let replayed = "SELECT count(*) FROM members";
+    wait_until(Duration::from_secs(30), "the standby to replay the members", || async {
+        standby.count(replayed).await == MEMBERS as i64
+    })
+    .await;
+    // A small receive window, so the service cannot have read the whole
+    // walk into its buffers before the standby stops.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .expect("endpoint")
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = pb::invitation_service_client::InvitationServiceClient::new(channel);
+    let mut stream =
+        client.walk_invite_forest(pb::WalkInviteForestRequest::default()).await.expect("walk").into_inner();
+    let mut seen = std::collections::HashSet::new();
+    let first = stream.message().await.expect("a first member").expect("not the end");
+    seen.insert(first.user_id);
+    standby.stop();
+    while let Some(m) = stream.message().await.expect("the walk goes on") {
+        assert!(seen.insert(m.user_id.clone()), "{} twice", m.user_id);
+    }
+    assert_eq!(seen.len(), MEMBERS, "every member once");
+    let scrape = Scrape::fetch(app.admin_addr).await;
+    assert!(scrape.value("invitations_db_read_fallbacks_total", &[("reason", "standby_error")]) >= 1.0);
+}
