@@ -1,4 +1,4 @@
--- The service's background fold (store::fold with store::waitlist::LINE_COUNTS).
+-- The service's background fold (store::fold with store::waitlist::LINE_COUNTS)
 WITH batch AS (
     DELETE FROM waitlist_line_deltas WHERE ctid = ANY (ARRAY(
         SELECT ctid FROM waitlist_line_deltas LIMIT 10000 FOR UPDATE SKIP LOCKED))
@@ -9,3 +9,6 @@ folded AS (
     ON CONFLICT (bucket) DO UPDATE SET entries = waitlist_line_counts.entries + EXCLUDED.entries
     RETURNING 1)
 SELECT count(*) FROM batch;
+-- …and its VACUUM of the two tables, which the service runs once it has
+-- moved 5,000 deltas (every few seconds at these rates).
+VACUUM (SKIP_LOCKED) waitlist_line_deltas, waitlist_line_counts;

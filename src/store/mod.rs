@@ -128,6 +128,15 @@ pub async fn fold(conn: &mut sqlx::PgConnection, c: &Counters, limit: i64) -> Re
     .await
 }
 
+/// VACUUMs the deltas and counters tables of `c`, skipping one another
+/// replica is vacuuming (SKIP_LOCKED). Outside a transaction (VACUUM cannot
+/// run in one), by the simple query protocol.
+pub async fn vacuum_counters(pool: &sqlx::PgPool, c: &Counters) -> Result<(), sqlx::Error> {
+    // Runtime SQL: the table names are `c`'s constants.
+    sqlx::raw_sql(&format!("VACUUM (SKIP_LOCKED) {}, {}", c.deltas, c.counts)).execute(pool).await?;
+    Ok(())
+}
+
 /// Whether a database error is the violation of this named constraint.
 pub fn is_constraint_violation(error: &sqlx::Error, constraint: &str) -> bool {
     match error {

@@ -534,3 +534,25 @@ async fn an_admission_failing_midway_leaves_nothing_behind() {
     assert_eq!(wave.admitted_count, 3);
     assert_eq!(app.count("invitations").await, before.0 + 3);
 }
+
+/// The fold vacuums a counters table once it has moved enough deltas out
+/// of it (autovacuum would leave the dead rows for every reader to walk).
+#[tokio::test]
+async fn the_fold_vacuums_the_deltas_it_has_moved() {
+    let app = TestApp::spawn_with(&["--graph-fold-interval", "50ms"]).await;
+    let pool = app.pool().await;
+    let vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'waitlist_line_deltas'";
+    let before: i64 = sqlx::query_scalar(vacuums).fetch_one(&pool).await.expect("stats");
+    // 6,000 deltas that add up to nothing: the line's counts stay right.
+    sqlx::query("INSERT INTO waitlist_line_deltas SELECT 0, CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END FROM generate_series(1, 6000) g")
+        .execute(&pool)
+        .await
+        .expect("deltas");
+    crate::helpers::wait_until(std::time::Duration::from_secs(30), "a VACUUM of the deltas", || async {
+        sqlx::query_scalar::<_, i64>(vacuums).fetch_one(&pool).await.expect("stats") > before
+    })
+    .await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM waitlist_line_deltas").fetch_one(&pool).await.expect("n");
+    assert_eq!(left, 0, "folded");
+    assert_eq!(joined(&app, "after", "").await.position, 1, "the counts add up");
+}

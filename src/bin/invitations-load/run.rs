@@ -36,8 +36,10 @@ pub enum Rpc {
     GraphRoot,
     /// 35% CheckCode, 35% ListForUser, 25% Redeem, 5% Mint.
     Mix,
-    /// RecordConversion of --conversion-kind for members "<--invitee-prefix>-<n>",
-    /// n counting up from --redeem-from, each once (up to --members).
+    /// RecordConversion of --conversion-kind for members "<--invitee-prefix>-<m>",
+    /// each once: the n-th call (from --redeem-from, up to --members) takes
+    /// member m = the n-th of a fixed scattered order of 1..=--members (as
+    /// pgbench's random members, not neighbours in the index).
     Convert,
     /// JoinWaitlist of new applicants "<--invitee-prefix>-<n>", n counting up
     /// from --redeem-from.
@@ -262,7 +264,7 @@ fn pick(shared: &Shared) -> Option<Planned> {
             if n > layout.members {
                 return None;
             }
-            Planned::Convert { n }
+            Planned::Convert { n: scatter(n, layout.members) }
         }
         Rpc::Join => Planned::Join { n: shared.next_redeem.fetch_add(1, Ordering::Relaxed) },
         Rpc::WaitlistGet => Planned::WaitlistGet { n: rng.random_range(1..=args.entries.max(1)) },
@@ -359,6 +361,16 @@ impl Planned {
     }
 }
 
+/// The n-th (1-based) of 1..=len in a fixed scattered order: multiplying by
+/// a prime is a bijection modulo any len it does not divide.
+fn scatter(n: i64, len: i64) -> i64 {
+    const PRIME: i128 = 611_953;
+    if len <= 1 || len % PRIME as i64 == 0 {
+        return n;
+    }
+    (((n - 1) as i128 * PRIME).rem_euclid(len as i128)) as i64 + 1
+}
+
 /// An answer the load generator does not read: prost skips every field of
 /// it, as pgbench throws away the rows it receives, so the client's own CPU
 /// (on the same cores as the service and Postgres) stays small. Only the
@@ -440,5 +452,20 @@ fn report(args: &RunArgs, tally: &mut Tally, seconds: f64, next_redeem: i64) {
     }
     for ((call, code), (n, example)) in &tally.errors {
         println!("errors: {n} × {} {:?} (e.g. {example:?})", call.name(), tonic::Code::from_i32(*code));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scatter;
+
+    #[test]
+    fn scatter_is_a_permutation() {
+        for len in [1, 2, 1000, 2000, 4096] {
+            let mut seen: Vec<i64> = (1..=len).map(|n| scatter(n, len)).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (1..=len).collect::<Vec<_>>(), "len {len}");
+        }
+        assert_ne!(scatter(2, 1000), 2, "scattered, not in order");
     }
 }
