@@ -9,6 +9,6 @@ folded AS (
     ON CONFLICT (bucket) DO UPDATE SET entries = waitlist_line_counts.entries + EXCLUDED.entries
     RETURNING 1)
 SELECT count(*) FROM batch;
--- …and its VACUUM of the two tables, which the service runs once it has
--- moved 5,000 deltas (every few seconds at these rates).
-VACUUM (SKIP_LOCKED) waitlist_line_deltas, waitlist_line_counts;
+-- …and its VACUUM of the deltas, which the service runs once it has moved
+-- 5,000 of them (every few seconds at these rates).
+VACUUM (SKIP_LOCKED, TRUNCATE false) waitlist_line_deltas;

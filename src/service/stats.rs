@@ -163,8 +163,7 @@ fn every_day(
     days
 }
 
-/// Deltas folded after which the fold vacuums their table (and the
-/// counters'). Every fold deletes what it moved, so at thousands of writes
+/// Deltas folded after which the fold vacuums their table. Every fold deletes what it moved, so at thousands of writes
 /// a second the deltas table fills with dead rows far faster than
 /// autovacuum (one look per database a minute) clears them, and every
 /// reader's sum of pending deltas walks them: JoinWaitlist at a million
@@ -208,7 +207,7 @@ pub async fn fold_counts(pool: PgPool, interval: std::time::Duration) {
                 }
             }
             if *unvacuumed >= VACUUM_AFTER {
-                match store::vacuum_counters(&pool, counters).await {
+                match store::vacuum_deltas(&pool, counters).await {
                     Ok(()) => *unvacuumed = 0,
                     Err(e) => tracing::warn!(error = %e, counters = counters.counts, "vacuuming counters failed"),
                 }

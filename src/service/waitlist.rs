@@ -141,6 +141,10 @@ fn referral_handle() -> Result<String, Error> {
     Ok(std::iter::once('r').chain(bytes.iter().map(|b| ALPHABET[usize::from(b % 32)] as char)).collect())
 }
 
+/// Why admission takes an entry out of the line, and who did (as a review).
+const BECAME_MEMBER: &str = "became a member";
+const ADMISSION: &str = "admission";
+
 impl Invitations {
     pub fn with_waitlist(self, waitlist: WaitlistSettings) -> Self {
         Self { waitlist, ..self }
@@ -299,8 +303,27 @@ impl Invitations {
         let mut tx = self.pool.begin().await?;
         let picked = wl::pick(&mut tx, states, cmd.order, n, true).await?;
         let exhausted = picked.len() < cmd.count as usize;
+        // Applicants the pick passed over because they became members
+        // meanwhile leave the line, so the positions behind them move up.
+        let last = if exhausted { None } else { picked.last().map(|c| (c.score, c.seq)) };
+        let closed = wl::close_members_ahead(&mut tx, states, cmd.order, last, BECAME_MEMBER, ADMISSION).await?;
+        if !closed.is_empty() {
+            let event = Event::waitlist_reviewed(&closed, false, BECAME_MEMBER, ADMISSION);
+            outbox::append(&mut tx, &[event]).await?;
+            let ids: Vec<String> = closed.iter().map(|(id, _)| id.to_string()).collect();
+            let entry = HistoryEntry::new(Operation::WaitlistReview, &cmd.admitted_by)
+                .reason(BECAME_MEMBER)
+                .detail("decision", "rejected")
+                .detail("entries", ids.join(","));
+            history::append(&mut tx, &entry).await?;
+        }
         if picked.is_empty() {
-            tx.rollback().await?;
+            if closed.is_empty() {
+                tx.rollback().await?;
+            } else {
+                tx.commit().await?;
+                self.waker.committed();
+            }
             return Ok(AdmitOutcome { entries: Vec::new(), batch_id: None, exhausted, dry_run: false });
         }
         // A referrer who is a member (with invite privileges) invites;

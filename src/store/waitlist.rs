@@ -220,6 +220,9 @@ pub struct Candidate {
     pub id: Uuid,
     pub applicant_id: String,
     pub referrer: Option<String>,
+    /// Where it stands in the line (order by position: (score, seq)).
+    pub score: i64,
+    pub seq: i64,
 }
 
 /// Up to `n` eligible entries (in `states`) in `order`, passing over
@@ -244,7 +247,7 @@ pub async fn pick(
     // Every eligible state is in the line, so the partial index serves it.
     // Runtime SQL: the order and the lock are chosen per call.
     sqlx::query_as(&format!(
-        "SELECT e.id, e.applicant_id, coalesce(e.referrer_member_id, r.applicant_id) AS referrer \
+        "SELECT e.id, e.applicant_id, coalesce(e.referrer_member_id, r.applicant_id) AS referrer, e.score, e.seq \
          FROM waitlist_entries e LEFT JOIN waitlist_entries r ON r.id = e.referrer_entry_id \
          WHERE e.state = ANY($1) AND e.state IN ('waiting', 'approved') \
            AND NOT EXISTS (SELECT 1 FROM members m WHERE m.user_id = e.applicant_id) \
@@ -254,6 +257,49 @@ pub async fn pick(
     .bind(n)
     .fetch_all(conn)
     .await
+}
+
+/// The entries `pick` passed over because their applicant became a member,
+/// taken out of the line (rejected, reason `reason`, reviewed by
+/// `reviewed_by`): those ahead of `last` in `order` (every one when `last`
+/// is None: the pick reached the end of the line), at most 1,000 a call.
+/// The range is what the pick has just read, so this reads no more. Not
+/// for the random order (it has no "ahead"). Returns id and applicant.
+pub async fn close_members_ahead(
+    conn: &mut PgConnection,
+    states: &[&str],
+    order: Order,
+    last: Option<(i64, i64)>,
+    reason: &str,
+    reviewed_by: &str,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    let (ahead, order_by) = match (order, last) {
+        (Order::Random, _) => return Ok(Vec::new()),
+        (Order::Position, Some(_)) => ("(o.score, o.seq) < ($5, $6)", "o.score, o.seq"),
+        (Order::Oldest, Some(_)) => ("o.seq < $6", "o.seq"),
+        (Order::Position, None) => ("true", "o.score, o.seq"),
+        (Order::Oldest, None) => ("true", "o.seq"),
+    };
+    let (score, seq) = last.unwrap_or_default();
+    // Runtime SQL: the range and order follow the pick's.
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+        "UPDATE waitlist_entries e SET state = 'rejected', review_time = now(), review_reason = $2, \
+             reviewed_by = $3 \
+         FROM (SELECT o.id FROM waitlist_entries o \
+               WHERE o.state = ANY($1) AND o.state IN ('waiting', 'approved') AND {ahead} \
+                 AND EXISTS (SELECT 1 FROM members m WHERE m.user_id = o.applicant_id) \
+               ORDER BY {order_by} LIMIT $4 FOR UPDATE SKIP LOCKED) s \
+         WHERE e.id = s.id RETURNING e.id, e.applicant_id"
+    ))
+    .bind(states)
+    .bind(reason)
+    .bind(reviewed_by)
+    .bind(1000_i64)
+    .bind(score)
+    .bind(seq)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows)
 }
 
 /// Of these users, the members whose invite privileges are on.

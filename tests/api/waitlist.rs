@@ -428,7 +428,17 @@ async fn admission_orders_pass_over_new_members_and_carry_ttl_label_and_batch() 
         assert_eq!((delivered.code.as_str(), delivered.link.as_str()), (inv.code.as_str(), inv.link.as_str()));
         assert!(!delivered.code.is_empty() && delivered.link.contains(&delivered.code));
     }
-    assert_eq!(entry(&app, "a").await.expect("get").state, State::Waiting as i32, "left in the line, never admitted");
+    // …and takes it out of the line (a review by the admission, with its
+    // event), so the positions behind it move up.
+    let a = entry(&app, "a").await.expect("get");
+    assert_eq!(
+        (a.state, a.reviewed_by.as_str(), a.review_reason.as_str()),
+        (State::Rejected as i32, "admission", "became a member")
+    );
+    assert_eq!(app.count("outbox WHERE event_type = 'waitlist.reviewed'").await, 1);
+    let positions =
+        (entry(&app, "late").await.expect("get").position, entry(&app, "friend").await.expect("get").position);
+    assert_eq!(positions, (1, 2), "nobody left waiting behind a member");
 }
 
 /// Positions in a line of several buckets (1,024 scores each) match a plain
@@ -535,8 +545,8 @@ async fn an_admission_failing_midway_leaves_nothing_behind() {
     assert_eq!(app.count("invitations").await, before.0 + 3);
 }
 
-/// The fold vacuums a counters table once it has moved enough deltas out
-/// of it (autovacuum would leave the dead rows for every reader to walk).
+/// The fold vacuums a deltas table once it has moved enough deltas out of
+/// it (autovacuum would leave the dead rows for every reader to walk).
 #[tokio::test]
 async fn the_fold_vacuums_the_deltas_it_has_moved() {
     let app = TestApp::spawn_with(&["--graph-fold-interval", "50ms"]).await;
