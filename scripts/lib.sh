@@ -159,6 +159,18 @@ bench_layout() {
   owners=$(( side < 10000 ? side : 10000 ))
 }
 
+# Statements a bench service logged so far (started with
+# --log "warn,sqlx::query=debug"), leaving out the wake-up's pg_notify (at
+# most one per 50 ms whatever the rate of calls, so not per call).
+logged_statements() { grep 'sqlx::query' "$1" | grep -vc pg_notify || true; }
+
+# A figure from invitations-load's `result` lines: file, call, field
+# (`result rpc=… call=<call> calls=… per_second=… p99_ms=…`).
+load_result() {
+  awk -v call="$2" -v f="$3" '$1 == "result" && $3 == "call=" call {
+    for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$1"
+}
+
 # Postgres's own CPU per call, beside the throughput: what a call costs the
 # part that does not scale out, whoever else shares the cores. Counted from
 # /proc of the server's postmaster (its reaped backends' time included) and

@@ -132,11 +132,6 @@ pub fn is_vanity(canonical: &str) -> bool {
     canonical.len() <= MIN_RANDOM_SYMBOLS || canonical.bytes().any(|b| symbol_value(b).is_none())
 }
 
-/// `is_vanity` of a canonical code as bytes (an opened sealed code).
-pub fn is_vanity_bytes(canonical: &[u8]) -> bool {
-    std::str::from_utf8(canonical).is_ok_and(|c| !c.is_empty() && is_vanity(c))
-}
-
 /// Display form of a canonical code string (a vanity code as it is).
 pub fn display_form(canonical: &str, prefix: &str) -> String {
     if is_vanity(canonical) {

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::Invitation;
 use crate::domain::attributes::Attributes;
+use crate::domain::code;
 use crate::domain::error::Error;
 use crate::domain::events::Event;
 use crate::domain::history::{Entry, Operation};
@@ -47,19 +48,21 @@ impl Invitations {
             return Ok(Answer::Replayed(bytes));
         }
         let mut tx = self.pool.begin().await?;
-        let Locked { invitation: inv, held, now, .. } = lifecycle::lock(&mut tx, cmd.id).await?.ok_or(NOT_FOUND)?;
+        let Locked { invitation: mut inv, held, now, .. } = lifecycle::lock(&mut tx, cmd.id).await?.ok_or(NOT_FOUND)?;
         if inv.uses >= inv.max_uses {
             return Err(Error::AlreadyRedeemed);
         }
         if inv.revoke_time.is_some() {
             return Err(Error::Revoked);
         }
+        // Opened once: the vanity check below reads it, the answer shows it.
+        self.reveal_one(&mut inv);
         if let Some(Some(t)) = cmd.expire_time
             && t <= now
         {
             return Err(Error::invalid("invitation.expire_time", "must be in the future"));
         }
-        if cmd.expire_time == Some(None) && self.is_vanity(&inv) {
+        if cmd.expire_time == Some(None) && !inv.code.is_empty() && code::is_vanity(&inv.code) {
             // Mint requires a vanity code's expiry (docs/design.md, "Vanity
             // codes"): a guessable code must not live forever.
             return Err(Error::invalid(
@@ -101,10 +104,8 @@ impl Invitations {
                 .request(idem.request_id.as_ref())
                 .detail("fields", changed.join(","));
             history::append(&mut tx, &entry).await?;
-            updated
+            Invitation { code: inv.code.clone(), ..updated }
         };
-        let mut updated = updated;
-        self.reveal_one(&mut updated);
         let answer = self.commit_answer(tx, "UpdateInvitation", &idem, updated).await?;
         tracing::info!(invitation_id = %cmd.id, changed = ?changed, "updated an invitation");
         Ok(answer)

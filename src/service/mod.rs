@@ -331,15 +331,6 @@ impl Invitations {
         invitations
     }
 
-    /// Whether `inv` carries an operator's vanity code (its sealed code is
-    /// read; one that cannot be opened counts as generated).
-    pub(crate) fn is_vanity(&self, inv: &Invitation) -> bool {
-        let (Some(key_id), Some(sealed)) = (inv.code_key_id, inv.code_ciphertext.as_deref()) else { return false };
-        self.vault
-            .open(key_id, inv.id.as_bytes(), sealed)
-            .is_some_and(|code| crate::domain::code::is_vanity_bytes(&code))
-    }
-
     pub(crate) fn reveal_one(&self, inv: &mut Invitation) {
         let (Some(key_id), Some(sealed)) = (inv.code_key_id, inv.code_ciphertext.as_deref()) else { return };
         match self.vault.open(key_id, inv.id.as_bytes(), sealed).and_then(|b| String::from_utf8(b).ok()) {

@@ -441,6 +441,11 @@ async fn admission_orders_pass_over_new_members_and_carry_ttl_label_and_batch() 
     assert_eq!(positions, (1, 2), "nobody left waiting behind a member");
 }
 
+/// Runs one statement on the test's database (a setup step).
+async fn run_sql(pool: &sqlx::PgPool, statement: &str) {
+    sqlx::query(statement).execute(pool).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
 /// Positions in a line of several buckets (1,024 scores each) match a plain
 /// ranking, for entries moved up across bucket boundaries too.
 #[tokio::test]
@@ -449,21 +454,14 @@ async fn positions_across_bucket_boundaries_match_a_full_ranking() {
     let pool = app.pool().await;
     // 3,000 entries (the trigger keeps the bucket counters), then moves:
     // some up by more than a bucket, some out of the line.
-    sqlx::query(
+    run_sql(
+        &pool,
         "INSERT INTO waitlist_entries (id, applicant_id, referral_handle, bump_cap) \
          SELECT gen_random_uuid(), 'bulk-' || g, 'h-' || g, 5000 FROM generate_series(1, 3000) g",
     )
-    .execute(&pool)
-    .await
-    .expect("entries");
-    sqlx::query("UPDATE waitlist_entries SET bump = (seq * 7919) % 1500 WHERE seq % 5 = 0")
-        .execute(&pool)
-        .await
-        .expect("bumps");
-    sqlx::query("UPDATE waitlist_entries SET state = 'rejected' WHERE seq % 11 = 0")
-        .execute(&pool)
-        .await
-        .expect("out of the line");
+    .await;
+    run_sql(&pool, "UPDATE waitlist_entries SET bump = (seq * 7919) % 1500 WHERE seq % 5 = 0").await;
+    run_sql(&pool, "UPDATE waitlist_entries SET state = 'rejected' WHERE seq % 11 = 0").await;
     let ranked: Vec<(String, i64)> = sqlx::query_as(
         "SELECT applicant_id, row_number() OVER (ORDER BY score, seq) FROM waitlist_entries \
          WHERE state IN ('waiting', 'approved')",
@@ -493,13 +491,12 @@ async fn stats_give_the_approval_rate_and_the_median_wait_of_a_constructed_histo
     assert_eq!(admit(&app, admit_request(10)).await.admitted_count, 2, "only the approved");
     // Their waits: one hour and three hours (median two).
     let pool = app.pool().await;
-    sqlx::query(
+    run_sql(
+        &pool,
         "UPDATE waitlist_entries SET join_time = admit_time - make_interval(hours => CASE applicant_id \
          WHEN 's-0' THEN 1 ELSE 3 END) WHERE applicant_id IN ('s-0', 's-1')",
     )
-    .execute(&pool)
-    .await
-    .expect("waits");
+    .await;
     let stats = app.client.clone().get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner();
     let w = stats.waitlist.expect("a waitlist section");
     assert_eq!((w.joined, w.waiting, w.admitted, w.reviewed), (6, 2, 2, 4));
@@ -519,17 +516,17 @@ async fn an_admission_failing_midway_leaves_nothing_behind() {
         joined(&app, &format!("c-{i}"), "").await;
     }
     let pool = app.pool().await;
-    sqlx::query(
+    run_sql(
+        &pool,
         "CREATE FUNCTION fail_admitted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
          IF NEW.event_type = 'waitlist.admitted' THEN RAISE EXCEPTION 'the disk is full'; END IF; RETURN NEW; END $$",
     )
-    .execute(&pool)
-    .await
-    .expect("function");
-    sqlx::query("CREATE TRIGGER fail_admitted BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION fail_admitted()")
-        .execute(&pool)
-        .await
-        .expect("trigger");
+    .await;
+    run_sql(
+        &pool,
+        "CREATE TRIGGER fail_admitted BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION fail_admitted()",
+    )
+    .await;
     let admitted_events = "outbox WHERE event_type = 'waitlist.admitted'";
     let before = (app.count("invitations").await, app.count("batches").await, app.count(admitted_events).await);
     let err = app.client.clone().admit_from_waitlist(admit_request(3)).await.expect_err("fails midway");
@@ -539,7 +536,7 @@ async fn an_admission_failing_midway_leaves_nothing_behind() {
         let e = entry(&app, &format!("c-{i}")).await.expect("get");
         assert_eq!((e.state, e.invitation.is_none()), (State::Waiting as i32, true), "c-{i}");
     }
-    sqlx::query("DROP TRIGGER fail_admitted ON outbox").execute(&pool).await.expect("drop");
+    run_sql(&pool, "DROP TRIGGER fail_admitted ON outbox").await;
     let wave = admit(&app, admit_request(3)).await;
     assert_eq!(wave.admitted_count, 3);
     assert_eq!(app.count("invitations").await, before.0 + 3);
@@ -554,10 +551,7 @@ async fn the_fold_vacuums_the_deltas_it_has_moved() {
     let vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'waitlist_line_deltas'";
     let before: i64 = sqlx::query_scalar(vacuums).fetch_one(&pool).await.expect("stats");
     // 6,000 deltas that add up to nothing: the line's counts stay right.
-    sqlx::query("INSERT INTO waitlist_line_deltas SELECT 0, CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END FROM generate_series(1, 6000) g")
-        .execute(&pool)
-        .await
-        .expect("deltas");
+    run_sql(&pool, "INSERT INTO waitlist_line_deltas SELECT 0, CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END FROM generate_series(1, 6000) g").await;
     crate::helpers::wait_until(std::time::Duration::from_secs(30), "a VACUUM of the deltas", || async {
         sqlx::query_scalar::<_, i64>(vacuums).fetch_one(&pool).await.expect("stats") > before
     })
