@@ -189,6 +189,24 @@ pg_cpu_ticks() {
   done
   echo "$sum"
 }
+# The postmaster's children now, one pid per line (for pg_cpu_settled).
+pg_children() { [[ -n "$pg_master" ]] && pgrep -P "$pg_master" | sort; }
+# pg_cpu_ticks once the backends of a client that disconnected have exited
+# and been reaped: $1 is pg_children from before the client connected. A
+# backend's CPU leaves /proc when it exits and reaches the postmaster's
+# cutime only when it is reaped, so ticks read right after pgbench returns
+# missed most of its run (in one check: 93 ticks at once, 637 a second
+# later, for the same 4 s run). Waits at most 10 s.
+pg_cpu_settled() {
+  local new pid i
+  new=$(comm -13 <(echo "$1") <(pg_children))
+  for i in $(seq 200); do
+    for pid in $new; do kill -0 "$pid" 2>/dev/null && break; pid=; done
+    [[ -z "${pid:-}" ]] && break
+    sleep 0.05
+  done
+  pg_cpu_ticks
+}
 pg_cpu_per() { # ticks before, ticks after, calls: µs of Postgres CPU per call
   awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN { if (a < 0 || n <= 0) print "-"; else printf "%.0f", (b - a) / hz / n * 1e6 }'
 }

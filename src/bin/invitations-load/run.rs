@@ -47,6 +47,9 @@ pub enum Rpc {
     /// GetWaitlistEntry (with its position) of a random applicant
     /// "<--applicant-prefix>-<1..=--entries>".
     WaitlistGet,
+    /// grpc.health.v1.Health/Check of the whole server: no database work,
+    /// the gRPC floor every call pays (docs/performance.md).
+    Health,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +116,7 @@ enum Call {
     RecordConversion,
     JoinWaitlist,
     GetWaitlistEntry,
+    HealthCheck,
 }
 
 impl Call {
@@ -127,6 +131,7 @@ impl Call {
             Call::RecordConversion => "RecordConversion",
             Call::JoinWaitlist => "JoinWaitlist",
             Call::GetWaitlistEntry => "GetWaitlistEntry",
+            Call::HealthCheck => "HealthCheck",
         }
     }
 }
@@ -236,6 +241,7 @@ enum Planned {
     Convert { n: i64 },
     Join { n: i64 },
     WaitlistGet { n: i64 },
+    Health,
 }
 
 fn pick(shared: &Shared) -> Option<Planned> {
@@ -268,6 +274,7 @@ fn pick(shared: &Shared) -> Option<Planned> {
         }
         Rpc::Join => Planned::Join { n: shared.next_redeem.fetch_add(1, Ordering::Relaxed) },
         Rpc::WaitlistGet => Planned::WaitlistGet { n: rng.random_range(1..=args.entries.max(1)) },
+        Rpc::Health => Planned::Health,
         Rpc::Mix => match rng.random_range(0..100) {
             0..35 => Planned::Check { k: rng.random_range(0..layout.invitations) },
             35..70 => Planned::List { owner: owner(&mut rng) },
@@ -289,6 +296,7 @@ impl Planned {
             Planned::Convert { .. } => Call::RecordConversion,
             Planned::Join { .. } => Call::JoinWaitlist,
             Planned::WaitlistGet { .. } => Call::GetWaitlistEntry,
+            Planned::Health => Call::HealthCheck,
         }
     }
 
@@ -356,6 +364,10 @@ impl Planned {
                     ..Default::default()
                 };
                 unread(client, "/invitations.v1.InvitationService/GetWaitlistEntry", authorized(request, token)).await
+            }
+            Planned::Health => {
+                let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+                unread(client, "/grpc.health.v1.Health/Check", authorized(request, token)).await
             }
         }
     }
