@@ -180,12 +180,14 @@ pg_cpu_init() { # sets hz and pg_master for pg_cpu_ticks, from $DATABASE_URL
   hz=$(getconf CLK_TCK)
   pg_master=$(head -1 "$(psql -X -Atc 'SHOW data_directory' "$DATABASE_URL" 2>/dev/null)/postmaster.pid" 2>/dev/null || true)
 }
+# A process's own CPU time so far (user + system ticks; 0 once it is gone).
+proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 pg_cpu_ticks() {
   [[ -n "$pg_master" && -r "/proc/$pg_master/stat" ]] || { echo -1; return; }
   local sum pid
   sum=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pg_master/stat")
   for pid in $(pgrep -P "$pg_master"); do
-    sum=$(( sum + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+    sum=$(( sum + $(proc_ticks "$pid") ))
   done
   echo "$sum"
 }
@@ -207,7 +209,7 @@ pg_cpu_settled() {
   done
   pg_cpu_ticks
 }
-pg_cpu_per() { # ticks before, ticks after, calls: µs of Postgres CPU per call
+pg_cpu_per() { # ticks before, ticks after, calls: µs of CPU per call (Postgres's, or any process's ticks)
   awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN { if (a < 0 || n <= 0) print "-"; else printf "%.0f", (b - a) / hz / n * 1e6 }'
 }
 # pgbench's stand-in for what it cannot compute (a code's HMAC): the lookup
